@@ -1,0 +1,3 @@
+from optmodel.cli import main
+
+main()

@@ -1,0 +1,41 @@
+"""The `optmodel` command: Hydra composes the config, `optmodel.run.execute` does the rest."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from optmodel.config.schema import register_schemas
+from optmodel.paths import conf_dir
+
+log = logging.getLogger("optmodel")
+
+register_schemas()
+
+
+def run_dir_of(cfg: DictConfig) -> Path:
+    if cfg.run.output_dir:
+        return Path(cfg.run.output_dir)
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+@hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
+def main(cfg: DictConfig) -> None:
+    from optmodel.config.validate import ConfigError
+    from optmodel.run import execute
+
+    try:
+        execute(cfg, run_dir_of(cfg))
+    except ConfigError as err:
+        # A config problem is the user's to fix: the message, no traceback.
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

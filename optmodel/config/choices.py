@@ -1,0 +1,60 @@
+"""Names a config may use, kept light so validation never imports torch or ModelOpt.
+
+QUANT_FORMATS mirrors `modelopt.torch.quantization.config.choices` of the pinned ModelOpt;
+tests/test_quantize.py asserts the two agree, so a ModelOpt upgrade that adds or drops a
+format fails a test instead of drifting.
+"""
+
+QUANT_FORMATS = (
+    "FP8_2D_BLOCKWISE_WEIGHT_ONLY_CFG",
+    "FP8_AFFINE_KV_CFG",
+    "FP8_DEFAULT_CFG",
+    "FP8_KV_CFG",
+    "FP8_PER_CHANNEL_PER_TOKEN_CFG",
+    "INT4_AWQ_CFG",
+    "INT4_BLOCKWISE_WEIGHT_ONLY_CFG",
+    "INT8_DEFAULT_CFG",
+    "INT8_SMOOTHQUANT_CFG",
+    "INT8_WEIGHT_ONLY_CFG",
+    "MAMBA_MOE_FP8_AGGRESSIVE_CFG",
+    "MAMBA_MOE_FP8_CONSERVATIVE_CFG",
+    "MAMBA_MOE_NVFP4_AGGRESSIVE_CFG",
+    "MAMBA_MOE_NVFP4_CONSERVATIVE_CFG",
+    "MXFP4_DEFAULT_CFG",
+    "MXFP4_MLP_WEIGHT_ONLY_CFG",
+    "MXFP6_DEFAULT_CFG",
+    "MXFP8_DEFAULT_CFG",
+    "MXINT8_DEFAULT_CFG",
+    "NVFP4_AFFINE_KV_CFG",
+    "NVFP4_AWQ_CLIP_CFG",
+    "NVFP4_AWQ_FULL_CFG",
+    "NVFP4_AWQ_LITE_CFG",
+    "NVFP4_DEFAULT_CFG",
+    "NVFP4_EXPERTS_ONLY_CFG",
+    "NVFP4_FOUR_OVER_SIX_CFG",
+    "NVFP4_FP8_MHA_CONFIG",
+    "NVFP4_KV_CFG",
+    "NVFP4_KV_ROTATE_CFG",
+    "NVFP4_MLP_ONLY_CFG",
+    "NVFP4_MLP_WEIGHT_ONLY_CFG",
+    "NVFP4_OMLP_ONLY_CFG",
+    "NVFP4_SVDQUANT_DEFAULT_CFG",
+    "NVFP4_W4A4_WEIGHT_LOCAL_HESSIAN_CFG",
+    "NVFP4_W4A4_WEIGHT_MSE_FP8_SWEEP_CFG",
+    "W4A16_NVFP4_CFG",
+    "W4A8_AWQ_BETA_CFG",
+    "W4A8_MXFP4_FP8_CFG",
+    "W4A8_NVFP4_FP8_CFG",
+)
+
+# Formats whose fake-quant kernels need CUDA in ModelOpt 0.46 (STACK_NOTES: "amax must be a
+# CUDA tensor"); refused up front on a CPU run instead of failing mid-calibration.
+CUDA_ONLY_QUANT_PREFIXES = ("NVFP4", "MX", "W4A16_NVFP4", "W4A8_NVFP4", "W4A8_MXFP4", "MAMBA_MOE_NVFP4")
+
+BACKENDS = ("hf",)
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("float32", "bfloat16", "float16")
+DATA_SOURCES = ("bundled", "text", "jsonl")
+LOGGERS = ("none", "wandb")
+WANDB_MODES = ("online", "offline", "disabled")
+ROUTER_SCORE_FUNCTIONS = ("softmax", "sigmoid")

@@ -1,0 +1,160 @@
+"""Dataclass schemas behind every config group.
+
+Registered in Hydra's ConfigStore so that a YAML file with a misspelt field fails at
+composition with the field's full path. Imports nothing heavy: `--cfg job` and config
+tests must not pay for torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class MoEConfig:
+    num_experts: int = MISSING
+    top_k: int = MISSING
+    ffn_hidden_size: int = MISSING  # per routed expert
+    shared_expert_ffn_hidden_size: int = 0  # 0: no shared expert
+    first_k_dense_layers: int = 0  # leading dense layers (DeepSeek-V3 / Kimi-K2)
+    layer_freq: int = 1  # MoE on every N-th layer, dense between (Llama-4 Maverick: 2)
+    router_score_function: str = "softmax"  # softmax | sigmoid
+    router_topk_scaling: float = 1.0
+    router_norm_topk_prob: bool = False
+    router_expert_bias: bool = False  # aux-loss-free load balancing bias
+    router_bias_update_rate: float = 0.0
+    router_pre_softmax: bool = False
+    router_num_groups: int = 1  # device-limited routing groups (DeepSeek-V3: 8)
+    router_group_topk: int = 1
+    router_dtype: Optional[str] = None  # e.g. fp32 for Qwen3-MoE
+    aux_loss_coeff: float = 0.0
+
+
+@dataclass
+class MLAConfig:
+    q_lora_rank: Optional[int] = None  # None: no query compression (DeepSeek-V2-Lite)
+    kv_lora_rank: int = MISSING
+    qk_head_dim: int = MISSING  # the non-rotary part of each query/key head
+    qk_pos_emb_head_dim: int = MISSING  # the rotary part
+    v_head_dim: int = MISSING
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    family: str = MISSING  # see optmodel.models.families.FAMILIES
+    checkpoint: Optional[str] = None  # local Hugging Face checkpoint directory
+    tiny: bool = False  # built into the package (optmodel/assets/tiny_models/<name>)
+    trust_remote_code: bool = False
+    num_layers: int = MISSING
+    hidden_size: int = MISSING
+    ffn_hidden_size: int = MISSING  # dense MLP size
+    num_attention_heads: int = MISSING
+    num_query_groups: Optional[int] = None  # None for MLA models
+    kv_channels: int = MISSING  # head dim
+    qk_layernorm: bool = False
+    qk_l2_norm: bool = False
+    qkv_bias: bool = False
+    tied_embeddings: bool = False
+    vocab_size: int = MISSING
+    padded_vocab_size: Optional[int] = None  # embedding rows when larger than the tokenizer
+    max_position_embeddings: int = MISSING
+    rope_theta: float = 10000.0
+    rope_scaling: Optional[Dict[str, Any]] = None
+    nope_layer_interval: Optional[int] = None  # Llama-4: every 4th layer without rope
+    sliding_window: Optional[int] = None
+    norm_eps: float = 1e-6
+    dtype: str = "bfloat16"  # dtype of the released weights
+    moe: Optional[MoEConfig] = None
+    mla: Optional[MLAConfig] = None
+
+
+@dataclass
+class ParallelConfig:
+    name: str = MISSING
+    tensor: int = 1
+    pipeline: int = 1
+    expert: int = 1
+    expert_tensor: Optional[int] = None  # None: same as tensor
+    context: int = 1
+    data: Optional[int] = None  # None: whatever the world size leaves
+    sequence_parallel: bool = False
+    pipeline_first_stage_layers: Optional[int] = None  # uneven split: first stage
+    pipeline_last_stage_layers: Optional[int] = None  # uneven split: last stage
+
+
+@dataclass
+class BackendConfig:
+    name: str = "hf"
+    device: str = "auto"  # auto | cpu | cuda
+    dtype: str = "float32"  # compute dtype: float32 | bfloat16 | float16
+    attn_implementation: str = "sdpa"
+
+
+@dataclass
+class DataConfig:
+    name: str = MISSING
+    source: str = "bundled"  # bundled | text | jsonl
+    calib_path: Optional[str] = None  # text or jsonl ({"text": ...}); bundled: ignored
+    eval_path: Optional[str] = None
+    num_samples: int = 32  # calibration sequences
+    seq_len: int = 256
+    batch_size: int = 8
+    eval_max_sequences: int = 64  # held-out sequences for perplexity; 0 = all
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "none"  # none | wandb
+    project: str = "optmodel"
+    entity: Optional[str] = None
+    mode: str = "offline"  # online | offline | disabled
+    group: Optional[str] = None
+    tags: List[str] = field(default_factory=list)
+
+
+@dataclass
+class TaskConfig:
+    name: str = MISSING
+
+
+@dataclass
+class QuantizeTaskConfig(TaskConfig):
+    name: str = "quantize"
+    quant_cfg: str = "FP8_DEFAULT_CFG"  # any name in modelopt's mtq.config.choices
+    perplexity: bool = True  # held-out perplexity before and after
+    export: bool = True  # unified HF checkpoint under <run dir>/export
+    export_dtype: str = "bfloat16"
+
+
+@dataclass
+class RunConfig:
+    seed: int = 1234
+    output_dir: Optional[str] = None  # None: Hydra's run dir
+    world_size: Optional[int] = None  # None: from the launch environment (WORLD_SIZE)
+
+
+@dataclass
+class OptmodelConfig:
+    model: ModelConfig = MISSING
+    parallel: ParallelConfig = MISSING
+    task: Any = MISSING  # one of the TaskConfig subclasses, picked by the task group
+    backend: BackendConfig = MISSING
+    data: DataConfig = MISSING
+    logger: LoggerConfig = MISSING
+    run: RunConfig = field(default_factory=RunConfig)
+    experiment: Optional[Any] = None
+
+
+TASK_SCHEMAS = {"quantize": QuantizeTaskConfig}
+
+
+def register_schemas() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="optmodel_schema", node=OptmodelConfig)
+    for task_name, schema in TASK_SCHEMAS.items():
+        cs.store(group="schema/task", name=task_name, node=schema)

@@ -1,0 +1,105 @@
+"""The run directory's manifest (optmodel.json) and atomic writes.
+
+A run dir is complete only when its manifest says `"status": "completed"`; outputs are
+built under a hidden partial name and renamed into place, so a killed run never leaves a
+checkpoint that looks finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+from pathlib import Path
+from typing import Any, Dict, Iterator
+
+MANIFEST_NAME = "optmodel.json"
+VERSIONED_PACKAGES = (
+    "optmodel", "torch", "transformers", "nvidia-modelopt", "megatron-core",
+    "hydra-core", "omegaconf", "lm_eval", "wandb",
+)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def atomic_dir(final: Path) -> Iterator[Path]:
+    """Yield a partial directory beside `final`; rename it to `final` only on success.
+
+    An existing `final` is refused rather than overwritten: it belongs to another run.
+    """
+    final = Path(final)
+    if final.exists():
+        raise FileExistsError(f"{final} already exists; refusing to overwrite another run's output")
+    partial = final.with_name(f".{final.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        yield partial
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    os.replace(partial, final)
+
+
+def package_versions() -> Dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in VERSIONED_PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+class Manifest:
+    """optmodel.json of one run dir, rewritten atomically at every update."""
+
+    def __init__(self, run_dir: Path, task: str, model: str, input_checkpoint: str | None):
+        self.path = Path(run_dir) / MANIFEST_NAME
+        self.data: Dict[str, Any] = {
+            "task": task,
+            "model": model,
+            "input_checkpoint": input_checkpoint,
+            "status": "running",
+            "started_at": now(),
+            "finished_at": None,
+            "architecture": None,
+            "quantization": None,
+            "metrics": {},
+            "outputs": {},
+            "versions": package_versions(),
+            "error": None,
+        }
+        self.write()
+
+    def update(self, **fields: Any) -> None:
+        self.data.update(fields)
+        self.write()
+
+    def finish(self, status: str, error: str | None = None) -> None:
+        self.update(status=status, error=error, finished_at=now())
+
+    def write(self) -> None:
+        atomic_write_text(self.path, json.dumps(self.data, indent=2, default=str) + "\n")
+
+
+def read_manifest(run_dir: Path) -> Dict[str, Any]:
+    with open(Path(run_dir) / MANIFEST_NAME) as f:
+        return json.load(f)

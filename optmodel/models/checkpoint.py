@@ -1,0 +1,62 @@
+"""Find a model's Hugging Face checkpoint directory and check it before any weight is read."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+from omegaconf import DictConfig
+
+from optmodel.paths import TINY_MODELS_DIR
+
+WEIGHT_PATTERNS = ("*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin")
+
+
+def resolve_checkpoint(model: DictConfig) -> Optional[Path]:
+    """The checkpoint directory of `model`: the bundled one for tiny models, else model.checkpoint."""
+    if model.checkpoint:
+        return Path(model.checkpoint).expanduser()
+    if model.tiny:
+        return TINY_MODELS_DIR / model.name
+    return None
+
+
+def read_hf_config(ckpt: Path) -> dict:
+    with open(ckpt / "config.json") as f:
+        return json.load(f)
+
+
+def checkpoint_problems(model: DictConfig) -> List[str]:
+    """Missing, corrupt or mismatched checkpoints, as problem sentences (empty when fine)."""
+    from optmodel.models.hf_config import architecture_mismatches
+
+    ckpt = resolve_checkpoint(model)
+    if ckpt is None:
+        return [
+            f"model.checkpoint: model={model.name} needs a local Hugging Face checkpoint directory. "
+            f"Fix: model.checkpoint=/path/to/{model.name} (a download of the model's HF repo)."
+        ]
+    if not ckpt.is_dir() and model.tiny and not model.checkpoint:
+        return [
+            f"model.checkpoint: the bundled {model.name} checkpoint is missing from {ckpt}. "
+            f"Fix: rebuild it with `python -m optmodel.models.tiny --only {model.name}` (or reinstall optmodel)."
+        ]
+    if not ckpt.is_dir():
+        return [f"model.checkpoint: {ckpt} is not a directory. Fix: point model.checkpoint at the HF checkpoint dir."]
+    if not (ckpt / "config.json").is_file():
+        return [f"model.checkpoint: {ckpt} has no config.json, so it is not a Hugging Face checkpoint."]
+    try:
+        hf = read_hf_config(ckpt)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        return [f"model.checkpoint: {ckpt / 'config.json'} is not valid JSON ({err}); the checkpoint is corrupt."]
+    problems = []
+    if not any(any(ckpt.glob(p)) for p in WEIGHT_PATTERNS):
+        problems.append(
+            f"model.checkpoint: {ckpt} holds no weights ({', '.join(WEIGHT_PATTERNS)}); the download is incomplete."
+        )
+    try:
+        problems += architecture_mismatches(model, hf)
+    except ValueError as err:
+        problems.append(f"model.checkpoint: {err}")
+    return problems

@@ -1,0 +1,67 @@
+"""One run: validate, open the run dir, dispatch the task, record the outcome."""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict
+
+from omegaconf import DictConfig, OmegaConf
+
+from optmodel.config.validate import validate
+from optmodel.manifest import Manifest, atomic_write_text
+from optmodel.models.checkpoint import resolve_checkpoint
+from optmodel.tasks import get_task
+from optmodel.tracking import Tracker
+
+log = logging.getLogger("optmodel")
+
+
+@dataclass
+class RunContext:
+    """What a task gets: the validated config and where its results go."""
+
+    cfg: DictConfig
+    run_dir: Path
+    manifest: Manifest
+    tracker: Tracker
+
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def execute(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
+    """Run `cfg.task` with its results in `run_dir`; returns the task's metrics.
+
+    Validation comes first and raises ConfigError before anything is loaded or written.
+    """
+    validate(cfg)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    ckpt = resolve_checkpoint(cfg.model)
+    manifest = Manifest(run_dir, task=cfg.task.name, model=cfg.model.name, input_checkpoint=str(ckpt) if ckpt else None)
+    tracker = Tracker(cfg, run_dir)
+    failed = True
+    try:
+        seed_everything(cfg.run.seed)
+        task = get_task(cfg.task.name)
+        metrics = task(RunContext(cfg=cfg, run_dir=run_dir, manifest=manifest, tracker=tracker))
+        manifest.update(metrics={**manifest.data["metrics"], **metrics})
+        manifest.finish("completed")
+        failed = False
+        return metrics
+    except BaseException as err:
+        manifest.finish("failed", error=f"{type(err).__name__}: {err}")
+        log.exception("task %s failed", cfg.task.name)
+        raise
+    finally:
+        tracker.close(failed=failed)

@@ -1,0 +1,140 @@
+"""End to end: the real `optmodel` entrypoint and task=quantize on the bundled tiny models,
+with real transformers and ModelOpt on CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from safetensors import safe_open
+
+from optmodel.config.choices import QUANT_FORMATS
+from optmodel.manifest import atomic_dir, read_manifest
+from optmodel.run import execute
+
+from conftest import compose_cfg
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    """`optmodel` with no arguments but the run dir, as a user types it."""
+    run_dir = tmp_path_factory.mktemp("default_run")
+    proc = subprocess.run(
+        [sys.executable, "-m", "optmodel", f"hydra.run.dir={run_dir}"],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run_dir, proc.stdout
+
+
+def test_default_run_writes_config_manifest_log_and_export(default_run):
+    run_dir, _ = default_run
+    assert (run_dir / "config.yaml").is_file()
+    assert (run_dir / "optmodel.log").stat().st_size > 0
+    manifest = read_manifest(run_dir)
+    assert manifest["status"] == "completed" and manifest["error"] is None
+    assert manifest["task"] == "quantize" and manifest["model"] == "tiny_qwen3"
+    assert manifest["input_checkpoint"].endswith("tiny_models/tiny_qwen3")
+    assert manifest["versions"]["nvidia-modelopt"].startswith("0.46")
+    assert manifest["architecture"]["num_hidden_layers"] == 4
+    quant = manifest["quantization"]
+    assert quant["format"] == "FP8_DEFAULT_CFG"
+    # 4 layers x 7 linear layers (q, k, v, o, gate, up, down); lm_head stays unquantized.
+    assert quant["quantized_modules"] == 28
+    assert quant["formats"]["weight (4, 3)"] == 28
+    assert not list(run_dir.glob(".export.partial-*"))
+
+
+def test_default_run_perplexity_is_trained_and_fp8_costs_little(default_run):
+    run_dir, stdout = default_run
+    metrics = read_manifest(run_dir)["metrics"]
+    before, after = metrics["perplexity_before"], metrics["perplexity_after"]
+    assert before < 30, "the tiny model must be trained, far below uniform (1024)"
+    assert before < after < before * 1.05
+    assert metrics["calib_sequences"] == 32 and metrics["calib_tokens"] == 32 * 256
+    assert f"{before:.3f} -> {after:.3f}" in stdout
+    assert "optmodel quantize: tiny_qwen3 -> FP8_DEFAULT_CFG" in stdout
+
+
+def test_default_run_exports_a_unified_fp8_checkpoint(default_run):
+    run_dir, _ = default_run
+    export = run_dir / "export"
+    hf_quant = json.loads((export / "hf_quant_config.json").read_text())
+    assert hf_quant["quantization"]["quant_algo"] == "FP8"
+    config = json.loads((export / "config.json").read_text())
+    assert config["quantization_config"]["quant_method"] == "modelopt"
+    assert (export / "tokenizer.json").is_file()
+    with safe_open(str(next(export.glob("*.safetensors"))), "pt") as f:
+        weight = f.get_tensor("model.layers.0.self_attn.q_proj.weight")
+        scale = f.get_tensor("model.layers.0.self_attn.q_proj.weight_scale")
+        head = f.get_tensor("lm_head.weight")
+    import torch
+
+    assert weight.dtype == torch.float8_e4m3fn and scale.dtype == torch.float32
+    assert head.dtype == torch.bfloat16
+
+
+def test_int8_smoothquant_on_tiny_llama_with_wandb_offline(tmp_path):
+    cfg = compose_cfg("model=tiny_llama", "task.quant_cfg=INT8_SMOOTHQUANT_CFG", "data.num_samples=8", "logger=wandb")
+    metrics = execute(cfg, tmp_path)
+    manifest = read_manifest(tmp_path)
+    assert manifest["status"] == "completed"
+    assert list((tmp_path / "wandb").glob("offline-run-*")), "wandb offline run not written in the run dir"
+    assert manifest["quantization"]["algorithm"] == "smoothquant"
+    assert metrics["perplexity_after"] > metrics["perplexity_before"]
+    hf_quant = json.loads((tmp_path / "export" / "hf_quant_config.json").read_text())
+    assert hf_quant["quantization"]["quant_algo"] == "W8A8_SQ_PER_CHANNEL"
+
+
+def test_run_that_fails_after_validation_is_marked_failed_and_leaves_no_export(tmp_path):
+    short = tmp_path / "short.txt"
+    short.write_text("Too short to fill one sequence.\n")
+    run_dir = tmp_path / "run"
+    cfg = compose_cfg("data=text", f"data.calib_path={short}", f"data.eval_path={short}", "data.seq_len=256")
+    with pytest.raises(ValueError, match="fewer than one sequence of data.seq_len=256"):
+        execute(cfg, run_dir)
+    manifest = read_manifest(run_dir)
+    assert manifest["status"] == "failed" and "data.calib_path" in manifest["error"]
+    assert not (run_dir / "export").exists()
+
+
+def test_jsonl_without_text_field_is_refused(tmp_path):
+    bad = tmp_path / "calib.jsonl"
+    bad.write_text('{"prompt": "hello"}\n')
+    cfg = compose_cfg("data=text", "data.source=jsonl", f"data.calib_path={bad}", f"data.eval_path={bad}", "data.seq_len=256")
+    with pytest.raises(ValueError, match="line 1 has no string field 'text'"):
+        execute(cfg, tmp_path / "run")
+
+
+def test_bad_config_exits_2_with_one_message_and_writes_nothing(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "optmodel", f"hydra.run.dir={tmp_path / 'run'}", "model=qwen3_8b", "parallel=pp16_kimi"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "optmodel config is not valid" in proc.stderr and "36 layers" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "run" / "optmodel.json").exists()
+
+
+def test_atomic_dir_renames_only_on_success(tmp_path):
+    with atomic_dir(tmp_path / "out") as partial:
+        (partial / "weights").write_text("ok")
+    assert (tmp_path / "out" / "weights").read_text() == "ok"
+    with pytest.raises(RuntimeError):
+        with atomic_dir(tmp_path / "killed") as partial:
+            (partial / "half").write_text("half")
+            raise RuntimeError("interrupted")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    with pytest.raises(FileExistsError):
+        with atomic_dir(tmp_path / "out"):
+            pass
+
+
+def test_quant_format_names_mirror_modelopt():
+    import modelopt.torch.quantization as mtq
+
+    assert set(QUANT_FORMATS) == set(mtq.config.choices)
