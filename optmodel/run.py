@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import random
+import signal
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict
@@ -38,6 +40,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+class Terminated(Exception):
+    """SIGTERM (Slurm preemption, `kill`): unwinds like an error, so partial outputs are
+    removed and the manifest says failed instead of staying `running`."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated(f"terminated by signal {signum}")
+
+
 def execute(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
     """Run `cfg.task` with its results in `run_dir`; returns the task's metrics.
 
@@ -51,6 +62,8 @@ def execute(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
     manifest = Manifest(run_dir, task=cfg.task.name, model=cfg.model.name, input_checkpoint=str(ckpt) if ckpt else None)
     tracker = Tracker(cfg, run_dir)
     failed = True
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         seed_everything(cfg.run.seed)
         task = get_task(cfg.task.name)

@@ -94,7 +94,7 @@ def test_expert_parallel_must_divide_the_experts():
 
 def test_world_size_must_match_the_layout():
     msg = error_of("model=qwen3_8b", "parallel=tp2", world_size=1, check_inputs=False)
-    assert "run.world_size" in msg and "TP x PP x CP = 2" in msg and "1 were launched" in msg
+    assert "run.world_size" in msg and "TP x PP x CP = 2" in msg and "1 was launched" in msg
 
 
 def test_explicit_data_parallel_size_must_match_world_size():

@@ -138,3 +138,51 @@ def test_quant_format_names_mirror_modelopt():
     import modelopt.torch.quantization as mtq
 
     assert set(QUANT_FORMATS) == set(mtq.config.choices)
+
+
+def test_sigterm_mid_run_marks_the_manifest_failed_and_leaves_no_export(tmp_path):
+    """A killed run (Slurm preemption, `kill`) must not look complete."""
+    import signal
+    import time
+
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "optmodel", f"hydra.run.dir={run_dir}", "data.num_samples=64"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run_dir / "optmodel.json").exists():
+        time.sleep(0.2)
+    time.sleep(1.0)  # inside model loading / calibration
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=120)
+    manifest = read_manifest(run_dir)
+    assert proc.returncode != 0
+    assert manifest["status"] == "failed" and "terminated by signal" in manifest["error"]
+    assert not (run_dir / "export").exists() and not list(run_dir.glob(".export.partial-*"))
+
+
+def test_wheel_ships_the_config_tree_and_assets(tmp_path):
+    """`pip install .` (not editable) must find conf/ and the tiny models inside the package."""
+    import zipfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(root)],
+        check=True, capture_output=True, cwd=tmp_path,
+    )
+    names = set(zipfile.ZipFile(next(tmp_path.glob("optmodel-*.whl"))).namelist())
+    for yaml in (root / "conf").rglob("*.yaml"):
+        assert f"optmodel/conf/{yaml.relative_to(root / 'conf')}" in names
+    assert "optmodel/assets/tiny_models/tiny_qwen3/model.safetensors" in names
+    assert "optmodel/assets/corpus/train.txt" in names
+
+
+@pytest.mark.gpu
+def test_nvfp4_quantize_and_export_on_gpu(tmp_path):
+    cfg = compose_cfg("task.quant_cfg=NVFP4_DEFAULT_CFG", "backend.device=cuda", "backend.dtype=bfloat16")
+    metrics = execute(cfg, tmp_path)
+    hf_quant = json.loads((tmp_path / "export" / "hf_quant_config.json").read_text())
+    assert hf_quant["quantization"]["quant_algo"] == "NVFP4"
+    assert metrics["perplexity_after"] < metrics["perplexity_before"] * 1.5

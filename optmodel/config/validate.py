@@ -37,6 +37,10 @@ def one_of(field: str, value, valid: Iterable[str]) -> Optional[str]:
     return f"{field}: unknown value {value!r}.{hint} Valid: {', '.join(valid)}."
 
 
+def _launched(world: int) -> str:
+    return f"{world} {'was' if world == 1 else 'were'} launched"
+
+
 def launched_world_size(cfg: DictConfig) -> int:
     """Processes this run was launched with: run.world_size, else WORLD_SIZE, else 1."""
     if cfg.run.world_size is not None:
@@ -94,7 +98,7 @@ def model_problems(model: DictConfig) -> List[str]:
     problems = []
     from optmodel.models.hf_config import FAMILIES
 
-    if (p := one_of("model.family", model.family, FAMILIES)) :
+    if (p := one_of("model.family", model.family, FAMILIES)):
         problems.append(p)
     for key in ("num_layers", "hidden_size", "ffn_hidden_size", "num_attention_heads", "kv_channels", "vocab_size"):
         if model[key] < 1:
@@ -192,13 +196,13 @@ def launch_problems(cfg: DictConfig, world: int) -> List[str]:
     if par.data is not None and mp * par.data != world:
         problems.append(
             f"parallel.data: TP {par.tensor} x PP {par.pipeline} x CP {par.context} x DP {par.data} = "
-            f"{mp * par.data} processes, but {world} were launched. Fix: launch {mp * par.data} processes or "
+            f"{mp * par.data} processes, but {_launched(world)}. Fix: launch {mp * par.data} processes or "
             f"set parallel.data=null to derive it."
         )
     elif world % mp:
         problems.append(
             f"run.world_size: parallel={par.name} needs a multiple of TP x PP x CP = {mp} processes, "
-            f"but {world} were launched. Fix: launch {mp} (or a multiple) processes, or pick a smaller layout."
+            f"but {_launched(world)}. Fix: launch {mp} (or a multiple) processes, or pick a smaller layout."
         )
     if cfg.model.moe is not None:
         etp = par.expert_tensor if par.expert_tensor is not None else par.tensor
@@ -206,7 +210,7 @@ def launch_problems(cfg: DictConfig, world: int) -> List[str]:
         if world % emp:
             problems.append(
                 f"run.world_size: expert layers need a multiple of ETP x EP x PP = {emp} processes, "
-                f"but {world} were launched."
+                f"but {_launched(world)}."
             )
     return problems
 
