@@ -122,6 +122,12 @@ def test_cuda_only_format_is_refused_on_cpu():
     assert "needs CUDA" in msg and "FP8_DEFAULT_CFG" in msg
 
 
+def test_kv_cache_format_is_checked_and_nvfp4_kv_needs_a_gpu():
+    assert "task.kv_cache: unknown value 'fp16'" in error_of("task.kv_cache=fp16")
+    msg = error_of("task.kv_cache=nvfp4", "backend.device=cpu")
+    assert "task.kv_cache: nvfp4 needs CUDA" in msg and "fp8" in msg
+
+
 def test_unknown_task_name_lists_valid_ones():
     msg = error_of("task.name=prunne")
     assert "task.name: unknown value 'prunne'" in msg and "quantize" in msg

@@ -89,6 +89,17 @@ def test_int8_smoothquant_on_tiny_llama_with_wandb_offline(tmp_path):
     assert hf_quant["quantization"]["quant_algo"] == "W8A8_SQ_PER_CHANNEL"
 
 
+def test_fp8_kv_cache_quantizes_k_and_v_and_is_exported(tmp_path):
+    cfg = compose_cfg("task.kv_cache=fp8", "data.num_samples=8", "data.eval_max_sequences=8")
+    execute(cfg, tmp_path)
+    quant = read_manifest(tmp_path)["quantization"]
+    assert quant["kv_cache"] == "fp8"
+    assert quant["formats"]["k_bmm (4, 3)"] == 4 and quant["formats"]["v_bmm (4, 3)"] == 4  # one per layer
+    hf_quant = json.loads((tmp_path / "export" / "hf_quant_config.json").read_text())
+    assert hf_quant["quantization"]["quant_algo"] == "FP8"
+    assert hf_quant["quantization"]["kv_cache_quant_algo"] == "FP8"
+
+
 def test_run_that_fails_after_validation_is_marked_failed_and_leaves_no_export(tmp_path):
     short = tmp_path / "short.txt"
     short.write_text("Too short to fill one sequence.\n")

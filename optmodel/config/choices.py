@@ -51,6 +51,16 @@ QUANT_FORMATS = (
 # CUDA tensor"); refused up front on a CPU run instead of failing mid-calibration.
 CUDA_ONLY_QUANT_PREFIXES = ("NVFP4", "MX", "W4A16_NVFP4", "W4A8_NVFP4", "W4A8_MXFP4", "MAMBA_MOE_NVFP4")
 
+# task.kv_cache -> the ModelOpt KV-cache config appended to the weight/activation config.
+KV_CACHE_FORMATS = {
+    "none": None,
+    "fp8": "FP8_KV_CFG",
+    "fp8_affine": "FP8_AFFINE_KV_CFG",
+    "nvfp4": "NVFP4_KV_CFG",
+    "nvfp4_affine": "NVFP4_AFFINE_KV_CFG",
+    "nvfp4_rotate": "NVFP4_KV_ROTATE_CFG",
+}
+
 BACKENDS = ("hf",)
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "bfloat16", "float16")

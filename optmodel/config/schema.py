@@ -126,6 +126,7 @@ class TaskConfig:
 class QuantizeTaskConfig(TaskConfig):
     name: str = "quantize"
     quant_cfg: str = "FP8_DEFAULT_CFG"  # any name in modelopt's mtq.config.choices
+    kv_cache: str = "none"  # KV-cache quantization: see choices.KV_CACHE_FORMATS
     perplexity: bool = True  # held-out perplexity before and after
     export: bool = True  # unified HF checkpoint under <run dir>/export
     export_dtype: str = "bfloat16"

@@ -255,14 +255,18 @@ def task_problems(cfg: DictConfig) -> List[str]:
     task = cfg.task
     problems = []
     if task.name == "quantize":
-        if (p := one_of("task.quant_cfg", task.quant_cfg, choices.QUANT_FORMATS)):
-            problems.append(p)
-        elif cfg.backend.device == "cpu" or (cfg.backend.device == "auto" and not _cuda_visible()):
-            if task.quant_cfg.startswith(choices.CUDA_ONLY_QUANT_PREFIXES):
+        on_cpu = cfg.backend.device == "cpu" or (cfg.backend.device == "auto" and not _cuda_visible())
+        formats = (
+            ("task.quant_cfg", task.quant_cfg, choices.QUANT_FORMATS, "FP8_DEFAULT_CFG, INT8_SMOOTHQUANT_CFG, INT4_AWQ_CFG, W4A8_AWQ_BETA_CFG"),
+            ("task.kv_cache", task.kv_cache, choices.KV_CACHE_FORMATS, "fp8, fp8_affine"),
+        )
+        for field, value, valid, cpu_ones in formats:
+            if (p := one_of(field, value, valid)):
+                problems.append(p)
+            elif on_cpu and str(choices.KV_CACHE_FORMATS.get(value, value)).startswith(choices.CUDA_ONLY_QUANT_PREFIXES):
                 problems.append(
-                    f"task.quant_cfg: {task.quant_cfg} needs CUDA fake-quant kernels in ModelOpt 0.46 and this "
-                    f"run is on CPU. Fix: run on a GPU (backend.device=cuda) or pick a CPU format such as "
-                    f"FP8_DEFAULT_CFG, INT8_SMOOTHQUANT_CFG, INT4_AWQ_CFG, W4A8_AWQ_BETA_CFG."
+                    f"{field}: {value} needs CUDA fake-quant kernels in ModelOpt 0.46 and this run is on CPU. "
+                    f"Fix: run on a GPU (backend.device=cuda) or pick a CPU format such as {cpu_ones}."
                 )
         if (p := one_of("task.export_dtype", task.export_dtype, ("bfloat16", "float16"))):
             problems.append(p)

@@ -17,6 +17,7 @@ from typing import Any, Dict
 from tqdm import tqdm
 
 from optmodel.backends import hf
+from optmodel.config.choices import KV_CACHE_FORMATS
 from optmodel.data.text import dataset_texts, pack
 from optmodel.manifest import atomic_dir
 from optmodel.metrics import perplexity
@@ -40,6 +41,18 @@ def quantizer_summary(model) -> Dict[str, Any]:
             formats[f"{role} {fmt}"] += 1
             layers.add(parent)
     return {"quantized_modules": len(layers), "formats": dict(sorted(formats.items()))}
+
+
+def build_quant_config(quant_cfg: str, kv_cache: str) -> dict:
+    """The named ModelOpt config, with the KV-cache config's entries appended (later entries
+    win in ModelOpt's list form, so they enable the k/v bmm quantizers the base disables)."""
+    import modelopt.torch.quantization as mtq
+
+    cfg = copy.deepcopy(getattr(mtq, quant_cfg))
+    kv_name = KV_CACHE_FORMATS[kv_cache]
+    if kv_name is not None:
+        cfg["quant_cfg"] = list(cfg["quant_cfg"]) + copy.deepcopy(getattr(mtq, kv_name)["quant_cfg"])
+    return cfg
 
 
 def calibrate(model, mtq_cfg: dict, calib, batch_size: int, device):
@@ -74,8 +87,6 @@ def export(model, tokenizer, export_dtype: str, run_dir):
 
 
 def run(ctx) -> Dict[str, Any]:
-    import modelopt.torch.quantization as mtq
-
     cfg, task, data = ctx.cfg, ctx.cfg.task, ctx.cfg.data
     calib_texts = dataset_texts(data, "calib")  # data problems surface before the model loads
     eval_texts = dataset_texts(data, "eval") if task.perplexity else None
@@ -94,14 +105,14 @@ def run(ctx) -> Dict[str, Any]:
         metrics["perplexity_before"] = perplexity(model, heldout, data.batch_size, handle.device, "perplexity before")
         ctx.tracker.log({"perplexity_before": metrics["perplexity_before"]})
 
-    mtq_cfg = copy.deepcopy(getattr(mtq, task.quant_cfg))
+    mtq_cfg = build_quant_config(task.quant_cfg, task.kv_cache)
     start = time.perf_counter()
     model = calibrate(model, mtq_cfg, calib, data.batch_size, handle.device)
     metrics["calib_seconds"] = round(time.perf_counter() - start, 3)
     summary = quantizer_summary(model)
     log.info("quantized with %s: %s", task.quant_cfg, summary)
     ctx.manifest.update(
-        quantization={"format": task.quant_cfg, "algorithm": mtq_cfg.get("algorithm"), **summary},
+        quantization={"format": task.quant_cfg, "kv_cache": task.kv_cache, "algorithm": mtq_cfg.get("algorithm"), **summary},
         architecture=hf.architecture_as_loaded(model),
     )
 
@@ -121,7 +132,8 @@ def run(ctx) -> Dict[str, Any]:
 
 
 def print_summary(cfg, metrics: Dict[str, Any], export_dir) -> None:
-    lines = [f"optmodel quantize: {cfg.model.name} -> {cfg.task.quant_cfg}"]
+    kv = f" + KV cache {cfg.task.kv_cache}" if cfg.task.kv_cache != "none" else ""
+    lines = [f"optmodel quantize: {cfg.model.name} -> {cfg.task.quant_cfg}{kv}"]
     if "perplexity_before" in metrics:
         lines.append(
             f"  perplexity  {metrics['perplexity_before']:.3f} -> {metrics['perplexity_after']:.3f} "
