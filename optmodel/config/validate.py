@@ -225,7 +225,10 @@ def group_name_problems(cfg: DictConfig) -> List[str]:
         ("logger.name", cfg.logger.name, choices.LOGGERS),
         ("logger.mode", cfg.logger.mode, choices.WANDB_MODES),
     ]
-    return [p for field, value, valid in checks if (p := one_of(field, value, valid))]
+    problems = [p for field, value, valid in checks if (p := one_of(field, value, valid))]
+    if cfg.backend.device == "cuda" and not _cuda_visible():
+        problems.append("backend.device: cuda was asked for but no NVIDIA GPU is visible. Fix: backend.device=auto or cpu.")
+    return problems
 
 
 def data_problems(data: DictConfig, model: DictConfig) -> List[str]:
