@@ -100,6 +100,15 @@ def test_fp8_kv_cache_quantizes_k_and_v_and_is_exported(tmp_path):
     assert hf_quant["quantization"]["kv_cache_quant_algo"] == "FP8"
 
 
+def test_fp8_on_moe_quantizes_every_expert(tmp_path):
+    cfg = compose_cfg("model=tiny_qwen3_moe", "task.export=false", "data.num_samples=8", "data.eval_max_sequences=4")
+    execute(cfg, tmp_path)
+    formats = read_manifest(tmp_path)["quantization"]["formats"]
+    # 4 layers x 8 experts, each with its own weight quantizer; attention: 4 layers x q, k, v, o.
+    assert formats["gate_up_proj_weight (4, 3)"] == 32 and formats["down_proj_weight (4, 3)"] == 32
+    assert formats["weight (4, 3)"] == 16
+
+
 def test_run_that_fails_after_validation_is_marked_failed_and_leaves_no_export(tmp_path):
     short = tmp_path / "short.txt"
     short.write_text("Too short to fill one sequence.\n")

@@ -33,8 +33,11 @@ def quantizer_summary(model) -> Dict[str, Any]:
     layers = set()
     for name, module in model.named_modules():
         if isinstance(module, TensorQuantizer) and module.is_enabled:
-            parent, _, role = name.rpartition(".")
-            role = role.replace("_quantizer", "")
+            parts = name.split(".")
+            if parts[-1].isdigit():  # fused MoE experts: <proj>_weight_quantizers.<expert>
+                parent, role = ".".join(parts[:-2]), parts[-2].removesuffix("_quantizers")
+            else:
+                parent, role = ".".join(parts[:-1]), parts[-1].removesuffix("_quantizer")
             bits = module.num_bits
             block = getattr(module, "block_sizes", None)
             fmt = f"{bits}" + (f" block {dict(block)}" if block else "")
