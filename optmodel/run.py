@@ -62,8 +62,9 @@ def execute(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
     manifest = Manifest(run_dir, task=cfg.task.name, model=cfg.model.name, input_checkpoint=str(ckpt) if ckpt else None)
     tracker = Tracker(cfg, run_dir)
     failed = True
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _raise_terminated)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if in_main_thread:  # signal handlers can only be set there
+        previous_sigterm = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         seed_everything(cfg.run.seed)
         task = get_task(cfg.task.name)
@@ -78,3 +79,5 @@ def execute(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
         raise
     finally:
         tracker.close(failed=failed)
+        if in_main_thread:  # the caller (a multirun sweep, a test) keeps its own SIGTERM handling
+            signal.signal(signal.SIGTERM, previous_sigterm)

@@ -259,14 +259,17 @@ def task_problems(cfg: DictConfig) -> List[str]:
     problems = []
     if task.name == "quantize":
         on_cpu = cfg.backend.device == "cpu" or (cfg.backend.device == "auto" and not _cuda_visible())
+        # (field, value, valid values, the ModelOpt config it selects, CPU alternatives)
         formats = (
-            ("task.quant_cfg", task.quant_cfg, choices.QUANT_FORMATS, "FP8_DEFAULT_CFG, INT8_SMOOTHQUANT_CFG, INT4_AWQ_CFG, W4A8_AWQ_BETA_CFG"),
-            ("task.kv_cache", task.kv_cache, choices.KV_CACHE_FORMATS, "fp8, fp8_affine"),
+            ("task.quant_cfg", task.quant_cfg, choices.QUANT_FORMATS, task.quant_cfg,
+             "FP8_DEFAULT_CFG, INT8_SMOOTHQUANT_CFG, INT4_AWQ_CFG, W4A8_AWQ_BETA_CFG"),
+            ("task.kv_cache", task.kv_cache, choices.KV_CACHE_FORMATS, choices.KV_CACHE_FORMATS.get(task.kv_cache),
+             "fp8, fp8_affine"),
         )
-        for field, value, valid, cpu_ones in formats:
+        for field, value, valid, modelopt_name, cpu_ones in formats:
             if (p := one_of(field, value, valid)):
                 problems.append(p)
-            elif on_cpu and str(choices.KV_CACHE_FORMATS.get(value, value)).startswith(choices.CUDA_ONLY_QUANT_PREFIXES):
+            elif on_cpu and modelopt_name and modelopt_name.startswith(choices.CUDA_ONLY_QUANT_PREFIXES):
                 problems.append(
                     f"{field}: {value} needs CUDA fake-quant kernels in ModelOpt 0.46 and this run is on CPU. "
                     f"Fix: run on a GPU (backend.device=cuda) or pick a CPU format such as {cpu_ones}."
