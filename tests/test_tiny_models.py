@@ -1,4 +1,4 @@
-"""The bundled corpus, tokenizer and tiny checkpoints (built by ``python -m optmodel.models.tiny``).
+"""The bundled corpus, tokenizer and tiny checkpoints (built by ``python -m optmodel.tinybuild``).
 
 Loads the real checkpoints with transformers' Auto classes; nothing is mocked. ~10 s.
 """
@@ -13,7 +13,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from optmodel.models.tiny import DEFAULT_OUT, LINEAR_IN_MULTIPLE, MODEL_NAMES, VOCAB_SIZE  # noqa: E402
+from optmodel.tinybuild.constants import DEFAULT_OUT, LINEAR_IN_MULTIPLE, MODEL_NAMES, VOCAB_SIZE  # noqa: E402
 
 ASSETS = DEFAULT_OUT
 CORPUS = ASSETS / "corpus"

@@ -40,7 +40,7 @@ def checkpoint_problems(model: DictConfig) -> List[str]:
     if not ckpt.is_dir() and model.tiny and not model.checkpoint:
         return [
             f"model.checkpoint: the bundled {model.name} checkpoint is missing from {ckpt}. "
-            f"Fix: rebuild it with `python -m optmodel.models.tiny --only {model.name}` (or reinstall optmodel)."
+            f"Fix: rebuild it with `python -m optmodel.tinybuild --only {model.name}` (or reinstall optmodel)."
         ]
     if not ckpt.is_dir():
         return [f"model.checkpoint: {ckpt} is not a directory. Fix: point model.checkpoint at the HF checkpoint dir."]

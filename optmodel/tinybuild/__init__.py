@@ -1,0 +1,33 @@
+"""Offline builder of the bundled corpus, tokenizer and four trained tiny models.
+
+Nothing at run time imports this package. Everything under ``optmodel/assets/`` is produced by this script, deterministically:
+
+1. ``corpus/train.txt`` (~500 KB) and ``corpus/heldout.txt`` (~50 KB): English text written
+   by a seeded template grammar (people, animals, places, objects, colours, numbers,
+   arithmetic facts, weather, dialogues and short stories). License-clean: nothing is copied
+   from anywhere. Paragraphs of 3-6 sentences are separated by blank lines; the held-out
+   file uses another seed and the same distribution.
+2. ``tokenizer/``: a byte-level BPE (vocab 1024) trained with ``tokenizers`` on train.txt,
+   wrapped in ``transformers.PreTrainedTokenizerFast`` (``<|bos|>``, ``<|eos|>``,
+   ``<|pad|>``, ``<|unk|>``, chat-role tokens and a minimal chat template).
+3. ``tiny_models/<name>/`` for ``tiny_qwen3``, ``tiny_llama``, ``tiny_qwen3_moe`` and
+   ``tiny_deepseek`` (MLA + MoE): ordinary Hugging Face checkpoints (bfloat16 safetensors,
+   config.json, generation_config.json, tokenizer files, ``train_info.json``), each trained
+   from scratch on train.txt. Every ``nn.Linear`` has ``in_features % 128 == 0`` (ModelOpt's
+   INT4 AWQ export needs it); this is asserted before training.
+
+Usage::
+
+    python -m optmodel.tinybuild                      # everything into optmodel/assets
+    python -m optmodel.tinybuild --out /tmp/a         # somewhere else
+    python -m optmodel.tinybuild --only tiny_llama    # one part (corpus, tokenizer or a model)
+
+A model needs the corpus and tokenizer: ``--only <model>`` builds them first when they are
+missing from ``--out``. Training runs in float32 on the CPU with 2 threads and a fixed
+number of steps (so the result does not depend on the machine's speed); weights are saved in
+bfloat16 and the held-out perplexity is measured on the reloaded bf16 checkpoint in float32.
+
+Time on an idle 2-core CPU: corpus + tokenizer ~3 s, each model ~65-80 s of training plus a few
+seconds of evaluation; about 5 minutes for everything. Bit-for-bit reproducibility holds on
+the same machine / torch build (floating-point kernels may differ across CPUs).
+"""

@@ -1,0 +1,278 @@
+"""The tiny models: transformers configs, the training loop, save and held-out measurement."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from optmodel.tinybuild.constants import EVAL_WINDOW, LINEAR_IN_MULTIPLE, MODEL_NAMES, NUM_THREADS, VOCAB_SIZE
+from optmodel.tinybuild.tokenizer import load_tokenizer, save_tokenizer
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    steps: int
+    batch_size: int = 16
+    seq_len: int = 256
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1
+    warmup_frac: float = 0.06
+    weight_decay: float = 0.01
+    doc_format_frac: float = 0.25  # rows as <|bos|>paragraph<|eos|>... instead of raw text
+    seed: int = 0
+
+
+# Step counts measured to keep each model's training near 80 s on a 2-core CPU
+# (s/step: qwen3 ~0.21, llama ~0.19, qwen3_moe ~0.24, deepseek ~0.35).
+TRAIN_SPECS: Dict[str, TrainSpec] = {
+    "tiny_qwen3": TrainSpec(steps=350, seed=1),
+    "tiny_llama": TrainSpec(steps=400, seed=2),
+    "tiny_qwen3_moe": TrainSpec(steps=300, seed=3),
+    "tiny_deepseek": TrainSpec(steps=200, seed=4),
+}
+
+
+def _special_ids(tokenizer) -> dict:
+    return dict(
+        vocab_size=VOCAB_SIZE,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        max_position_embeddings=1024,
+    )
+
+
+def model_config(name: str, tokenizer):
+    """The transformers config of one tiny model."""
+    import torch
+    from transformers import DeepseekV3Config, LlamaConfig, Qwen3Config, Qwen3MoeConfig
+
+    common = _special_ids(tokenizer)
+    attn = dict(num_hidden_layers=4, hidden_size=128, num_attention_heads=4)
+    if name == "tiny_qwen3":
+        cfg = Qwen3Config(
+            **common, **attn, intermediate_size=384, num_key_value_heads=2, head_dim=32,
+            tie_word_embeddings=False, rope_theta=1e6, rms_norm_eps=1e-6,
+        )
+    elif name == "tiny_llama":
+        cfg = LlamaConfig(
+            **common, **attn, intermediate_size=384, num_key_value_heads=2, head_dim=32,
+            tie_word_embeddings=True, rms_norm_eps=1e-5, rope_theta=500000.0,
+            rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                          "high_freq_factor": 4.0, "original_max_position_embeddings": 256},
+        )
+    elif name == "tiny_qwen3_moe":
+        cfg = Qwen3MoeConfig(
+            **common, **attn, intermediate_size=384, num_key_value_heads=2, head_dim=32,
+            num_experts=8, num_experts_per_tok=2, moe_intermediate_size=128,
+            norm_topk_prob=True, decoder_sparse_step=1, mlp_only_layers=[],
+            tie_word_embeddings=False, router_aux_loss_coef=0.001, rope_theta=1e6,
+            rms_norm_eps=1e-6,
+        )
+    elif name == "tiny_deepseek":
+        # transformers 5.x DeepseekV3Config: routing is always sigmoid (no `scoring_func`
+        # attribute) with an `e_score_correction_bias` buffer; rope via `rope_theta`.
+        cfg = DeepseekV3Config(
+            **common, **attn, intermediate_size=384, first_k_dense_replace=1,
+            num_key_value_heads=4, q_lora_rank=128, kv_lora_rank=128,
+            qk_nope_head_dim=32, qk_rope_head_dim=32, v_head_dim=32,
+            n_routed_experts=8, num_experts_per_tok=2, moe_intermediate_size=128,
+            n_shared_experts=1, n_group=1, topk_group=1, routed_scaling_factor=2.5,
+            norm_topk_prob=True, rope_theta=10000.0, rms_norm_eps=1e-6,
+            tie_word_embeddings=False,
+        )
+    else:
+        raise ValueError(f"unknown tiny model {name!r}; choose from {MODEL_NAMES}")
+    cfg.dtype = torch.bfloat16
+    return cfg
+
+
+def check_linear_in_features(model, multiple: int = LINEAR_IN_MULTIPLE) -> List[str]:
+    """Names of every nn.Linear (and fused 3-D expert weight) whose input size is not a
+    multiple of ``multiple``. Fused experts are [experts, out, in]: ModelOpt unfuses them."""
+    import torch.nn as nn
+
+    bad = [f"{n} (in_features={m.in_features})" for n, m in model.named_modules()
+           if isinstance(m, nn.Linear) and m.in_features % multiple]
+    bad += [f"{n} (shape={tuple(p.shape)})" for n, p in model.named_parameters()
+            if p.dim() == 3 and p.shape[-1] % multiple]
+    return bad
+
+
+def add_legacy_config_keys(model_dir: Path) -> None:
+    """Add the transformers 4.x spellings to config.json: ``torch_dtype``, ``rope_theta`` and
+    ``rope_scaling`` (5.x writes only ``dtype`` / ``rope_parameters`` and reads both; the
+    loaded 5.x config is unchanged). DeepSeek-V3 also gets ``scoring_func`` / ``topk_method``
+    as in the released DeepSeek-V3 and Kimi-K2 config.json (5.x always routes with sigmoid
+    scores plus ``e_score_correction_bias``, which is what these two keys describe)."""
+    path = model_dir / "config.json"
+    cfg = json.loads(path.read_text())
+    cfg["torch_dtype"] = cfg.get("dtype", "bfloat16")
+    rope = dict(cfg.get("rope_parameters") or {})
+    if rope:
+        cfg["rope_theta"] = rope.pop("rope_theta")
+        cfg["rope_scaling"] = rope if rope.get("rope_type", "default") != "default" else None
+    if cfg.get("model_type") == "deepseek_v3":
+        cfg.setdefault("scoring_func", "sigmoid")
+        cfg.setdefault("topk_method", "noaux_tc")
+    path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+
+
+def _token_streams(tokenizer, text: str):
+    """(raw stream, document stream) as int64 tensors: raw is the text as-is; document is
+    ``<|bos|> paragraph <|eos|>`` per paragraph (so the models also know bos/eos)."""
+    import torch
+
+    paragraphs = text.strip("\n").split("\n\n")
+    ids = tokenizer(paragraphs, add_special_tokens=False)["input_ids"]
+    sep = tokenizer("\n\n", add_special_tokens=False)["input_ids"]
+    raw: List[int] = []
+    doc: List[int] = []
+    for p in ids:
+        raw += p + sep
+        doc += [tokenizer.bos_token_id] + p + [tokenizer.eos_token_id]
+    return torch.tensor(raw, dtype=torch.long), torch.tensor(doc, dtype=torch.long)
+
+
+def _batches(raw, doc, spec: TrainSpec):
+    """Yield ``spec.steps`` batches of random windows, drawn from a seeded generator."""
+    import torch
+
+    g = torch.Generator().manual_seed(spec.seed)
+    L = spec.seq_len
+    n_doc = round(spec.batch_size * spec.doc_format_frac)
+    for _ in range(spec.steps):
+        rows = []
+        for i in range(spec.batch_size):
+            src = doc if i < n_doc else raw
+            start = int(torch.randint(0, len(src) - L, (1,), generator=g))
+            rows.append(src[start:start + L])
+        yield torch.stack(rows)
+
+
+def _lr_lambda(spec: TrainSpec):
+    warmup = max(1, int(spec.steps * spec.warmup_frac))
+
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, spec.steps - warmup)
+        return spec.min_lr_ratio + (1 - spec.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return f
+
+
+def train_model(model, raw, doc, spec: TrainSpec, desc: str = "train") -> float:
+    """Causal-LM training in float32; returns the mean loss of the last 20 steps."""
+    import torch
+    from tqdm import tqdm
+
+    model.train()
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embed" not in n)]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": spec.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=spec.lr, betas=(0.9, 0.95), eps=1e-8,
+    )
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(spec))
+    is_moe = getattr(model.config, "router_aux_loss_coef", 0) > 0
+    losses: List[float] = []
+    bar = tqdm(_batches(raw, doc, spec), total=spec.steps, desc=desc, unit="step")
+    for batch in bar:
+        kwargs = {"output_router_logits": True} if is_moe else {}
+        out = model(input_ids=batch, labels=batch, use_cache=False, **kwargs)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(out.loss.item())
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{sched.get_last_lr()[0]:.1e}")
+    model.eval()
+    return sum(losses[-20:]) / len(losses[-20:])
+
+
+def perplexity(model, tokens, window: int = EVAL_WINDOW, max_windows: Optional[int] = None,
+               batch_size: int = 16) -> float:
+    """exp(mean next-token loss) over non-overlapping ``window``-token windows of ``tokens``."""
+    import torch
+
+    n = len(tokens) // window
+    if max_windows:
+        n = min(n, max_windows)
+    windows = tokens[: n * window].view(n, window)
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, n, batch_size):
+            batch = windows[i:i + batch_size]
+            logits = model(input_ids=batch, use_cache=False).logits.float()
+            loss = torch.nn.functional.cross_entropy(
+                logits[:, :-1].reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="sum")
+            total += float(loss)
+            count += batch[:, 1:].numel()
+    return math.exp(total / count)
+
+
+def _seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.set_num_threads(NUM_THREADS)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def build_model(name: str, out: Path) -> dict:
+    """Train one tiny model, save it (bf16) with the tokenizer, and measure it reloaded."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    spec = TRAIN_SPECS[name]
+    tokenizer = load_tokenizer(out)
+    raw, doc = _token_streams(tokenizer, (out / "corpus" / "train.txt").read_text(encoding="utf-8"))
+
+    _seed_everything(spec.seed)
+    config = model_config(name, tokenizer)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation="sdpa")
+    bad = check_linear_in_features(model)
+    assert not bad, f"{name}: input sizes not divisible by {LINEAR_IN_MULTIPLE}: {bad}"
+    n_params = sum(p.numel() for p in model.parameters())
+
+    t0 = time.perf_counter()
+    final_loss = train_model(model, raw, doc, spec, desc=name)
+    train_s = time.perf_counter() - t0
+
+    model_dir = out / "tiny_models" / name
+    if model_dir.exists():
+        shutil.rmtree(model_dir)
+    model.to(torch.bfloat16)
+    model.config.dtype = torch.bfloat16
+    model.generation_config.do_sample = False
+    model.save_pretrained(str(model_dir), safe_serialization=True)
+    add_legacy_config_keys(model_dir)
+    save_tokenizer(tokenizer, model_dir)
+
+    # Held-out perplexity of what was saved: bf16 weights, computed in float32.
+    reloaded = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    reloaded.eval()
+    held_raw, _ = _token_streams(tokenizer, (out / "corpus" / "heldout.txt").read_text(encoding="utf-8"))
+    ppl = perplexity(reloaded, held_raw)
+
+    info = {"name": name, "params": n_params, "train_tokens": spec.steps * spec.batch_size * spec.seq_len,
+            "final_train_loss": round(final_loss, 4), "heldout_ppl": round(ppl, 3),
+            "heldout_window": EVAL_WINDOW, "train_spec": asdict(spec)}
+    (model_dir / "train_info.json").write_text(json.dumps(info, indent=2) + "\n")
+    size_kb = sum(f.stat().st_size for f in model_dir.iterdir()) / 1024
+    print(f"{name}: {n_params / 1e6:.2f} M params, trained {train_s:.1f} s, "
+          f"final loss {final_loss:.3f}, held-out ppl {ppl:.2f}, {size_kb:.0f} KiB")
+    return {**info, "train_seconds": round(train_s, 1), "size_kib": round(size_kb)}
+
+
