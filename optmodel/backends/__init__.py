@@ -24,7 +24,7 @@ __all__ = ["ModelHandle", "load", "resolve_source"]
 
 def resolve_source(cfg: DictConfig, source=None):
     """(weights path, origin manifest or None, model config) of what `load` would read."""
-    from optmodel.config.inherit import produced_model_config
+    from optmodel.config.inherit import produced_model_config, with_model_fields
     from optmodel.rundir import is_distributed_checkpoint, read_origin, run_dir_problems, saved_model_path
 
     source = source if source is not None else cfg.run.get("load")
@@ -34,24 +34,20 @@ def resolve_source(cfg: DictConfig, source=None):
     if origin is None:  # a checkpoint dir: its config.json says the architecture
         import json
 
-        from omegaconf import OmegaConf
-
         from optmodel.models.hf_config import from_hf_config_dict
 
         path = Path(source).expanduser()
         if is_distributed_checkpoint(path):  # megatron's own: the run's model config describes it
             return path, None, cfg.model
         arch = from_hf_config_dict(json.loads((path / "config.json").read_text()))
-        return path, None, OmegaConf.merge(cfg.model, {**arch, "checkpoint": str(path)})
+        return path, None, with_model_fields(cfg.model, {**arch, "checkpoint": str(path)})
     problems = run_dir_problems(str(source), field="source")
     if problems:
         raise ValueError(problems[0])
     model_cfg = cfg.model
     produced = produced_model_config(str(source))
     if produced is not None and source != cfg.run.get("load"):  # the run's own model config is inherited already
-        from omegaconf import OmegaConf
-
-        model_cfg = OmegaConf.merge(cfg.model, produced)
+        model_cfg = with_model_fields(cfg.model, produced)
     return saved_model_path(origin), origin, model_cfg
 
 

@@ -144,12 +144,15 @@ def active_parameters(model, moe: Optional[dict]) -> int:
     return total - routed + routed * moe["top_k"] // moe["num_experts"]
 
 
-def load(cfg: DictConfig, path: Path, origin: Optional[dict] = None) -> HFHandle:
-    """Model and tokenizer from a HF checkpoint dir or a run's saved model; the ModelOpt state
-    (quantizers) is restored when the dir holds one."""
+def load(cfg: DictConfig, path: Optional[Path] = None, origin: Optional[dict] = None) -> HFHandle:
+    """Model and tokenizer from a HF checkpoint dir or a run's saved model (default: the
+    model's checkpoint); the ModelOpt state (quantizers) is restored when the dir holds one."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from optmodel.models.checkpoint import resolve_checkpoint
+
+    path = Path(path) if path is not None else resolve_checkpoint(cfg.model)
     device = pick_device(cfg.backend)
     dtype = getattr(torch, cfg.backend.dtype)
     remote = bool(cfg.model.trust_remote_code)  # only when the model config opts in

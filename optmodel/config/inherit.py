@@ -34,6 +34,16 @@ def produced_model_config(run_dir: str):
     return recorded
 
 
+def with_model_fields(model_cfg: DictConfig, fields: dict) -> DictConfig:
+    """`model_cfg` with `fields` replacing its values (nested blocks replaced whole, not
+    merged: a produced rope_scaling or moe block is the whole truth), schema-checked."""
+    from optmodel.config.schema import ModelConfig
+
+    plain = OmegaConf.to_container(model_cfg, resolve=True)
+    plain.update(fields)
+    return OmegaConf.merge(OmegaConf.structured(ModelConfig), plain)
+
+
 def inherit_run_model(cfg: DictConfig, typed_model: bool = False) -> DictConfig:
     """cfg with cfg.model replaced by what `run.load` produced (unchanged without run.load or
     when the run dir cannot be read: validation then says why). `typed_model`: the user chose
@@ -55,5 +65,5 @@ def inherit_run_model(cfg: DictConfig, typed_model: bool = False) -> DictConfig:
                  f"{format_value(theirs)}" for path, ours, theirs in diffs])
     cfg = cfg.copy()
     with open_dict(cfg):
-        cfg.model = OmegaConf.merge(cfg.model, produced)
+        cfg.model = with_model_fields(cfg.model, produced)
     return cfg
