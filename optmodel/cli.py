@@ -30,9 +30,37 @@ def in_sweep() -> bool:
     return HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+def main() -> None:
+    """Check the command line's overrides against the schemas, then let Hydra run."""
+    from optmodel.config.overrides import override_problems
+
+    problems = override_problems(sys.argv[1:]) or run_dir_problems(sys.argv[1:])
+    if problems:
+        from optmodel.config.errors import ConfigError
+
+        print(f"error: {ConfigError(problems)}", file=sys.stderr)
+        sys.exit(2)
+    hydra_main()
+
+
+def run_dir_problems(argv) -> list:
+    """run.output_dir is Hydra's run dir too (its .hydra/ and log go there): a dir that holds
+    another run, or one in use, is refused before Hydra writes into it. Sweeps name their
+    own job dirs, so this is for single runs."""
+    if "-m" in argv or "--multirun" in argv or any(a.startswith("--cfg") or a in ("--help", "-h") for a in argv):
+        return []
+    values = dict(a.lstrip("+").split("=", 1) for a in argv if "=" in a and not a.startswith("-"))
+    if not values.get("run.output_dir"):
+        return []
+    from optmodel.claim import probe_run_dir
+
+    return probe_run_dir(Path(values["run.output_dir"]), values.get("task", "quantize"),
+                         resume=values.get("run.resume", "false").lower() == "true")
+
+
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
-def main(cfg: DictConfig) -> None:
-    from optmodel.config.validate import ConfigError
+def hydra_main(cfg: DictConfig) -> None:
+    from optmodel.config.errors import ConfigError
     from optmodel.launch.plain import hand_to_launcher
     from optmodel.run import execute
 

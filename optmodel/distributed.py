@@ -104,6 +104,17 @@ def is_rank0() -> bool:
     return rank() == 0
 
 
+def broadcast_from_rank0(obj):
+    """`obj` as rank 0 has it, on every rank (itself in a single process)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def barrier() -> None:
     import torch.distributed as dist
 

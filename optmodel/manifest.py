@@ -13,6 +13,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import socket
 import shutil
 from pathlib import Path
 from typing import Any, Dict, Iterator
@@ -79,6 +80,8 @@ class Manifest:
             "model": model,
             "input_checkpoint": input_checkpoint,
             "status": "running",
+            "pid": os.getpid(),  # with host: a later reader tells a killed run (interrupted) from a live one
+            "host": socket.gethostname(),
             "started_at": now(),
             "finished_at": None,
             "architecture": None,

@@ -144,7 +144,46 @@ def execute(cfg: DictConfig, run_dir: Path, typed_model: Optional[bool] = None) 
         return dry_run(cfg)
     validate(cfg)
     launch, run_dir, ranks = join_world(cfg, Path(run_dir))  # all ranks: one process group, one run dir
-    run_dir.mkdir(parents=True, exist_ok=True)
+    claim = claim_for_run(cfg, run_dir, launch.is_rank0)  # before anything is written there
+    try:
+        return _run_claimed(cfg, run_dir, launch, ranks)
+    finally:
+        if claim is not None:
+            claim.release()
+
+
+def claim_for_run(cfg: DictConfig, run_dir: Path, is_rank0: bool):
+    """Rank 0 locks the run dir and checks it holds no other run's record; every rank gets
+    the verdict (ConfigError on all of them, so none waits for the others)."""
+    from optmodel.claim import claim_run_dir
+    from optmodel.config.errors import ConfigError
+    from optmodel.distributed import broadcast_from_rank0
+
+    held, problems = None, None
+    if is_rank0:
+        try:
+            held = claim_run_dir(run_dir, cfg.task.name, resume=bool(cfg.run.get("resume")), relaunch=in_multirun())
+        except ConfigError as err:
+            problems = err.problems
+    problems = broadcast_from_rank0(problems)
+    if problems:
+        raise ConfigError(problems)
+    return held
+
+
+def in_multirun() -> bool:
+    """A sweep job (its launcher owns the job dirs and re-runs a failed job in its own dir)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except (ImportError, ValueError):
+        return False
+
+
+def _run_claimed(cfg: DictConfig, run_dir: Path, launch, ranks) -> Dict[str, Any]:
+    run_dir.mkdir(parents=True, exist_ok=True)  # ranks on other nodes than rank 0's
     if launch.is_rank0:  # rank 0 alone writes the run dir's config and manifest
         atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     ckpt = resolve_checkpoint(cfg.model)
@@ -170,7 +209,8 @@ def execute(cfg: DictConfig, run_dir: Path, typed_model: Optional[bool] = None) 
         return metrics
     except BaseException as err:
         # A resumable task saved for a Slurm requeue is not failed: it continues in the requeued job.
-        manifest.finish("requeued" if was_requeued() else "failed", error=f"{type(err).__name__}: {err}")
+        reason = "interrupted (Ctrl-C)" if isinstance(err, KeyboardInterrupt) else f"{type(err).__name__}: {err}"
+        manifest.finish("requeued" if was_requeued() else "failed", error=reason)
         log.exception("task %s failed", cfg.task.name)
         raise
     finally:

@@ -52,13 +52,20 @@ def run_dir_problems(run_dir: str, field: str = "run.load") -> List[str]:
     origin = read_origin(str(path))
     if origin is None:
         return [f"{field}: {manifest_path} is corrupt (not a JSON object)."]
-    if origin.get("status") != "completed":
-        return [f"{field}: the run in {path} did not complete (status {origin.get('status')!r}); its outputs cannot "
-                f"be trusted."]
+    from optmodel.claim import effective_status
+
+    status = effective_status(origin)
     saved = saved_model_path(origin)
+    if status != "completed" and saved is None:
+        return [f"{field}: the run in {path} did not complete (status {status!r}) and recorded no finished model; "
+                f"its outputs cannot be trusted."]
     if saved is None or not ((saved / "config.json").is_file() or is_distributed_checkpoint(saved)):
         return [f"{field}: {path} holds no saved model (outputs.{SAVED_MODEL_KEYS[0]}). Fix: load a run that saved "
                 f"its model (quantize with task.save_model=true, prune, distill, convert)."]
+    if origin.get("quantization") and (saved / "config.json").is_file() and not (saved / "modelopt_state.pth").is_file():
+        return [f"{field}: {saved} was saved quantized ({origin['quantization'].get('format')}) but holds no "
+                f"modelopt_state.pth: loading it would give the unquantized model under a quantized label. "
+                f"Fix: re-run the quantize run that wrote it."]
     return []
 
 

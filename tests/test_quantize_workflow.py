@@ -80,7 +80,7 @@ def test_export_task_refuses_a_dir_that_is_not_a_finished_run(tmp_path):
 
     with pytest.raises(ConfigError, match="is not an optmodel run dir"):
         execute(compose_cfg("task=export", f"run.load={tmp_path}"), tmp_path / "run")
-    with pytest.raises(ConfigError, match="run.load: task=export exports the quantized model"):
+    with pytest.raises(ConfigError, match="run.load: task=export exports the model of an earlier run"):
         execute(compose_cfg("task=export"), tmp_path / "run")
 
 

@@ -135,6 +135,7 @@ class RunConfig:
     world_size: Optional[int] = None  # None: from the launch environment (WORLD_SIZE)
     load: Optional[str] = None  # an earlier run dir whose model (and quantization state) this run starts from
     dry_run: bool = False  # validate and print the plan (ranks, layers, memory per GPU); load nothing
+    resume: bool = False  # continue an unfinished run of the same task in run.output_dir (else that dir is refused)
 
 
 @dataclass
@@ -150,6 +151,10 @@ class OptmodelConfig:
 
 
 def register_schemas() -> None:
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("optmodel.or"):  # ${optmodel.or:${run.output_dir},<default dir>}
+        OmegaConf.register_new_resolver("optmodel.or", lambda value, default: default if value is None else value)
     cs = ConfigStore.instance()
     cs.store(name="optmodel_schema", node=OptmodelConfig)
     for task_name, spec in task_specs().items():  # each task's own schema (optmodel/config/tasks/)

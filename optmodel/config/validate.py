@@ -212,6 +212,11 @@ def task_problems(cfg: DictConfig) -> List[str]:
             f"backend: task={spec.name} does not run on backend={cfg.backend.name} (it runs on "
             f"{', '.join(spec.backends)}). Fix: backend={spec.backends[0]}."
         )
+    if cfg.run.get("resume") and not spec.resumable:
+        problems.append(
+            f"run.resume: task={spec.name} does not resume; it starts over. Fix: run.output_dir=<a new dir> (a "
+            f"finished model of the earlier run stays loadable there with run.load=<its dir>, e.g. task=export)."
+        )
     if cfg.run.get("load") and not spec.reads_model:
         problems.append(f"run.load: task={spec.name} does not start from a model. Fix: run.load=null.")
     return problems + spec.problems(cfg)
@@ -232,8 +237,8 @@ def config_problems(cfg: DictConfig, world_size: Optional[int] = None, check_inp
         problems += megatron_machine_problems(cfg)
         load_problems = run_dir_problems(cfg.run.load) if cfg.run.get("load") else []
         problems += load_problems
-        if not load_problems:
-            problems += checkpoint_problems(cfg.model)
+        if not load_problems:  # with run.load, model.checkpoint is that run's saved model (config/inherit.py)
+            problems += checkpoint_problems(cfg.model, field="run.load" if cfg.run.get("load") else "model.checkpoint")
     return problems
 
 

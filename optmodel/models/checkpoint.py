@@ -27,8 +27,10 @@ def read_hf_config(ckpt: Path) -> dict:
         return json.load(f)
 
 
-def checkpoint_problems(model: DictConfig) -> List[str]:
-    """Missing, corrupt or mismatched checkpoints, as problem sentences (empty when fine)."""
+def checkpoint_problems(model: DictConfig, field: str = "model.checkpoint") -> List[str]:
+    """Missing, corrupt or mismatched checkpoints, as problem sentences (empty when fine).
+    `field`: what the user set to point here (model.checkpoint, or run.load for a run's saved model)."""
+    from optmodel.models.files import tokenizer_problems, weight_problems
     from optmodel.models.hf_config import architecture_mismatches
 
     ckpt = resolve_checkpoint(model)
@@ -43,20 +45,21 @@ def checkpoint_problems(model: DictConfig) -> List[str]:
             f"Fix: rebuild it with `python -m optmodel.tinybuild --only {model.name}` (or reinstall optmodel)."
         ]
     if not ckpt.is_dir():
-        return [f"model.checkpoint: {ckpt} is not a directory. Fix: point model.checkpoint at the HF checkpoint dir."]
+        return [f"{field}: {ckpt} is not a directory. Fix: point model.checkpoint at the HF checkpoint dir."]
     if not (ckpt / "config.json").is_file():
-        return [f"model.checkpoint: {ckpt} has no config.json, so it is not a Hugging Face checkpoint."]
+        return [f"{field}: {ckpt} has no config.json, so it is not a Hugging Face checkpoint."]
     try:
         hf = read_hf_config(ckpt)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        return [f"model.checkpoint: {ckpt / 'config.json'} is not valid JSON ({err}); the checkpoint is corrupt."]
+        return [f"{field}: {ckpt / 'config.json'} is not valid JSON ({err}); the checkpoint is corrupt."]
     problems = []
     if not any(any(ckpt.glob(p)) for p in WEIGHT_PATTERNS):
         problems.append(
-            f"model.checkpoint: {ckpt} holds no weights ({', '.join(WEIGHT_PATTERNS)}); the download is incomplete."
+            f"{field}: {ckpt} holds no weights ({', '.join(WEIGHT_PATTERNS)}); the download is incomplete."
         )
+    problems += weight_problems(ckpt, hf, field) + tokenizer_problems(ckpt, hf, field)
     try:
         problems += architecture_mismatches(model, hf)
     except ValueError as err:
-        problems.append(f"model.checkpoint: {err}")
+        problems.append(f"{field}: {err}")
     return problems

@@ -33,3 +33,16 @@ def check_generations(rows: List[Dict[str, Any]]) -> None:
             f"reference, e.g. prompt {failed[0]['prompt']!r} gave {failed[0]['completion']!r}, expected "
             f"{failed[0]['reference']!r}. Nothing was exported."
         )
+
+
+def check_restored(summary: Dict[str, Any], recorded: Any, source) -> None:
+    """The restored model holds the quantizers its run recorded (never an export labelled
+    with a format it does not have)."""
+    if not recorded or "formats" not in recorded:
+        return
+    if summary["formats"] != recorded["formats"]:
+        raise QuantizeError(
+            f"run.load: the model restored from {source} holds quantizers {summary['formats'] or 'none'}, but its run "
+            f"recorded {recorded['formats']}: the saved model and its record disagree. Nothing was exported. "
+            f"Fix: re-run the quantize run that wrote it."
+        )

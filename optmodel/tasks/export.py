@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Dict
 
 from optmodel.distributed import is_rank0
+from optmodel.quantization.checks import check_restored
 from optmodel.quantization.summary import quantizer_summary
 
 
@@ -20,6 +21,7 @@ def run(ctx) -> Dict[str, Any]:
     handle = ctx.load_model()
     source = handle.origin or {}
     summary = quantizer_summary(handle.model)
+    check_restored(summary, source.get("quantization"), cfg.run.load)
     ctx.record(quantization={**(source.get("quantization") or {}), **summary, "loaded_from": str(cfg.run.load)})
     ctx.record_model(handle)
     export_dir = ctx.export_model(handle, task.format, task.dtype)

@@ -30,6 +30,7 @@ class TaskSpec:
     runner: str  # module whose run(ctx) carries the task out
     backends: Tuple[str, ...] = ("hf",)  # backends it runs on; others are refused at validation
     reads_model: bool = True  # starts from a model (accepts run.load=<run dir>)
+    resumable: bool = False  # continues an unfinished run in its dir (run.resume=true), e.g. from training checkpoints
 
 
 def no_problems(cfg: DictConfig) -> List[str]:

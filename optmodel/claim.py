@@ -1,0 +1,147 @@
+"""Claiming a run dir before a run writes anything into it.
+
+- An exclusive lock (`.optmodel.lock`, flock) for the run's lifetime: a second run started
+  into the same dir fails at once, naming the pid and host that hold it.
+- A dir that holds another run's manifest (completed, running, failed) is refused, with
+  both fixes (a new dir, or run.resume=true to continue an unfinished run of the same task),
+  so a run never rewrites a record it did not create. Sweep jobs re-running a failed job,
+  and a requeued Slurm job continuing its own run, are the launcher's to allow.
+- Partial outputs left by dead processes (`.<name>.partial-<pid>`) are removed.
+
+A manifest that says `running` while its process is gone (a SIGKILL, a lost node) reads
+as `interrupted` wherever runs are read back (run.load, sweep resume, summaries).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import shutil
+import socket
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from optmodel.config.errors import ConfigError
+from optmodel.manifest import MANIFEST_NAME
+
+LOCK_NAME = ".optmodel.lock"
+_PARTIAL = re.compile(r"^\.(?P<name>.+)\.partial-(?P<pid>\d+)$")
+
+
+def pid_alive(pid: Optional[int], host: Optional[str]) -> Optional[bool]:
+    """Whether `pid` on `host` still runs; None when it cannot be told (another host, no pid)."""
+    if not pid or host != socket.gethostname():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def effective_status(manifest: Dict[str, Any]) -> str:
+    """The manifest's status, with a `running` run whose process is gone read as `interrupted`."""
+    status = manifest.get("status")
+    if status == "running" and pid_alive(manifest.get("pid"), manifest.get("host")) is False:
+        return "interrupted"
+    return status
+
+
+def clean_stale_partials(run_dir: Path) -> list:
+    """Remove `.<name>.partial-<pid>` dirs and temp files whose pid is dead on this host."""
+    removed = []
+    for entry in Path(run_dir).iterdir():
+        match = _PARTIAL.match(entry.name) or re.match(r"^\.(?P<name>.+)\.tmp-(?P<pid>\d+)$", entry.name)
+        if match and pid_alive(int(match["pid"]), socket.gethostname()) is False:
+            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+            removed.append(entry.name)
+    return removed
+
+
+class RunDirClaim:
+    """The held lock of one run dir; released when the run ends (or its process dies)."""
+
+    def __init__(self, run_dir: Path, fd: int):
+        self.run_dir, self._fd = run_dir, fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def _lock(run_dir: Path) -> int:
+    path = run_dir / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = path.read_text().strip() or "another process"
+        os.close(fd)
+        raise ConfigError([
+            f"run.output_dir: {run_dir} is in use by a run that is still going ({holder}); two runs into one dir "
+            f"would overwrite each other. Fix: wait for it to finish, or run.output_dir=<another dir>."
+        ]) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+    return fd
+
+
+def claim_run_dir(run_dir: Path, task: str, resume: bool = False, relaunch: bool = False) -> RunDirClaim:
+    """Lock `run_dir` and check that this run may write there (ConfigError when not).
+
+    resume: the user asked to continue an unfinished run of the same task in this dir.
+    relaunch: the launcher re-runs its own job here (a failed sweep job, a requeued job)."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = _lock(run_dir)
+    try:
+        _check_earlier_run(run_dir, task, resume, relaunch)
+    except BaseException:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+        raise
+    clean_stale_partials(run_dir)
+    return RunDirClaim(run_dir, fd)
+
+
+def _check_earlier_run(run_dir: Path, task: str, resume: bool, relaunch: bool) -> None:
+    import json
+
+    path = run_dir / MANIFEST_NAME
+    if not path.is_file():
+        return
+    try:
+        earlier = json.loads(path.read_text())
+    except (OSError, ValueError):
+        earlier = {"status": "unreadable", "task": "?"}
+    status = effective_status(earlier)
+    unfinished = status in ("failed", "interrupted", "requeued", "unreadable")
+    if status == "requeued" or (relaunch and unfinished) or (resume and unfinished and earlier.get("task") == task):
+        return
+    what = f"a {status} {earlier.get('task')} run of {earlier.get('model')} (started {earlier.get('started_at')})"
+    if resume and status == "completed":
+        fix = "a completed run has nothing to continue: run.output_dir=<a new dir>, or load it with run.load=" + str(run_dir)
+    elif resume:
+        fix = f"run.resume continues a run of the same task (that one is task={earlier.get('task')}): run.output_dir=<a new dir>"
+    else:
+        fix = ("run.output_dir=<a new dir> (or leave run.output_dir unset: a fresh timestamped dir), or "
+               "run.resume=true to continue an unfinished run of the same task there")
+    raise ConfigError([f"run.output_dir: {run_dir} already holds {what}; its record and outputs are kept. Fix: {fix}."])
+
+
+def probe_run_dir(run_dir: Path, task: str, resume: bool = False) -> list:
+    """The problems claim_run_dir would raise, found without keeping the lock: the command
+    line checks run.output_dir before Hydra writes its .hydra/ and log into that dir."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    try:
+        claim_run_dir(run_dir, task, resume=resume).release()
+    except ConfigError as err:
+        return err.problems
+    return []
