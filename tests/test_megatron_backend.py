@@ -238,7 +238,7 @@ def test_quantize_task_on_megatron_measures_saves_and_exports(tmp_path):
     assert manifest["status"] == "completed" and manifest["architecture"]["num_layers"] == 4
     assert 0 < metrics["perplexity_increase_pct"] < 10  # the megatron model, fake-quantized on CPU
     assert manifest["quantization"]["layer_formats"].get("nvfp4", 0) >= 4 * 4  # qkv, proj, fc1, fc2 per layer
-    assert (tmp_path / "model" / "metadata.json").is_file()
+    assert (tmp_path / "quantized" / "metadata.json").is_file()
     quant = json.loads((tmp_path / "export" / "hf_quant_config.json").read_text())["quantization"]
     assert quant["quant_algo"] == "NVFP4"
 
