@@ -1,0 +1,139 @@
+"""task=prune: its config and checks (see optmodel/tasks/prune.py for the workflow)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+from optmodel.config.errors import one_of, positive
+from optmodel.config.tasks.base import EvaluateConfig, TaskConfig, TaskSpec, evaluate_problems
+from optmodel.pruning import scores as score_files
+from optmodel.pruning import targets
+
+log = logging.getLogger("optmodel")
+DEPTH_MEASURES = ("skip_loss", "cosine")
+
+
+@dataclass
+class ExportConfig:
+    """The pruned sizes (Megatron-LM / ModelOpt names); unset ones keep the model's."""
+
+    num_layers: Optional[int] = None
+    hidden_size: Optional[int] = None
+    ffn_hidden_size: Optional[int] = None
+    num_attention_heads: Optional[int] = None
+    num_query_groups: Optional[int] = None
+    num_moe_experts: Optional[int] = None
+    moe_ffn_hidden_size: Optional[int] = None
+    moe_shared_expert_intermediate_size: Optional[int] = None
+
+
+def export_dict(task) -> Dict[str, int]:
+    """The set entries of task.export_config."""
+    return {k: v for k, v in OmegaConf.to_container(task.export_config).items() if v is not None}
+
+
+@dataclass
+class PruneTaskConfig(TaskConfig):
+    name: str = "prune"
+    # the target: one of these three
+    export_config: ExportConfig = field(default_factory=ExportConfig)  # e.g. task.export_config.num_layers=24
+    target_params: Optional[int] = None  # budget of total parameters: picks the architecture
+    target_active_params: Optional[int] = None  # MoE: budget of parameters one token uses
+    scores: Optional[str] = None  # importance scores of this model to reuse (a prune run dir or its prune_scores.pt)
+    depth_importance: Optional[str] = None  # skip_loss | cosine; None: skip_loss on hf, mcore_minitron's cosine on megatron
+    depth_batches: int = 2  # hf skip_loss: calibration batches each skipped-layer pass runs
+    perplexity: bool = True  # held-out perplexity before and after
+    save_model: bool = True  # <run dir>/model: the pruned HF checkpoint (megatron: distributed), for run.load
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+
+
+def resolve_export_config(cfg: DictConfig) -> Optional[Dict[str, int]]:
+    """The export_config of the run's target (a budget resolved to the best-fitting shape)."""
+    task = cfg.task
+    if export_dict(task):
+        return export_dict(task)
+    budget = task.target_params if task.target_params is not None else task.target_active_params
+    if budget is None:
+        return None
+    best, _ = targets.resolve_budget(cfg.model, int(budget), active=task.target_params is None)
+    return best
+
+
+def _budget_problems(cfg: DictConfig) -> List[str]:
+    task = cfg.task
+    fld = "task.target_params" if task.target_params is not None else "task.target_active_params"
+    budget = task.target_params if task.target_params is not None else task.target_active_params
+    active = task.target_params is None
+    if active and cfg.model.moe is None:
+        return [f"task.target_active_params: model {cfg.model.name} is dense (active = total). Fix: task.target_params."]
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+        return [f"{fld}: must be a positive integer (parameters), got {budget!r}."]
+    total, act = targets.parameters(targets._plain(cfg.model))
+    now = act if active else total
+    if budget >= now:
+        return [f"{fld}: {budget:,} is not below the model's {now:,} {'active ' if active else ''}parameters. "
+                f"Fix: a smaller budget."]
+    best, smallest = targets.resolve_budget(cfg.model, budget, active=active)
+    if best is None:
+        return [f"{fld}: no candidate of the search space (depth down to {1 - targets.MAX_DEPTH_PRUNING:.0%}, widths down "
+                f"to {1 - targets.MAX_WIDTH_PRUNING:.0%}) fits {budget:,}; the smallest has {smallest:,}. Fix: a budget "
+                f">= {smallest:,}, or an explicit task.export_config."]
+    return []
+
+
+def problems(cfg: DictConfig) -> List[str]:
+    task = cfg.task
+    found: List[str] = []
+    given = [f for f, v in (("task.export_config", bool(export_dict(task))), ("task.target_params", task.target_params
+             is not None), ("task.target_active_params", task.target_active_params is not None)) if v]
+    if not given:
+        found.append("task.export_config: task=prune needs a target. Fix: task.export_config.num_layers=3 (any of "
+                     f"{', '.join(targets.EXPORT_KEYS)}), or task.target_params=<parameters>.")
+    elif len(given) > 1:
+        found.append(f"{given[1]}: set one target, not {' and '.join(given)}. Fix: keep one of them.")
+    elif export_dict(task):
+        export = export_dict(task)
+        errs, warns = targets.export_problems(cfg.model, export, cfg.parallel)
+        found += errs
+        for w in warns:
+            log.warning("%s", w)
+    else:
+        found += _budget_problems(cfg)
+    if task.depth_importance is not None and (p := one_of("task.depth_importance", task.depth_importance, DEPTH_MEASURES)):
+        found.append(p)
+    found += positive("task.depth_batches", task.depth_batches)
+    if cfg.backend.name == "megatron":
+        found += _megatron_problems(cfg)
+    else:
+        found += score_files.problems(task.scores)
+    return found + evaluate_problems(task.evaluate)
+
+
+def _megatron_problems(cfg: DictConfig) -> List[str]:
+    from optmodel.pruning.pruners import MCORE_SCORES_FILE, transformer_engine_available
+
+    task = cfg.task
+    found = []
+    if not transformer_engine_available():
+        found.append("backend: task=prune on backend=megatron runs ModelOpt's mcore_minitron, which needs "
+                     "Transformer-Engine (its fused layernorm-linear layers), and transformer_engine is not installed. "
+                     "Fix: a GPU image with Transformer-Engine (e.g. NGC PyTorch), or backend=hf.")
+    if cfg.parallel.tensor != 1:
+        found.append(f"parallel.tensor: mcore_minitron prunes at TP 1 (parallel={cfg.parallel.name} has TP "
+                     f"{cfg.parallel.tensor}). Fix: pipeline stages instead (parallel=export_pp).")
+    if task.export_config.num_query_groups is not None:
+        found.append("task.export_config.num_query_groups: ModelOpt's mcore_minitron (0.46) no longer prunes query "
+                     "groups. Fix: drop it, or backend=hf.")
+    if task.depth_importance == "skip_loss":
+        found.append("task.depth_importance: backend=megatron ranks layers with mcore_minitron's own cosine measure. "
+                     "Fix: task.depth_importance=cosine (or null).")
+    found += score_files.problems(task.scores, MCORE_SCORES_FILE)
+    return found
+
+
+SPEC = TaskSpec(name="prune", schema=PruneTaskConfig, problems=problems, runner="optmodel.tasks.prune",
+                backends=("hf", "megatron"))
