@@ -245,24 +245,40 @@ def test_resume_refuses_a_sweep_dir_holding_other_runs(quant_sweep):
     assert "holds a completed run with other overrides" in proc.stderr and "hydra.sweep.dir" in proc.stderr
 
 
+def _short_text(tmp_path):
+    """~150 tokens: data.seq_len=512 fails when packing (after loading, not at validation)."""
+    short = tmp_path / "short.txt"
+    short.write_text((CORPUS_DIR / "heldout.txt").read_text()[:600])
+    return ["data=text", f"data.calib_path={short}", f"data.eval_path={short}"]
+
+
 def test_failed_job_is_listed_with_its_error_and_the_others_summarized(tmp_path):
-    proc = optmodel("-m", "data.seq_len=100000,128", "task.export=false", "task.perplexity=false",
-                    "data.num_samples=1", f"hydra.sweep.dir={tmp_path}")
+    sweep_dir = tmp_path / "sweep"
+    proc = optmodel("-m", *_short_text(tmp_path), "data.seq_len=512,64", "task.export=false", "task.perplexity=false",
+                    "data.num_samples=1", f"hydra.sweep.dir={sweep_dir}")
     assert proc.returncode != 0, "a sweep with a failed job does not exit 0"
-    rows = {r["job"]: r for r in collect_rows(tmp_path)}
-    assert rows[0]["status"] == "failed" and "data.seq_len: 100000 exceeds" in rows[0]["error"]
-    assert rows[1]["status"] == "completed" and rows[1]["metrics"]["calib_tokens"] == 128
-    assert "1 of 2 job(s) completed." in (tmp_path / "summary.md").read_text()
+    rows = {r["job"]: r for r in collect_rows(sweep_dir)}
+    assert rows[0]["status"] == "failed" and "fewer than one sequence of data.seq_len=512" in rows[0]["error"]
+    assert rows[1]["status"] == "completed" and rows[1]["metrics"]["calib_tokens"] == 64
+    assert "1 of 2 job(s) completed." in (sweep_dir / "summary.md").read_text()
 
 
 def test_fail_fast_stops_the_sweep_at_the_first_failure(tmp_path):
-    proc = optmodel("-m", "data.seq_len=100000,128", "hydra.launcher.fail_fast=true", f"hydra.sweep.dir={tmp_path}",
-                    timeout=120)
+    sweep_dir = tmp_path / "sweep"
+    proc = optmodel("-m", *_short_text(tmp_path), "data.seq_len=512,64", "hydra.launcher.fail_fast=true",
+                    f"hydra.sweep.dir={sweep_dir}", timeout=300)
     assert proc.returncode != 0
-    jobs = json.loads((tmp_path / "sweep.json").read_text())["jobs"]
+    jobs = json.loads((sweep_dir / "sweep.json").read_text())["jobs"]
     assert [j["state"] for j in jobs] == ["failed", "not run"]
-    assert not (tmp_path / "1").exists(), "the second job never started"
-    assert "| not run |" in (tmp_path / "summary.md").read_text()
+    assert not (sweep_dir / "1").exists(), "the second job never started"
+    assert "| not run |" in (sweep_dir / "summary.md").read_text()
+
+
+def test_a_sweep_with_a_bad_job_is_refused_before_the_first_job_starts(tmp_path):
+    proc = optmodel("-m", "data.seq_len=128,100000", f"hydra.sweep.dir={tmp_path / 'sweep'}", timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "job 1 (data.seq_len=100000): data.seq_len: 100000 exceeds" in proc.stderr
+    assert not (tmp_path / "sweep" / "0").exists(), "job 0 never ran"
 
 
 def test_fail_fast_cancels_running_rank_jobs_at_the_first_failure(tmp_path):

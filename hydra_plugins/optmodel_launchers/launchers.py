@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -57,6 +58,31 @@ def plan(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int)
     return planned
 
 
+def job_problems(job: sweep.SweepJob, cfg: DictConfig, world_size: Optional[int] = None,
+                 check_inputs: bool = True) -> List[str]:
+    """Every problem of one sweep job's config, prefixed with the job (run.load inherited first)."""
+    from optmodel.config.errors import ConfigError
+    from optmodel.config.inherit import inherit_run_model
+    from optmodel.config.validate import config_problems
+
+    job_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    typed = any(str(o).lstrip("+").startswith("model=") for o in list(job.overrides) + list(cfg.hydra.overrides.task))
+    where = f"job {job.num} ({' '.join(filter_overrides(job.overrides)) or 'no overrides'})"
+    try:
+        job_cfg = inherit_run_model(job_cfg, typed_model=typed)
+    except ConfigError as err:
+        return [f"{where}: {p}" for p in err.problems]
+    return [f"{where}: {p}" for p in config_problems(job_cfg, world_size=world_size, check_inputs=check_inputs)]
+
+
+def refuse(problems: List[str]) -> None:
+    """A sweep that cannot run: one message, no traceback, exit 2 (before any job starts)."""
+    from optmodel.config.errors import ConfigError
+
+    print(f"error: {ConfigError(problems)}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
 def _returned(job: sweep.SweepJob, value: Any = None, failed: Optional[BaseException] = None) -> JobReturn:
     ret = JobReturn(overrides=job.overrides, working_dir=job.run_dir)
     ret.status = JobStatus.FAILED if failed is not None else JobStatus.COMPLETED
@@ -92,6 +118,9 @@ class OptmodelLocalLauncher(BasicLauncher):
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         planned = plan(self, job_overrides, initial_job_idx)
+        problems = [p for job, cfg in planned if job.state != "skipped" for p in job_problems(job, cfg)]
+        if problems:  # every job checked before the first one starts
+            refuse(problems)
         returns, stop = [], False
         for job, cfg in planned:
             if job.state == "skipped":
@@ -159,7 +188,7 @@ class _SubmititLauncher(BaseSubmititLauncher):
 
     def _check_layout(self, planned) -> None:
         """Refuse, before anything is submitted, a job whose layout does not fit its allocation."""
-        from optmodel.config.validate import ConfigError, config_problems
+        from optmodel.config.validate import config_problems
 
         problems = []
         for job, cfg in planned:
@@ -180,7 +209,7 @@ class _SubmititLauncher(BaseSubmititLauncher):
                 self.params.get("container_image"), self.params.get("container_mounts"),
                 [str(Path(str(self.config.hydra.sweep.dir)).absolute())] + [j.run_dir for j, _ in planned])
         if problems:
-            raise ConfigError(problems)
+            refuse(problems)
 
     def _gpus(self) -> int:
         return int(self.params.get("gpus_per_node") or 0)
