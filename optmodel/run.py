@@ -119,6 +119,14 @@ def task_runner(name: str) -> Callable:
     return importlib.import_module(task_spec(name).runner).run
 
 
+def preflight(cfg: DictConfig) -> None:
+    """The task's heavier input checks (e.g. lm-eval task names), before any run dir is claimed."""
+    hook = task_spec(cfg.task.name).preflight
+    if hook:
+        module, function = hook.split(":")
+        getattr(importlib.import_module(module), function)(cfg)
+
+
 def model_was_typed() -> bool:
     """Whether the user (or an experiment) chose model=; False outside a Hydra run."""
     try:
@@ -143,6 +151,7 @@ def execute(cfg: DictConfig, run_dir: Path, typed_model: Optional[bool] = None) 
 
         return dry_run(cfg)
     validate(cfg)
+    preflight(cfg)
     launch, run_dir, ranks = join_world(cfg, Path(run_dir))  # all ranks: one process group, one run dir
     claim = claim_for_run(cfg, run_dir, launch.is_rank0)  # before anything is written there
     try:

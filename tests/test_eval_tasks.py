@@ -159,7 +159,8 @@ def test_eval_config_problems_are_named(tmp_path):
 
 def test_eval_unknown_task_name_fails_before_the_model_loads(tmp_path):
     with pytest.raises(ConfigError, match=r"task.tasks: unknown value 'hellaswagg'. Did you mean hellaswag"):
-        execute(compose_cfg("task=eval", "task.tasks=[hellaswagg]"), tmp_path)
+        execute(compose_cfg("task=eval", "task.tasks=[hellaswagg]"), tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # refused before the run dir is claimed
 
 
 def test_eval_task_whose_dataset_is_not_local_fails_offline_before_the_model_loads(tmp_path, monkeypatch):

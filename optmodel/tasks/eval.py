@@ -59,12 +59,25 @@ def preload_tasks(names, manager) -> None:
         ]) from err
 
 
-def run(ctx) -> Dict[str, Any]:
-    cfg, task = ctx.cfg, ctx.cfg.task
-    names, include, all_local = split_task_specs(task.tasks)
+_PREFLIGHT: Dict[str, Any] = {}  # the task index the preflight built, reused by the run
+
+
+def preflight(cfg) -> None:
+    """Before the run dir is claimed: unknown task names and datasets missing offline are
+    config errors (exit 2), found before the model loads."""
+    names, include, all_local = split_task_specs(cfg.task.tasks)
     manager = task_manager(include, include_defaults=not all_local)
     check_task_names(names, manager)
     preload_tasks(names, manager)
+    _PREFLIGHT.update(key=tuple(cfg.task.tasks), manager=manager)
+
+
+def run(ctx) -> Dict[str, Any]:
+    cfg, task = ctx.cfg, ctx.cfg.task
+    names, include, all_local = split_task_specs(task.tasks)
+    if _PREFLIGHT.get("key") != tuple(task.tasks):
+        preflight(cfg)
+    manager = _PREFLIGHT["manager"]
     handle = ctx.load_model()
     from optmodel.evaluation.lm_adapter import OptmodelLM
 

@@ -31,6 +31,7 @@ class TaskSpec:
     backends: Tuple[str, ...] = ("hf",)  # backends it runs on; others are refused at validation
     reads_model: bool = True  # starts from a model (accepts run.load=<run dir>)
     resumable: bool = False  # continues an unfinished run in its dir (run.resume=true), e.g. from training checkpoints
+    preflight: Optional[str] = None  # "module:function(cfg)": heavier input checks run before the run dir is claimed
 
 
 def no_problems(cfg: DictConfig) -> List[str]:

@@ -37,4 +37,4 @@ def problems(cfg: DictConfig) -> List[str]:
 
 
 SPEC = TaskSpec(name="eval", schema=EvalTaskConfig, problems=problems, runner="optmodel.tasks.eval",
-                backends=("hf", "megatron"))
+                backends=("hf", "megatron"), preflight="optmodel.tasks.eval:preflight")  # lm-eval task names, datasets
