@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from optmodel.claim import effective_status
 from optmodel.launch.sweep import read_record
 from optmodel.manifest import MANIFEST_NAME, atomic_write_text
 
@@ -55,7 +56,7 @@ def collect_rows(sweep_dir: Path) -> List[Dict[str, Any]]:
     for job, varying in zip(jobs, _varying(jobs)):
         manifest = _manifest(Path(job["run_dir"])) or {}
         quant = manifest.get("quantization") or {}
-        status = manifest.get("status") or job.get("state") or "unknown"
+        status = (effective_status(manifest) if manifest else None) or job.get("state") or "unknown"  # a killed run: interrupted
         if job.get("state") in ("failed", "not run") and status != "completed":
             status = "failed" if job["state"] == "failed" else "not run"
         rows.append({
