@@ -17,6 +17,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -83,6 +84,7 @@ class Check:
     def optmodel(self, step: str, overrides: List[str], timeout: float, profile: bool = False) -> dict:
         """`python -m optmodel <overrides>` under probe.py; the run dir's manifest + the probe record."""
         run_dir = self.runs / step
+        shutil.rmtree(run_dir, ignore_errors=True)  # a rerun on the same machine starts clean
         record = self.logs / f"{step}.probe.json"
         cmd = [sys.executable, str(HERE / "probe.py"), str(record)] + (["--profile"] if profile else [])
         self.sh(step, cmd + ["--", *overrides, f"run.output_dir={run_dir}"], timeout, check=False)
