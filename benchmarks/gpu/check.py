@@ -28,6 +28,7 @@ from typing import Any, Callable, Dict, List, Optional
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 SAMPLE = ROOT / "tests" / "data" / "mmlu_sample"
+SUBJECTS = "[" + ",".join(sorted(p.name for p in SAMPLE.iterdir() if p.is_dir())) + "]"  # the sample's 3
 SCHEMA = 1
 FAST_STEPS = ("environment", "requirements", "quantize_nvfp4")
 
@@ -250,15 +251,17 @@ class Check:
         self.step("megatron_convert_back", lambda: self.megatron(
             "megatron_convert_back", ["task=convert", "task.direction=megatron_to_hf", f"task.load={convert_dir}"], back))
         self.step("megatron_quantize", lambda: self.megatron("megatron_quantize", [
-            "task.quant_cfg=NVFP4_DEFAULT_CFG", "task.evaluate.mmlu=true", f"task.evaluate.data_dir={SAMPLE}"], quantize))
-        self.step("megatron_mmlu", lambda: self.megatron("megatron_mmlu", ["task=mmlu", f"task.data_dir={SAMPLE}"], mmlu))
+            "task.quant_cfg=NVFP4_DEFAULT_CFG", "task.evaluate.mmlu=true", f"task.evaluate.data_dir={SAMPLE}",
+            f"task.evaluate.subjects={SUBJECTS}"], quantize))
+        self.step("megatron_mmlu", lambda: self.megatron("megatron_mmlu", ["task=mmlu", f"task.data_dir={SAMPLE}",
+                                                                     f"task.subjects={SUBJECTS}"], mmlu))
 
     def loglikelihoods(self) -> dict:
         """lm-eval adapter log-likelihoods on the MMLU sample: CUDA vs CPU (hf), megatron vs hf."""
         runs = {}
         for device in (["cuda", "cpu"] if self.cuda else ["cpu"]):
             runs[device] = self.optmodel(f"loglikelihood_{device}", [
-                "task=mmlu", f"task.data_dir={SAMPLE}", f"backend.device={device}", "backend.dtype=float32"], 180)
+                "task=mmlu", f"task.data_dir={SAMPLE}", f"task.subjects={SUBJECTS}", f"backend.device={device}", "backend.dtype=float32"], 180)
         figures = {f"mmlu_{d}": r["manifest"]["metrics"]["mmlu"] for d, r in runs.items()}
         figures["requests"] = len(runs["cpu"]["probe"]["loglikelihoods"])
         if "cuda" in runs:
