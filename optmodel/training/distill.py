@@ -16,6 +16,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.loss import _Loss
 
 IGNORE_INDEX = -100
 
@@ -35,7 +36,7 @@ def _tensor_of(output):
     return output[0] if isinstance(output, (tuple, list)) else output
 
 
-class HiddenStateLoss(nn.Module):
+class HiddenStateLoss(_Loss):
     """Per-token cosine (1 - cos) or MSE between student and teacher activations: [b, s]."""
 
     def __init__(self, kind: str = "cosine", projection: Optional[nn.Module] = None):
@@ -52,7 +53,7 @@ class HiddenStateLoss(nn.Module):
         return 1.0 - F.cosine_similarity(s, t, dim=-1)
 
 
-class PerTokenLogitsLoss(nn.Module):
+class PerTokenLogitsLoss(_Loss):
     """ModelOpt's LogitsDistillationLoss per token ([b, s]); 'Logits' in the class name is how
     the Megatron balancer tells the logits loss from the intermediate ones."""
 
