@@ -55,7 +55,7 @@ class StepTimer:
 
 def fit(model, training, train_dataset, eval_dataset=None, *, output_dir: Path, seed: int, teacher=None,
         distillation=None, resume: bool = False, tracker=None, use_cpu: Optional[bool] = None,
-        data_parallel: int = 1, extra_callbacks: Optional[List[Any]] = None) -> FitResult:
+        data_parallel: Optional[int] = None, extra_callbacks: Optional[List[Any]] = None) -> FitResult:
     """Train `model` on `train_dataset` per `training` (a TrainingConfig node).
 
     `teacher` given: distillation per `distillation` (a DistillationConfig node); a
@@ -73,6 +73,10 @@ def fit(model, training, train_dataset, eval_dataset=None, *, output_dir: Path, 
         model = convert_to_distillation_model(model, teacher, distillation)
     if use_cpu is None:
         use_cpu = next(model.parameters()).device.type == "cpu"
+    if data_parallel is None:  # torchrun DDP (backend=hf): every rank holds the model, the batch is split
+        import torch.distributed as dist
+
+        data_parallel = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
     args = training_arguments(training, output_dir, seed, eval_dataset is not None, use_cpu, data_parallel)
     metrics_cb, preemption, timer = MetricsCallback(tracker), PreemptionCallback(), StepTimer()
     callbacks = [CompleteMarker(), metrics_cb, preemption, timer.callback, *(extra_callbacks or [])]
@@ -82,10 +86,12 @@ def fit(model, training, train_dataset, eval_dataset=None, *, output_dir: Path, 
     if resume or requeued_job():
         discard_incomplete(output_dir)
         resume_from = last_complete_checkpoint(output_dir)
-        log.info("resuming %s training from %s", kind, resume_from) if resume_from else \
+        if resume_from:
+            log.info("resuming %s training from %s", kind, resume_from)
+        else:
             log.info("resume requested but %s holds no complete checkpoint: training from the start", output_dir)
-    log.info("training (%s): %s steps of %d sequences, lr %g", kind, training.max_steps if training.num_epochs <= 0
-             else f"{training.num_epochs} epochs of", training.global_batch_size, training.lr)
+    length = f"{training.num_epochs} epochs" if training.num_epochs > 0 else f"{training.max_steps} steps"
+    log.info("training (%s): %s of %d sequences, lr %g", kind, length, training.global_batch_size, training.lr)
     start = time.perf_counter()
     model.train()
     with preemption.guard(trainer):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import List, Optional
 
@@ -40,7 +41,9 @@ def training_task_problems(cfg: DictConfig) -> List[str]:
     from optmodel.config.tasks.quantize import quant_format_problems
 
     task = cfg.task
-    found = training_problems(task.training, "task.training")
+    # backend=hf under torchrun is data parallel: each rank takes micro_batch_size of the global batch
+    world = cfg.run.get("world_size") or int(os.environ.get("WORLD_SIZE", "1"))
+    found = training_problems(task.training, "task.training", data_parallel=world)
     if task.quant_cfg:
         found += quant_format_problems("task.quant_cfg", task.quant_cfg, cfg)
         origin = read_origin(cfg.run.get("load"))
