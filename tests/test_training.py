@@ -51,9 +51,9 @@ def corpus(tokenizer):
 
 
 def ppl(model, heldout) -> float:
-    from optmodel.metrics import perplexity
+    from optmodel.metrics import perplexity_of
 
-    return perplexity(model, heldout, 16, "cpu", "heldout")
+    return perplexity_of(lambda ids: model(input_ids=ids).logits, heldout, 16, "cpu", "heldout")
 
 
 def settings(**kw):
