@@ -28,13 +28,21 @@ FAST = ("data.seq_len=64", "data.eval_max_sequences=16", "data.batch_size=8", "t
         "task.training.global_batch_size=4", "task.training.lr=1e-3", "task.training.max_train_sequences=64")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models on shared cores: torch threads only spin against each other. Restored after."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="module")
 def pruned_run(tmp_path_factory):
     """A run dir as task=prune leaves it: the tiny Qwen3 with its third layer dropped, saved with
     a completed manifest naming the checkpoint it started from and the shape it produced."""
-    import torch
-
-    torch.set_num_threads(1)
     run_dir = tmp_path_factory.mktemp("pruned")
     _, student, tok = tiny_models(drop_layer=2)
     student.save_pretrained(run_dir / "model")
@@ -131,7 +139,6 @@ def test_sigterm_saves_a_checkpoint_at_the_step_end_and_resume_finishes(tmp_path
     from optmodel.training.config import TrainingConfig
     from optmodel.training.loop import fit
 
-    torch.set_num_threads(1)
     _, student, tok = tiny_models()
     train = build_sft_dataset(tok, read_records(CORPUS_DIR / "train.txt", "t"), 64, "pack", 32)
     training = OmegaConf.structured(TrainingConfig(max_steps=5, micro_batch_size=4, global_batch_size=4, lr=1e-3))

@@ -14,8 +14,6 @@ import signal
 import sys
 from pathlib import Path
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-
 
 def tiny_models(drop_layer: int = 2):
     import torch
@@ -39,7 +37,8 @@ def drop_decoder_layer(model, index: int) -> None:
     model.config.layer_types = model.config.layer_types[: len(model.model.layers)]
 
 
-def main() -> int:
+def distil(out: Path, steps: int, save_every: int, kill_at: int = 0, resume: bool = False) -> int:
+    """The run the kill-and-resume test repeats; returns the step it resumed from."""
     import torch
     from omegaconf import OmegaConf
     from transformers import TrainerCallback
@@ -50,6 +49,25 @@ def main() -> int:
     from optmodel.training.config import DistillationConfig, TrainingConfig
     from optmodel.training.loop import fit
 
+    torch.set_num_threads(1)
+
+    class KillAt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    teacher, student, tok = tiny_models()
+    train = build_sft_dataset(tok, read_records(CORPUS_DIR / "train.txt", "train"), 64, "pack", 64)
+    training = OmegaConf.structured(TrainingConfig(max_steps=steps, micro_batch_size=4, global_batch_size=4,
+                                                   lr=1e-3, warmup_steps=2, save_every=save_every, log_every=2))
+    result = fit(student, training, train, output_dir=out / "checkpoints", seed=7, teacher=teacher,
+                 distillation=OmegaConf.structured(DistillationConfig()), resume=resume,
+                 extra_callbacks=[KillAt()] if kill_at else None)
+    result.model.save_pretrained(out / "final")
+    return result.metrics["train_resumed_from_step"]
+
+
+def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("out", type=Path)
     parser.add_argument("steps", type=int)
@@ -57,22 +75,8 @@ def main() -> int:
     parser.add_argument("--kill-at", type=int, default=0)
     parser.add_argument("--resume", action="store_true")
     opts = parser.parse_args()
-    torch.set_num_threads(1)
-
-    class KillAt(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step == opts.kill_at:
-                os.kill(os.getpid(), signal.SIGKILL)
-
-    teacher, student, tok = tiny_models()
-    train = build_sft_dataset(tok, read_records(CORPUS_DIR / "train.txt", "train"), 64, "pack", 64)
-    training = OmegaConf.structured(TrainingConfig(max_steps=opts.steps, micro_batch_size=4, global_batch_size=4,
-                                                   lr=1e-3, warmup_steps=2, save_every=opts.save_every, log_every=2))
-    result = fit(student, training, train, output_dir=opts.out / "checkpoints", seed=7, teacher=teacher,
-                 distillation=OmegaConf.structured(DistillationConfig()), resume=opts.resume,
-                 extra_callbacks=[KillAt()] if opts.kill_at else None)
-    result.model.save_pretrained(opts.out / "final")
-    print(f"resumed_from_step={result.metrics['train_resumed_from_step']}")
+    resumed = distil(opts.out, opts.steps, opts.save_every, opts.kill_at, opts.resume)
+    print(f"resumed_from_step={resumed}")
     return 0
 
 
