@@ -120,6 +120,7 @@ def test_quantized_teacher_is_refused_unless_intended(tmp_path):
     manifest = Manifest(teacher, task="quantize", model="tiny_qwen3", input_checkpoint=str(TINY))
     (teacher / "quantized").mkdir()
     (teacher / "quantized" / "config.json").write_text((TINY / "config.json").read_text())
+    (teacher / "quantized" / "modelopt_state.pth").write_bytes(b"")  # a quantized save holds its ModelOpt state
     manifest.update(outputs={"saved_model": str(teacher / "quantized")}, quantization={"format": "INT4_AWQ_CFG"})
     manifest.finish("completed")
     found = problems_of("task=distill", f"task.teacher={teacher}")
