@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass
 from typing import Mapping, Optional
 
+from optmodel.config.layout import megatron_sizes, world_size_problems
+
 DEFAULT_MASTER_PORT = 29500
 
 
@@ -116,48 +118,6 @@ def destroy_world() -> None:
         dist.destroy_process_group()
 
 
-def model_parallel_sizes(parallel_cfg) -> dict:
-    """megatron-core's parallel sizes for a `parallel=` config (a DictConfig or dataclass)."""
-    etp = parallel_cfg.expert_tensor if parallel_cfg.expert_tensor is not None else parallel_cfg.tensor
-    return {
-        "tensor_model_parallel_size": int(parallel_cfg.tensor),
-        "pipeline_model_parallel_size": int(parallel_cfg.pipeline),
-        "context_parallel_size": int(parallel_cfg.context),
-        "expert_model_parallel_size": int(parallel_cfg.expert),
-        "expert_tensor_parallel_size": int(etp),
-    }
-
-
-def layout_problems(parallel_cfg, world_size: int) -> list:
-    """Why `world_size` processes cannot hold `parallel_cfg` (empty when they can).
-
-    megatron-core needs the world divisible by TP x PP x CP for dense layers and by
-    ETP x EP x PP for expert layers; an explicit parallel.data fixes the product.
-    """
-    sizes = model_parallel_sizes(parallel_cfg)
-    tp, pp, cp = sizes["tensor_model_parallel_size"], sizes["pipeline_model_parallel_size"], sizes["context_parallel_size"]
-    ep, etp = sizes["expert_model_parallel_size"], sizes["expert_tensor_parallel_size"]
-    problems = []
-    dense = tp * pp * cp
-    if world_size % dense:
-        problems.append(
-            f"parallel={parallel_cfg.name}: TP {tp} x PP {pp} x CP {cp} = {dense} does not divide the "
-            f"world size {world_size}. Fix: launch a multiple of {dense} processes."
-        )
-    elif parallel_cfg.data is not None and dense * int(parallel_cfg.data) != world_size:
-        problems.append(
-            f"parallel.data: TP {tp} x PP {pp} x CP {cp} x DP {parallel_cfg.data} = {dense * int(parallel_cfg.data)} "
-            f"processes, but the world size is {world_size}. Fix: parallel.data=null or launch that many."
-        )
-    expert = etp * ep * pp
-    if world_size % expert:
-        problems.append(
-            f"parallel={parallel_cfg.name}: ETP {etp} x EP {ep} x PP {pp} = {expert} does not divide the "
-            f"world size {world_size}. Fix: launch a multiple of {expert} processes."
-        )
-    return problems
-
-
 def init_model_parallel(parallel_cfg, device: str = "cpu", seed: int = 1234, launch: Optional[LaunchEnv] = None) -> LaunchEnv:
     """Join the process world and set up megatron-core's parallel state for `parallel_cfg`.
 
@@ -171,7 +131,7 @@ def init_model_parallel(parallel_cfg, device: str = "cpu", seed: int = 1234, lau
 
     launch = launch or detect_launch_env()
     world = dist.get_world_size() if dist.is_initialized() else launch.world_size
-    problems = layout_problems(parallel_cfg, world)
+    problems = world_size_problems(parallel_cfg, world)
     if problems:
         raise ValueError("; ".join(problems))
     if device == "cpu":
@@ -187,7 +147,7 @@ def init_model_parallel(parallel_cfg, device: str = "cpu", seed: int = 1234, lau
     if parallel_state.model_parallel_is_initialized():
         parallel_state.destroy_model_parallel()
     parallel_state.initialize_model_parallel(
-        **model_parallel_sizes(parallel_cfg),
+        **megatron_sizes(parallel_cfg),
         # gloo side groups are only needed by the distributed optimizer; on CPU the main
         # groups are gloo already.
         create_gloo_process_groups=False,

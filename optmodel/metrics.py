@@ -8,14 +8,9 @@ from typing import Callable
 from tqdm import tqdm
 
 
-def perplexity(model, sequences, batch_size: int, device, desc: str = "perplexity") -> float:
-    """exp(mean next-token NLL) over packed [n, seq_len] sequences, every token counted once;
-    `model` is called transformers-style: model(input_ids=...).logits."""
-    return perplexity_of(lambda batch: model(input_ids=batch).logits, sequences, batch_size, device, desc)
-
-
 def perplexity_of(logits_of: Callable, sequences, batch_size: int, device, desc: str = "perplexity") -> float:
-    """The same, for any `logits_of(input_ids) -> [batch, seq, vocab]`."""
+    """exp(mean next-token NLL) over packed [n, seq_len] sequences, every token counted once,
+    for any `logits_of(input_ids) -> [batch, seq, vocab]`."""
     import torch
 
     total_nll, total_tokens = 0.0, 0

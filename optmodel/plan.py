@@ -16,7 +16,7 @@ from typing import Dict, List, Optional
 
 from omegaconf import DictConfig
 
-from optmodel.config.validate import pipeline_stage_layers
+from optmodel.config.layout import expert_tensor_size, launched_world_size, pipeline_stage_layers, required_world_size
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 # Adam in mixed precision: fp32 master weights + first and second moments (megatron's
@@ -120,18 +120,11 @@ def moe_layers(m: DictConfig) -> List[bool]:
             for i in range(m.num_layers)]
 
 
-def required_world_size(par: DictConfig) -> int:
-    """The smallest world that holds the layout (both the dense and the expert groups)."""
-    etp = par.expert_tensor if par.expert_tensor is not None else par.tensor
-    dense = par.tensor * par.pipeline * par.context * (par.data or 1)
-    return math.lcm(dense, etp * par.expert * par.pipeline)
-
-
 def make_plan(cfg: DictConfig, world_size: Optional[int] = None) -> Plan:
     m, par = cfg.model, cfg.parallel
     world = world_size or required_world_size(par)
     tp, pp, cp, ep = par.tensor, par.pipeline, par.context, par.expert
-    etp = par.expert_tensor if par.expert_tensor is not None else tp
+    etp = expert_tensor_size(par)
     vocab = m.padded_vocab_size or m.vocab_size
     is_moe = moe_layers(m)
     plan = Plan(
@@ -199,7 +192,8 @@ def dry_run(cfg: DictConfig) -> Dict:
     downloading; Transformer-Engine or CUDA for the layout: the plan is for the cluster)
     does not stop a dry run: it is listed under the plan instead.
     """
-    from optmodel.config.validate import ConfigError, config_problems, launched_world_size, megatron_machine_problems
+    from optmodel.config.errors import ConfigError
+    from optmodel.config.validate import config_problems, megatron_machine_problems
     from optmodel.models.checkpoint import checkpoint_problems
 
     world = int(cfg.run.world_size) if cfg.run.world_size is not None else required_world_size(cfg.parallel)

@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import random
 import signal
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Callable, Dict, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
+from optmodel.config.inherit import inherit_run_model
+from optmodel.config.tasks import task_spec
 from optmodel.config.validate import validate
 from optmodel.launch.preemption import was_requeued
 from optmodel.launch.world import join_world
 from optmodel.manifest import Manifest, atomic_write_text
 from optmodel.models.checkpoint import resolve_checkpoint
-from optmodel.tasks import get_task
 from optmodel.tracking import Tracker
 
 log = logging.getLogger("optmodel")
@@ -25,12 +27,73 @@ log = logging.getLogger("optmodel")
 
 @dataclass
 class RunContext:
-    """What a task gets: the validated config and where its results go."""
+    """What a task gets: the validated config, where its results go, and the writes every
+    task makes (rank 0 writes files, handles write models collectively, the manifest
+    records each output as it completes)."""
 
     cfg: DictConfig
     run_dir: Path
     manifest: Manifest
     tracker: Tracker
+
+    def load_model(self, source=None):
+        """The run's model (source None), or a second model from a checkpoint or run dir."""
+        from optmodel.backends import load
+
+        return load(self.cfg, source=source)
+
+    def record(self, **fields: Any) -> None:
+        """Merge into the manifest: dict fields (metrics, outputs, ...) update, others replace."""
+        merged = {k: ({**(self.manifest.data.get(k) or {}), **v} if isinstance(v, dict) and k != "architecture" else v)
+                  for k, v in fields.items()}
+        self.manifest.update(**merged)
+
+    def log_metrics(self, metrics: Dict[str, Any]) -> None:
+        self.tracker.log({k: v for k, v in metrics.items() if not isinstance(v, dict)})
+        self.record(metrics=metrics)
+
+    def write_file(self, key: str, name: str, text: str) -> Path:
+        """<run dir>/<name> (text) written by rank 0, recorded as outputs[key]."""
+        from optmodel.distributed import is_rank0
+
+        path = self.run_dir / name
+        if is_rank0():
+            atomic_write_text(path, text)
+        self.record(outputs={key: str(path)})
+        return path
+
+    def write_output(self, key: str, name: str, write: Callable[[Path], Any]) -> Path:
+        """<run dir>/<name>/ filled by `write(partial_dir)` on rank 0, renamed when complete."""
+        from optmodel.distributed import barrier, is_rank0
+        from optmodel.manifest import atomic_dir
+
+        final = self.run_dir / name
+        if is_rank0():
+            with atomic_dir(final) as partial:
+                write(partial)
+        barrier()
+        self.record(outputs={key: str(final)})
+        return final
+
+    def save_model(self, handle, name: str = "model", key: str = "saved_model") -> Path:
+        """The restorable model (every rank calls: the handle decides who writes), recorded
+        with the architecture and model config it has, so `run.load=<this run>` rebuilds it."""
+        path = handle.save(self.run_dir / name)
+        self.record(outputs={key: str(path)})
+        self.record_model(handle)
+        return path
+
+    def export_model(self, handle, fmt: str, dtype: str, name: str = "export") -> Path:
+        path = handle.export(self.run_dir / name, format=fmt, dtype=dtype)
+        self.record(outputs={"export": str(path), "export_format": fmt, "export_dtype": dtype})
+        return path
+
+    def record_model(self, handle) -> None:
+        """architecture (as produced) and model_config (what a later run.load inherits)."""
+        arch = handle.architecture()
+        model_config = OmegaConf.to_container(self.cfg.model, resolve=True)
+        model_config.update({k: v for k, v in arch.items() if k in model_config})
+        self.record(architecture=arch, model_config=model_config)
 
 
 def seed_everything(seed: int) -> None:
@@ -51,12 +114,30 @@ def _raise_terminated(signum, frame):
     raise Terminated(f"terminated by signal {signum}")
 
 
-def execute(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
+def task_runner(name: str) -> Callable:
+    """The `run(ctx)` of a task, imported only when dispatched (validation stays light)."""
+    return importlib.import_module(task_spec(name).runner).run
+
+
+def model_was_typed() -> bool:
+    """Whether the user (or an experiment) chose model=; False outside a Hydra run."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        hydra_cfg = HydraConfig.get()
+    except (ImportError, ValueError):
+        return False
+    overrides = [str(o).lstrip("+~") for o in hydra_cfg.overrides.task]
+    return any(o.split("=")[0] == "model" for o in overrides) or hydra_cfg.runtime.choices.get("experiment") is not None
+
+
+def execute(cfg: DictConfig, run_dir: Path, typed_model: Optional[bool] = None) -> Dict[str, Any]:
     """Run `cfg.task` with its results in `run_dir`; returns the task's metrics.
 
     Validation comes first and raises ConfigError before anything is loaded or written.
     run.dry_run=true stops after validation: it prints the plan and writes nothing.
     """
+    cfg = inherit_run_model(cfg, model_was_typed() if typed_model is None else typed_model)  # run.load: its shape
     if cfg.run.get("dry_run"):
         from optmodel.plan import dry_run
 
@@ -69,6 +150,8 @@ def execute(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
     ckpt = resolve_checkpoint(cfg.model)
     manifest = Manifest(run_dir, task=cfg.task.name, model=cfg.model.name, input_checkpoint=str(ckpt) if ckpt else None,
                         persist=launch.is_rank0)
+    if cfg.run.get("load"):
+        manifest.update(loaded_from=str(cfg.run.load))
     if len(ranks) > 1:
         manifest.update(world={"size": launch.world_size, "ranks": ranks})
     # One wandb run per job, from rank 0; the other ranks log to the console only.
@@ -79,7 +162,7 @@ def execute(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
         previous_sigterm = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         seed_everything(cfg.run.seed)
-        task = get_task(cfg.task.name)
+        task = task_runner(cfg.task.name)
         metrics = task(RunContext(cfg=cfg, run_dir=run_dir, manifest=manifest, tracker=tracker))
         manifest.update(metrics={**manifest.data["metrics"], **metrics})
         manifest.finish("completed")

@@ -6,7 +6,8 @@ import sys
 import pytest
 
 from conftest import compose_cfg
-from optmodel.plan import make_plan, required_world_size
+from optmodel.config.layout import required_world_size
+from optmodel.plan import make_plan
 
 # Kimi-K2-Instruct, one decoder layer at TP 1 / EP 1, counted by hand from MODELS.md:
 # hidden 7168, 64 heads, MLA q_lora 1536, kv_lora 512, qk 128 + rope 64, v 128.
@@ -87,7 +88,7 @@ def test_world_size_that_does_not_fit_the_layout_is_refused_before_any_group():
 
     from optmodel.distributed import LaunchEnv, init_model_parallel
 
-    with pytest.raises(ValueError, match=r"TP 2 x PP 1 x CP 1 = 2 does not divide the world size 3"):
+    with pytest.raises(ValueError, match=r"needs a multiple of TP x PP x CP = 2 processes, but 3 were launched"):
         init_model_parallel(compose_cfg("parallel=tp2").parallel, launch=LaunchEnv(world_size=3))
     assert not dist.is_initialized()
 

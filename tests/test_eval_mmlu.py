@@ -111,17 +111,19 @@ def test_greedy_generate_until_equals_lm_eval_hf_model(handle, hflm):
 def test_adapter_runs_on_a_logits_only_handle_as_megatron_exposes_it(handle):
     """A backend handle with only `logits(input_ids)` (no mask): right padding for scoring,
     one prompt at a time for generation; same numbers as the HF forward."""
-    from types import SimpleNamespace
-
     import torch
 
+    from optmodel.backends.handle import ModelHandle
     from optmodel.evaluation.lm_adapter import OptmodelLM
 
-    def logits(input_ids):
-        with torch.no_grad():
-            return handle.model(input_ids=input_ids).logits
+    class LogitsOnly(ModelHandle):
+        takes_mask = False
 
-    bare = SimpleNamespace(logits=logits, tokenizer=handle.tokenizer, device=handle.device, model=handle.model)
+        def logits(self, input_ids, attention_mask=None):
+            with torch.no_grad():
+                return self.model(input_ids=input_ids).logits
+
+    bare = LogitsOnly(handle.model, handle.tokenizer, handle.device, handle.source, handle.cfg)
     lm = OptmodelLM(bare, batch_size=8)
     assert not lm.forward.takes_mask and lm.forward.generate_fn is None
     ours = lm.loglikelihood(requests("loglikelihood", MC_ARGS))
@@ -293,33 +295,35 @@ def _mmlu_rank(rank: int, world: int, init_file: str, run_root: str) -> None:
     pipeline or tensor-parallel forward is, so every rank must run every request."""
     import datetime
     import json
-    from types import SimpleNamespace
 
     import torch.distributed as dist
 
-    import optmodel.tasks.mmlu as mmlu_task
+    import optmodel.run as run_module
     from optmodel.backends import hf
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
                             timeout=datetime.timedelta(seconds=180))  # a rank that died fails the test, not hangs it
-    loader = mmlu_task.load_handle
+    loader = run_module.RunContext.load_model
     try:
         cfg = compose_cfg("task=mmlu", f"task.data_dir={SAMPLE}", "task.subjects=[astronomy]", f"run.world_size={world}")
         handle = hf.load(cfg)
         calls = []
 
-        def logits(input_ids):
-            calls.append(input_ids.shape)
-            out = handle.model(input_ids=input_ids).logits.float()
-            dist.all_reduce(out)
-            return out / world
+        class AllReduced(hf.HFHandle):  # a model-parallel backend's contract: same logits on every rank
+            takes_mask = False
 
-        bare = SimpleNamespace(logits=logits, tokenizer=handle.tokenizer, device=handle.device, model=handle.model)
-        mmlu_task.load_handle = lambda cfg: bare
+            def logits(self, input_ids, attention_mask=None):
+                calls.append(input_ids.shape)
+                out = self.model(input_ids=input_ids).logits.float()
+                dist.all_reduce(out)
+                return out / world
+
+        bare = AllReduced(handle.model, handle.tokenizer, handle.device, handle.source, handle.cfg)
+        run_module.RunContext.load_model = lambda self, source=None: bare
         metrics = execute(cfg, Path(run_root) / f"rank{rank}")
         (Path(run_root) / f"rank{rank}.json").write_text(json.dumps({"metrics": metrics, "calls": len(calls)}))
     finally:
-        mmlu_task.load_handle = loader
+        run_module.RunContext.load_model = loader
         dist.destroy_process_group()
 
 

@@ -121,14 +121,15 @@ def test_eval_perplexity_equals_the_default_runs_metric(eval_run):
     """The reusable perplexity (any backend's forward) gives the quantize task's number."""
     from optmodel.backends import hf
     from optmodel.data.text import dataset_texts, pack
-    from optmodel.metrics import perplexity
+    from optmodel.metrics import perplexity_of
 
     _, metrics = eval_run
     cfg = compose_cfg("data.eval_max_sequences=8")
     handle = hf.load(cfg)
     heldout = pack(handle.tokenizer, dataset_texts(cfg.data, "eval"), cfg.data.seq_len, 8, "data.eval_path")
     assert metrics["eval_tokens"] == heldout.numel()
-    assert metrics["perplexity"] == pytest.approx(perplexity(handle.model, heldout, 8, handle.device), rel=1e-5)
+    assert metrics["perplexity"] == pytest.approx(perplexity_of(lambda b: handle.model(input_ids=b).logits, heldout, 8, handle.device),
+                                                   rel=1e-5)
 
 
 def test_chat_template_prompts_score_as_lm_eval_hf_model(task_files):
@@ -167,7 +168,9 @@ def test_eval_task_whose_dataset_is_not_local_fails_offline_before_the_model_loa
     task_file = tmp_path / "hub_task.yaml"
     task_file.write_text("task: hub_task\ndataset_path: optmodel-tests/never-downloaded\ntest_split: test\n"
                          "output_type: loglikelihood\ndoc_to_text: '{{q}}'\ndoc_to_target: '{{a}}'\n")
-    monkeypatch.setattr(eval_task, "load_handle", lambda cfg: pytest.fail("the model must not load"))
+    import optmodel.run as run_module
+
+    monkeypatch.setattr(run_module.RunContext, "load_model", lambda self, source=None: pytest.fail("the model must not load"))
     with pytest.raises(ConfigError, match=r"task.tasks: a task's dataset is not available: .*optmodel-tests/never-downloaded"
                                           r".* Fix: run the task once where there is network"):
         execute(compose_cfg("task=eval", f"task.tasks=[{task_file}]"), tmp_path / "run")

@@ -386,7 +386,7 @@ def test_run_saved_for_a_requeue_is_marked_requeued_not_failed(tmp_path, monkeyp
             assert preemption.checkpoint_submission(lambda: None) is not None
             raise SystemExit(-1)  # submitit exits the job after `scontrol requeue`
 
-    monkeypatch.setattr(run_module, "get_task", lambda name: resumable_task)
+    monkeypatch.setattr(run_module, "task_runner", lambda name: resumable_task)
     with pytest.raises(SystemExit):
         run_module.execute(compose_cfg(), tmp_path)
     assert read_manifest(tmp_path)["status"] == "requeued"

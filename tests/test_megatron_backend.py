@@ -107,14 +107,15 @@ def test_handle_measures_the_same_perplexity_as_transformers():
 
     from optmodel.backends import megatron
     from optmodel.data.text import dataset_texts, pack
-    from optmodel.metrics import perplexity
+    from optmodel.metrics import perplexity_of
 
     cfg = megatron_cfg("tiny_qwen3")
     tok = AutoTokenizer.from_pretrained(TINY_MODELS_DIR / "tiny_qwen3")
     heldout = pack(tok, dataset_texts(cfg.data, "eval"), 128, 8, "data.eval_path")
     hf = AutoModelForCausalLM.from_pretrained(TINY_MODELS_DIR / "tiny_qwen3", dtype=torch.float32).eval()
     handle = megatron.load(cfg)
-    ours, theirs = perplexity(handle, heldout, 4, handle.device), perplexity(hf, heldout, 4, "cpu")
+    ours = perplexity_of(handle.logits, heldout, 4, handle.device)
+    theirs = perplexity_of(lambda b: hf(input_ids=b).logits, heldout, 4, "cpu")
     assert ours == pytest.approx(theirs, rel=1e-5) and ours < 100  # a trained model, not noise
 
 
@@ -134,7 +135,7 @@ def test_fp8_checkpoint_reloads_with_the_same_quantizers_and_logits(fp8_model, t
     ckpt = megatron.save_distributed(handle, tmp_path / "model")
     assert (ckpt / "modelopt_state").is_dir()
 
-    fresh = megatron.load(handle.cfg, load_dir=ckpt)  # a later run: new model, quantizers from the checkpoint
+    fresh = megatron.load(handle.cfg, ckpt)  # a later run: new model, quantizers from the checkpoint
     reloaded = weight_amax(fresh.model)
     assert reloaded.keys() == amax.keys() and all(torch.equal(reloaded[k], amax[k]) for k in amax)
     assert torch.equal(fresh.logits(IDS), after)
@@ -238,7 +239,7 @@ def test_quantize_task_on_megatron_measures_saves_and_exports(tmp_path):
     assert manifest["status"] == "completed" and manifest["architecture"]["num_layers"] == 4
     assert 0 < metrics["perplexity_increase_pct"] < 10  # the megatron model, fake-quantized on CPU
     assert manifest["quantization"]["layer_formats"].get("nvfp4", 0) >= 4 * 4  # qkv, proj, fc1, fc2 per layer
-    assert (tmp_path / "model" / "metadata.json").is_file()
+    assert (tmp_path / "quantized" / "metadata.json").is_file()
     quant = json.loads((tmp_path / "export" / "hf_quant_config.json").read_text())["quantization"]
     assert quant["quant_algo"] == "NVFP4"
 

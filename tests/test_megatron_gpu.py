@@ -23,7 +23,7 @@ def test_te_spec_on_nccl_gives_hf_logits(model):
     from transformers import AutoModelForCausalLM
 
     from optmodel.backends import megatron
-    from optmodel.backends.megatron_spec import te_available
+    from optmodel.backends.megatron_cpu import te_available
 
     handle = megatron.load(compose_cfg(f"model={model}", "backend=megatron", "backend.device=cuda", "backend.dtype=float32"))
     assert dist.get_backend() == "nccl"

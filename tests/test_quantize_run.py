@@ -40,7 +40,7 @@ def test_default_run_writes_config_manifest_log_and_export(default_run):
     assert manifest["task"] == "quantize" and manifest["model"] == "tiny_qwen3"
     assert manifest["input_checkpoint"].endswith("tiny_models/tiny_qwen3")
     assert manifest["versions"]["nvidia-modelopt"].startswith("0.46")
-    assert manifest["architecture"]["num_hidden_layers"] == 4
+    assert manifest["architecture"]["num_layers"] == 4
     quant = manifest["quantization"]
     assert quant["format"] == "FP8_DEFAULT_CFG"
     # 4 layers x 7 linear layers (q, k, v, o, gate, up, down); lm_head stays unquantized.

@@ -10,8 +10,7 @@ import torch
 
 from optmodel.data.text import DataError
 from optmodel.manifest import read_manifest
-from optmodel.metrics import perplexity
-from optmodel.quantization.checkpoint import load_quantized
+from optmodel.metrics import perplexity_of
 from optmodel.run import execute
 
 from conftest import compose_cfg
@@ -50,12 +49,15 @@ def quantized_run(tmp_path_factory):
 
 def test_saved_quantized_model_restores_exactly(quantized_run):
     run_dir, metrics = quantized_run
-    model, tok = load_quantized(run_dir / "quantized", torch.float32, torch.device("cpu"))
+    from optmodel.backends import hf
+
+    restored = hf.load(compose_cfg(*TINY_DATA), run_dir / "quantized")
+    model, tok = restored.model, restored.tokenizer
     from optmodel.data.text import dataset_texts, pack
 
     cfg = compose_cfg(*TINY_DATA)
     heldout = pack(tok, dataset_texts(cfg.data, "eval"), 64, 8, "data.eval_path")
-    assert perplexity(model, heldout, 8, torch.device("cpu")) == pytest.approx(metrics["perplexity_after"], rel=1e-5)
+    assert perplexity_of(restored.logits, heldout, 8, torch.device("cpu")) == pytest.approx(metrics["perplexity_after"], rel=1e-5)
 
 
 @pytest.mark.parametrize("fmt", ["hf", "vllm_fq"])

@@ -1,0 +1,63 @@
+"""Model handles: `load` gives any task the run's model, or a second one, on the run's backend.
+
+    handle = load(cfg)                    # run.load=<run dir> if set, else model.checkpoint
+    teacher = load(cfg, source=PATH)      # a checkpoint dir or an optmodel run dir
+
+Both come back with the same methods (optmodel/backends/handle.py): tasks never ask which
+backend they are on. A run dir is read through its manifest: its saved model (the
+restorable copy, quantizer state included) and the architecture it recorded.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Optional
+
+from omegaconf import DictConfig, open_dict
+
+from optmodel.backends.handle import ModelHandle
+from optmodel.models.checkpoint import resolve_checkpoint
+
+__all__ = ["ModelHandle", "load", "resolve_source"]
+
+
+def resolve_source(cfg: DictConfig, source=None):
+    """(weights path, origin manifest or None, model config) of what `load` would read."""
+    from optmodel.config.inherit import produced_model_config, with_model_fields
+    from optmodel.rundir import is_distributed_checkpoint, read_origin, run_dir_problems, saved_model_path
+
+    source = source if source is not None else cfg.run.get("load")
+    if source is None:
+        return resolve_checkpoint(cfg.model), None, cfg.model
+    origin = read_origin(str(source))
+    if origin is None:  # a checkpoint dir: its config.json says the architecture
+        import json
+
+        from optmodel.models.hf_config import from_hf_config_dict
+
+        path = Path(source).expanduser()
+        if is_distributed_checkpoint(path):  # megatron's own: the run's model config describes it
+            return path, None, cfg.model
+        arch = from_hf_config_dict(json.loads((path / "config.json").read_text()))
+        return path, None, with_model_fields(cfg.model, {**arch, "checkpoint": str(path)})
+    problems = run_dir_problems(str(source), field="source")
+    if problems:
+        raise ValueError(problems[0])
+    model_cfg = cfg.model
+    produced = produced_model_config(str(source))
+    if produced is not None and source != cfg.run.get("load"):  # the run's own model config is inherited already
+        model_cfg = with_model_fields(cfg.model, produced)
+    return saved_model_path(origin), origin, model_cfg
+
+
+def load(cfg: DictConfig, source=None) -> ModelHandle:
+    """The handle of `source` (a HF checkpoint dir or an optmodel run dir; default: the run's
+    model) on cfg's backend and device."""
+    path, origin, model_cfg = resolve_source(cfg, source)
+    if model_cfg is not cfg.model:
+        cfg = cfg.copy()
+        with open_dict(cfg):
+            cfg.model = model_cfg
+    backend = importlib.import_module(f"optmodel.backends.{cfg.backend.name}")
+    return backend.load(cfg, path, origin)

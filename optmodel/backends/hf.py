@@ -1,76 +1,184 @@
-"""backend=hf: a Hugging Face transformers model in one process, on CPU or one GPU."""
+"""backend=hf: a Hugging Face transformers model in one process, on CPU or one GPU.
+
+Persistence: `save` writes `save_pretrained` with ModelOpt's HF checkpointing on, so a
+quantized model's weights (as calibrated: SmoothQuant / AWQ scales folded where ModelOpt
+folds them) and quantizer state (formats, amax, pre-quant scales) reload exactly; `export`
+writes a unified HF checkpoint (`hf_quant_config.json`, real low-bit weights and scales) for
+TensorRT-LLM / vLLM / SGLang, or vLLM's fake-quant layout (`vllm_fq`). In a multi-rank world
+every rank holds the whole model and rank 0 writes. Every directory is written under a
+partial name and renamed when complete.
+"""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Dict, Optional
 
 from omegaconf import DictConfig
 
-from optmodel.models.checkpoint import resolve_checkpoint
+from optmodel.backends.handle import ModelHandle, pick_device
+from optmodel.manifest import atomic_dir
 
 log = logging.getLogger("optmodel")
 
-
-@dataclass
-class ModelHandle:
-    model: "torch.nn.Module"  # noqa: F821
-    tokenizer: "transformers.PreTrainedTokenizerBase"  # noqa: F821
-    checkpoint: Path
-    device: "torch.device"  # noqa: F821
+MODELOPT_STATE_FILE = "modelopt_state.pth"  # what ModelOpt's HF checkpointing writes beside the weights
 
 
-def pick_device(backend: DictConfig):
-    import torch
+class HFHandle(ModelHandle):
+    backend = "hf"
+    takes_mask = True
 
-    if backend.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if backend.device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("backend.device=cuda but no CUDA device is visible. Fix: backend.device=cpu or auto.")
-    return torch.device(backend.device)
+    # --- forward --------------------------------------------------------------------------
+    def logits(self, input_ids, attention_mask=None):
+        """Left-padded rows get the positions they would have unpadded, so a batched row
+        scores exactly as it does alone."""
+        import torch
+
+        with torch.no_grad():
+            if attention_mask is None:
+                return self.model(input_ids=input_ids).logits.float()
+            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+            return out.logits.float()
+
+    def forward_loop(self, batches, desc: str = "calibrate"):
+        """fn(model): every batch ({"input_ids", "attention_mask"?} dicts or [b, seq] id tensors)
+        through `model` without gradients, on this handle's device."""
+        import torch
+        from tqdm import tqdm
+
+        def loop(model):
+            with torch.no_grad():
+                for batch in tqdm(batches, desc=desc, unit="batch"):
+                    if isinstance(batch, dict):
+                        model(**{k: v.to(self.device) for k, v in batch.items()})
+                    else:
+                        model(input_ids=batch.to(self.device))
+
+        return loop
+
+    def generate_tokens(self, input_ids, attention_mask, max_new_tokens: int, do_sample: bool, temperature: float,
+                        top_p: float, top_k: int, stop_token_ids):
+        """Batched generation with transformers' KV cache: left-padded prompts in, new tokens out."""
+        import torch
+
+        kwargs = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, pad_token_id=self.tokenizer.pad_token_id,
+                      eos_token_id=list(stop_token_ids) or None)
+        if do_sample:
+            kwargs.update(temperature=temperature, top_p=top_p, top_k=top_k)
+        else:  # greedy: clear the checkpoint's sampling defaults so transformers does not warn
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        with torch.no_grad():
+            out = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        return out[:, input_ids.shape[1]:]
+
+    @property
+    def max_length(self) -> int:
+        value = getattr(self.model.config, "max_position_embeddings", None)
+        return int(value) if isinstance(value, int) and value > 0 else super().max_length
+
+    # --- persistence ----------------------------------------------------------------------
+    def save(self, out_dir) -> Path:
+        """Restorable copy: weights, ModelOpt state (when quantized), tokenizer and chat template."""
+        import modelopt.torch.opt as mto
+
+        from optmodel.distributed import barrier, is_rank0
+
+        final = Path(out_dir)
+        if is_rank0():
+            mto.enable_huggingface_checkpointing()
+            with atomic_dir(final) as partial:
+                # save_original_format=False: transformers 5 would otherwise split fused MoE experts back
+                # into per-expert tensors and trip over the per-expert quantizer buffers; reloading the
+                # fused layout is what from_pretrained does anyway.
+                self.model.save_pretrained(partial, save_original_format=False)
+                self.tokenizer.save_pretrained(partial)
+        barrier()
+        return final
+
+    def export(self, out_dir, format: str = "hf", dtype: str = "bfloat16") -> Path:
+        """A deployable checkpoint in `format` (hf | vllm_fq) and `dtype`. The model is cast to
+        `dtype` first (export is the last step: nothing measures the cast model afterwards)."""
+        import torch
+
+        from optmodel.distributed import barrier, is_rank0
+
+        final = Path(out_dir)
+        torch_dtype = getattr(torch, dtype)
+        # The exporter converts quantized layers only and leaves the rest (embeddings, norms,
+        # lm_head) in the compute dtype: cast the whole model, as if loaded in the export dtype.
+        self.model.to(torch_dtype)
+        self.model.config.dtype = torch_dtype
+        if is_rank0():
+            with atomic_dir(final) as partial, torch.inference_mode():
+                if format == "hf":
+                    from modelopt.torch.export import export_hf_checkpoint
+
+                    export_hf_checkpoint(self.model, dtype=torch_dtype, export_dir=partial)
+                else:
+                    from modelopt.torch.export.plugins.vllm_fakequant_hf import export_hf_vllm_fq_checkpoint
+
+                    export_hf_vllm_fq_checkpoint(self.model, export_dir=partial)
+                self.tokenizer.save_pretrained(partial)  # tokenizer files and chat template travel with the weights
+        barrier()
+        return final
+
+    def architecture(self) -> Dict[str, Any]:
+        """The shape of the live model in ModelConfig field names, with parameter counts."""
+        from optmodel.models.hf_config import from_hf_config_dict
+
+        arch = from_hf_config_dict(self.model.config.to_dict())
+        arch["parameters"] = sum(p.numel() for p in self.model.parameters())
+        arch["active_parameters"] = active_parameters(self.model, arch.get("moe"))
+        return arch
 
 
-def load(cfg: DictConfig) -> ModelHandle:
-    """Load model and tokenizer from the checkpoint dir, or the quantized model of the
-    earlier run dir `run.load` with its ModelOpt state (both validated beforehand)."""
+def active_parameters(model, moe: Optional[dict]) -> int:
+    """Parameters one token uses: routed experts count top_k of num_experts."""
+    total = sum(p.numel() for p in model.parameters())
+    if not moe:
+        return total
+    routed = sum(p.numel() for n, p in model.named_parameters() if ".experts." in n or n.endswith(".experts.gate_up_proj")
+                 or n.endswith(".experts.down_proj"))
+    return total - routed + routed * moe["top_k"] // moe["num_experts"]
+
+
+def load(cfg: DictConfig, path: Optional[Path] = None, origin: Optional[dict] = None) -> HFHandle:
+    """Model and tokenizer from a HF checkpoint dir or a run's saved model (default: the
+    model's checkpoint); the ModelOpt state (quantizers) is restored when the dir holds one."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from optmodel.models.checkpoint import resolve_checkpoint
+
+    path = Path(path) if path is not None else resolve_checkpoint(cfg.model)
     device = pick_device(cfg.backend)
     dtype = getattr(torch, cfg.backend.dtype)
     remote = bool(cfg.model.trust_remote_code)  # only when the model config opts in
-    if cfg.run.get("load"):
-        from optmodel.quantization.checkpoint import load_quantized, quantized_model_dir
+    quantized = (Path(path) / MODELOPT_STATE_FILE).is_file()
+    log.info("loading %s%s from %s (%s on %s)", "quantized " if quantized else "", cfg.model.name, path,
+             cfg.backend.dtype, device)
+    if quantized:
+        import modelopt.torch.opt as mto
 
-        path = quantized_model_dir(cfg.run.load)
-        log.info("loading quantized %s from %s (%s on %s)", cfg.model.name, path, cfg.backend.dtype, device)
-        model, tokenizer = load_quantized(path, dtype, device, remote)
-        return ModelHandle(model=model, tokenizer=tokenizer, checkpoint=path, device=device)
-    ckpt = resolve_checkpoint(cfg.model)
-    log.info("loading %s from %s (%s on %s)", cfg.model.name, ckpt, cfg.backend.dtype, device)
+        from optmodel.quantization import cpu_fakequant
+
+        cpu_fakequant.register()  # quantizers saved by a CPU run name the CPU block backend
+        mto.enable_huggingface_checkpointing()
     model = AutoModelForCausalLM.from_pretrained(
-        ckpt,
+        path,
         dtype=dtype,
         trust_remote_code=remote,
         attn_implementation=cfg.backend.attn_implementation,
-        device_map=str(device) if device.type == "cuda" else None,
+        device_map=str(device) if device.type == "cuda" and not quantized else None,
     )
-    model.eval()
-    tokenizer = AutoTokenizer.from_pretrained(ckpt, trust_remote_code=remote)
+    model.to(device).eval()
+    if quantized and device.type == "cuda":
+        from optmodel.quantization import cpu_fakequant
+
+        cpu_fakequant.use_native_kernels(model)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=remote)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return ModelHandle(model=model, tokenizer=tokenizer, checkpoint=ckpt, device=device)
-
-
-def architecture_as_loaded(model) -> dict:
-    """The architecture a run produces, from the live model (what later runs inherit)."""
-    keys = (
-        "model_type", "num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads",
-        "num_key_value_heads", "head_dim", "vocab_size", "tie_word_embeddings",
-        "num_experts", "n_routed_experts", "num_experts_per_tok", "moe_intermediate_size",
-    )
-    conf = model.config.to_dict()
-    arch = {k: conf[k] for k in keys if conf.get(k) is not None}
-    arch["parameters"] = sum(p.numel() for p in model.parameters())
-    return arch
+    return HFHandle(model=model, tokenizer=tokenizer, device=device, source=Path(path), cfg=cfg, origin=origin)

@@ -2,13 +2,13 @@
 
 One handle per process holds this rank's piece of the model (its pipeline stage, its
 tensor / expert shards). What the tasks call:
-- `load(cfg)`: parallel state + model, weights imported from the HF checkpoint with
-  ModelOpt's importer, or from a Megatron distributed checkpoint (`load_dir=`);
+- `load(cfg, path)`: parallel state + model, weights imported from a HF checkpoint with
+  ModelOpt's importer, or from a Megatron distributed checkpoint;
 - `handle.logits(input_ids)`: full-vocabulary logits on every rank, through
   megatron-core's pipeline schedule when PP > 1 (the pipeline is hidden from callers);
-- `save_distributed(handle, dir)` / `load_distributed(handle, dir)`: weights and the
-  ModelOpt state (quantizers) in megatron's distributed checkpoint format;
-- `export_hf(handle, dir)`: unified HF checkpoint with ModelOpt's exporter (TP=1 only).
+- `handle.save(dir)` / `load_distributed(handle, dir)`: weights and the ModelOpt state
+  (quantizers) in megatron's distributed checkpoint format;
+- `handle.export(dir)`: unified HF checkpoint with ModelOpt's exporter (TP=1 only).
 """
 
 from __future__ import annotations
@@ -16,47 +16,49 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Optional
 
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from optmodel.backends.hf import pick_device
+from optmodel.backends.handle import ModelHandle, pick_device
+from optmodel.config.tasks.base import EXPORT_TP_REFUSAL
 from optmodel.models.checkpoint import resolve_checkpoint
 
 log = logging.getLogger("optmodel")
 
 MODEL_DIR = "model"  # the distributed checkpoint inside a saved run output
-EXPORT_TP_REFUSAL = (
-    "export to Hugging Face needs parallel.tensor=1: ModelOpt's Megatron exporter writes each "
-    "rank's tensor shard as if it were the whole weight (it does not gather TP shards). "
-    "Fix: parallel=export_pp (TP 1, pipeline stages instead; set parallel.pipeline to what fits)."
-)
 
 
-@dataclass
-class MegatronHandle:
-    model: Any  # this rank's megatron.core GPTModel
-    tokenizer: Any
-    checkpoint: Optional[Path]  # the HF checkpoint the architecture (and tokenizer) come from
-    device: Any  # torch.device
-    cfg: DictConfig
+class MegatronHandle(ModelHandle):
+    """This rank's piece of a megatron-core GPTModel (its pipeline stage, its tensor / expert
+    shards); `logits`, `save` and `export` are collective: every rank calls them."""
+
+    backend = "megatron"
+    takes_mask = False  # full causal sequences: padded batches are scored one row at a time
 
     @property
     def parallel(self) -> DictConfig:
         return self.cfg.parallel
 
-    def logits(self, input_ids):
+    @property
+    def checkpoint(self) -> Optional[Path]:
+        """The HF checkpoint the architecture, tokenizer and export reference come from."""
+        return resolve_checkpoint(self.cfg.model)
+
+    def logits(self, input_ids, attention_mask=None):
         """[batch, seq] token ids -> [batch, seq, vocab] logits (fp32), on every rank."""
         return forward_logits(self.model, input_ids, self.device)
 
-    def __call__(self, input_ids=None):
-        """transformers-style call for code written against backend=hf (metrics.perplexity):
-        `handle(input_ids=ids).logits`."""
-        return SimpleNamespace(logits=self.logits(input_ids))
+    def save(self, out_dir) -> Path:
+        return save_distributed(self, out_dir)
+
+    def export(self, out_dir, format: str = "hf", dtype: str = "bfloat16") -> Path:
+        return export_hf(self, out_dir, dtype=dtype)
+
+    def architecture(self) -> dict:
+        return architecture_as_loaded(self)
 
     def forward_loop(self, batches, batch_size: int = 1, desc: str = "calibrate"):
         """The `forward_loop` of `mtq.quantize(handle.model, cfg, forward_loop)`: every batch
@@ -108,7 +110,7 @@ def build(cfg: DictConfig, device=None, init_weights: bool = True) -> MegatronHa
     # stages larger than a GPU); forward passes need them on the GPU.
     model.eval()
     ckpt = resolve_checkpoint(cfg.model)
-    return MegatronHandle(model=model, tokenizer=_tokenizer(cfg, ckpt), checkpoint=ckpt, device=device, cfg=cfg)
+    return MegatronHandle(model=model, tokenizer=_tokenizer(cfg, ckpt), device=device, source=ckpt, cfg=cfg)
 
 
 def _tokenizer(cfg: DictConfig, ckpt: Optional[Path]):
@@ -122,20 +124,24 @@ def _tokenizer(cfg: DictConfig, ckpt: Optional[Path]):
     return tok
 
 
-def load(cfg: DictConfig, load_dir: Optional[os.PathLike] = None) -> MegatronHandle:
-    """Build, then fill the weights: from `load_dir` (a distributed checkpoint saved by
-    `save_distributed`, ModelOpt state included) or else from the HF checkpoint."""
+def load(cfg: DictConfig, path: Optional[os.PathLike] = None, origin: Optional[dict] = None) -> MegatronHandle:
+    """Build, then fill the weights from `path`: a distributed checkpoint saved by `save`
+    (ModelOpt state included), or a HF checkpoint dir (default: the model's checkpoint)."""
+    from optmodel.rundir import is_distributed_checkpoint
+
     # Every parameter is overwritten next: skip the random init (minutes per stage of a
     # 1T-parameter model).
     handle = build(cfg, init_weights=False)
-    if load_dir is not None:
+    handle.origin = origin
+    if path is not None and is_distributed_checkpoint(Path(path)):
         # Restoring the ModelOpt state calibrates quantizers on the weights present before
         # the checkpoint is read: zeros (a memset), not uninitialized memory that may hold NaN.
         for param in handle.model.parameters():
             param.data.zero_()
-        load_distributed(handle, load_dir)
+        load_distributed(handle, path)
     else:
-        import_hf(handle)
+        import_hf(handle, path)
+    handle.source = Path(path) if path is not None else handle.checkpoint
     return handle
 
 
@@ -272,18 +278,14 @@ def load_distributed(handle: MegatronHandle, ckpt_dir: os.PathLike) -> None:
     handle.model.load_state_dict(state)
 
 
-def export_problems(parallel: DictConfig) -> list:
-    return [f"parallel.tensor: {EXPORT_TP_REFUSAL}"] if parallel.tensor != 1 else []
-
-
 def export_hf(handle: MegatronHandle, export_dir: os.PathLike, dtype: str = "bfloat16") -> Path:
     """Unified HF checkpoint (config.json, safetensors, hf_quant_config.json when quantized)."""
     import torch
     import torch.distributed as dist
     from modelopt.torch.export import export_mcore_gpt_to_hf
 
-    if problems := export_problems(handle.parallel):
-        raise ValueError(problems[0])
+    if handle.parallel.tensor != 1:  # validation refuses it first; a direct caller gets the reason too
+        raise ValueError(EXPORT_TP_REFUSAL)
     final = Path(export_dir)
     if final.exists():
         raise FileExistsError(f"{final} already exists; refusing to overwrite another run's output")
@@ -309,16 +311,15 @@ def export_hf(handle: MegatronHandle, export_dir: os.PathLike, dtype: str = "bfl
 
 
 def architecture_as_loaded(handle: MegatronHandle) -> dict:
-    """What a later run inherits: the megatron model's shape (global, not per rank)."""
-    cfg = handle.model.config
-    arch = {
-        "num_layers": cfg.num_layers,
-        "hidden_size": cfg.hidden_size,
-        "ffn_hidden_size": cfg.ffn_hidden_size,
-        "num_attention_heads": cfg.num_attention_heads,
-        "num_query_groups": cfg.num_query_groups,
-        "vocab_size": handle.model.vocab_size,
-    }
-    if cfg.num_moe_experts:
-        arch.update(num_moe_experts=cfg.num_moe_experts, moe_router_topk=cfg.moe_router_topk)
+    """What a later run inherits, in ModelConfig field names: the global shape (not per
+    rank) megatron built, and this rank's parameter count."""
+    from omegaconf import OmegaConf
+
+    built = handle.model.config
+    arch = OmegaConf.to_container(handle.cfg.model, resolve=True)
+    for key in ("name", "checkpoint", "tiny", "trust_remote_code", "dtype"):
+        arch.pop(key, None)
+    arch.update(num_layers=built.num_layers, hidden_size=built.hidden_size, ffn_hidden_size=built.ffn_hidden_size,
+                num_attention_heads=built.num_attention_heads)
+    arch["parameters_this_rank"] = sum(p.numel() for p in handle.model.parameters())
     return arch

@@ -17,6 +17,16 @@ import types
 
 log = logging.getLogger("optmodel")
 
+
+def te_available() -> bool:
+    try:
+        import transformer_engine  # noqa: F401
+        import transformer_engine.pytorch  # noqa: F401
+    except Exception:  # ImportError, or TE present but its CUDA libraries are not
+        return False
+    return True
+
+
 _ABSENT = object()
 _saved: list = []  # (object, attribute, original value) of every active CPU patch
 
@@ -95,7 +105,6 @@ def _mla_without_te() -> None:
     a placeholder object yet multi_latent_attention.py still sets HAVE_TE = True, and
     MLASelfAttention then calls isinstance(..., TELinear), a TypeError. HAVE_TE = False is
     the truth on a machine without TE and only skips TE's FP8/FP4 training path."""
-    from optmodel.backends.megatron_spec import te_available
     from megatron.core.transformer import multi_latent_attention
 
     if not te_available():

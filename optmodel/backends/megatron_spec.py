@@ -11,18 +11,12 @@ from __future__ import annotations
 import logging
 from typing import Any, List, Optional
 
+from optmodel.backends.megatron_cpu import te_available
+from optmodel.config.layout import expert_tensor_size
+
 log = logging.getLogger("optmodel")
 
 TORCH_DTYPES = ("float32", "bfloat16", "float16")
-
-
-def te_available() -> bool:
-    try:
-        import transformer_engine  # noqa: F401
-        import transformer_engine.pytorch  # noqa: F401
-    except Exception:  # ImportError, or TE present but its CUDA libraries are not
-        return False
-    return True
 
 
 def moe_layer_pattern(model_cfg) -> Optional[List[int]]:
@@ -62,9 +56,7 @@ def _moe_kwargs(model_cfg, parallel_cfg, token_dispatcher: str) -> dict:
         "moe_token_dispatcher_type": token_dispatcher,
         "moe_grouped_gemm": False,  # per-expert Linear modules: what ModelOpt's importer maps
         "expert_model_parallel_size": parallel_cfg.expert,
-        "expert_tensor_parallel_size": (
-            parallel_cfg.expert_tensor if parallel_cfg.expert_tensor is not None else parallel_cfg.tensor
-        ),
+        "expert_tensor_parallel_size": expert_tensor_size(parallel_cfg),
     }
 
 

@@ -90,7 +90,6 @@ WANDB_MODES = ("online", "offline", "disabled")
 ROUTER_SCORE_FUNCTIONS = ("softmax", "sigmoid")
 CONVERT_DIRECTIONS = ("hf_to_megatron", "megatron_to_hf")
 # Tasks wired to backend=megatron (the others load a transformers model).
-MEGATRON_TASKS = ("convert", "quantize", "mmlu", "eval")
 # Families optmodel's megatron builder reproduces (backends/megatron_spec.py); Llama-4
 # (iRoPE, chunked attention) and gpt-oss (attention sinks, biases, sliding window) are not yet.
 MEGATRON_FAMILIES = ("llama", "qwen2", "qwen3", "qwen3_moe", "deepseek_v2", "deepseek_v3")

@@ -13,6 +13,8 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from optmodel.config.tasks import task_specs
+
 
 @dataclass
 class MoEConfig:
@@ -127,117 +129,6 @@ class LoggerConfig:
 
 
 @dataclass
-class TaskConfig:
-    name: str = MISSING
-
-
-@dataclass
-class AutoQuantizeConfig:
-    enabled: bool = False
-    effective_bits: float = 4.8  # budget: weight bits per parameter over all quantizable layers
-    formats: List[str] = field(default_factory=lambda: ["NVFP4_DEFAULT_CFG", "FP8_DEFAULT_CFG"])
-    method: str = "gradient"  # gradient | kl_div
-    score_size: int = 16  # calibration sequences used to score layer sensitivity
-    checkpoint: Optional[str] = None  # search state; None: <run dir>/auto_quantize_search.pth
-    disabled_layers: List[str] = field(default_factory=list)  # patterns kept unquantized (still count at 16 bits)
-
-
-@dataclass
-class GenerationCheckConfig:
-    prompts: List[str] = field(default_factory=list)  # greedy completions logged after quantizing
-    references: List[str] = field(default_factory=list)  # expected completions (prefix match), one per prompt
-    max_new_tokens: int = 24
-
-
-@dataclass
-class EvaluateConfig:
-    """Accuracy of the run's model before and after an optimization (quantize, prune,
-    distill), on the same model load; see optmodel.evaluation.evaluate_handle."""
-
-    mmlu: bool = False
-    data_dir: Optional[str] = None  # MMLU in the cais/mmlu layout; None: the Hugging Face cache
-    subjects: List[str] = field(default_factory=list)  # empty: all 57
-    num_fewshot: int = 0
-    fraction: float = 1.0  # first share of each subject's questions
-    lower_bound: Optional[float] = None  # the run fails when MMLU accuracy after is below it
-    tasks: List[str] = field(default_factory=list)  # lm-eval task names or local task YAML files
-    limit: Optional[float] = None  # lm-eval tasks: examples per task (< 1: a share)
-    batch_size: int = 8
-
-
-@dataclass
-class QuantizeTaskConfig(TaskConfig):
-    name: str = "quantize"
-    quant_cfg: str = "FP8_DEFAULT_CFG"  # any name in modelopt's mtq.config.choices
-    recipe: Optional[str] = None  # a ModelOpt PTQ recipe YAML (path or built-in name); replaces quant_cfg
-    kv_cache: str = "none"  # KV-cache quantization: see choices.KV_CACHE_FORMATS
-    weight_only: bool = False  # keep activations in high precision
-    disable_qkv: bool = False  # leave the attention q/k/v projections unquantized
-    compress: bool = False  # store real low-bit weights in memory (mtq.compress) after calibration
-    sync_expert_weight_amax: bool = False  # MoE (max calibration): one weight amax shared by a layer's experts
-    perplexity: bool = True  # held-out perplexity before and after
-    save_model: bool = True  # <run dir>/quantized: weights + ModelOpt state, loadable with run.load
-    export: bool = True  # <run dir>/export
-    export_format: str = "hf"  # hf (unified HF checkpoint) | vllm_fq (bf16 weights + quantizer amax)
-    export_dtype: str = "bfloat16"
-    auto_quantize: AutoQuantizeConfig = field(default_factory=AutoQuantizeConfig)
-    generate: GenerationCheckConfig = field(default_factory=GenerationCheckConfig)
-    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
-
-
-@dataclass
-class ExportTaskConfig(TaskConfig):
-    name: str = "export"
-    format: str = "hf"  # hf | vllm_fq
-    dtype: str = "bfloat16"
-
-
-@dataclass
-class ConvertTaskConfig(TaskConfig):
-    name: str = "convert"
-    direction: str = "hf_to_megatron"  # hf_to_megatron | megatron_to_hf
-    load: Optional[str] = None  # megatron_to_hf: a distributed checkpoint dir, or a convert run dir holding model/
-    export_dtype: str = "bfloat16"  # megatron_to_hf: dtype of unquantized weights
-
-
-@dataclass
-class MmluTaskConfig(TaskConfig):
-    name: str = "mmlu"
-    data_dir: Optional[str] = None  # cais/mmlu layout (<subject>/test-*.parquet); None: HF cache
-    subjects: List[str] = field(default_factory=list)  # empty: all 57
-    num_fewshot: int = 0  # 0 as the Megatron-LM example; 5 is the common report
-    fraction: float = 1.0  # first share of each subject's questions
-    batch_size: int = 8
-    lower_bound: Optional[float] = None  # fail the run when accuracy is below it
-
-
-@dataclass
-class EvalTaskConfig(TaskConfig):
-    name: str = "eval"
-    tasks: List[str] = field(default_factory=list)  # lm-eval task names or local task YAML files
-    num_fewshot: Optional[int] = None  # None: each task's own
-    limit: Optional[float] = None  # examples per task (< 1: a share); None: all
-    batch_size: int = 8
-    max_gen_toks: int = 256  # generative tasks: most new tokens per answer
-    apply_chat_template: bool = False  # prompts through the tokenizer's chat template (instruct models)
-    perplexity: bool = False  # also held-out perplexity on data=
-
-
-@dataclass
-class GenerateTaskConfig(TaskConfig):
-    name: str = "generate"
-    prompts: List[str] = field(default_factory=list)
-    prompts_file: Optional[str] = None  # .txt (one prompt a line) or .jsonl ({"prompt": ...})
-    chat_template: bool = False  # wrap each prompt as a user turn with the tokenizer's template
-    max_new_tokens: int = 64
-    do_sample: bool = False  # false: greedy
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0  # 0: no top-k cut
-    batch_size: int = 8
-
-
-@dataclass
 class RunConfig:
     seed: int = 1234
     output_dir: Optional[str] = None  # None: Hydra's run dir
@@ -258,18 +149,8 @@ class OptmodelConfig:
     experiment: Optional[Any] = None
 
 
-TASK_SCHEMAS = {
-    "quantize": QuantizeTaskConfig,
-    "export": ExportTaskConfig,
-    "convert": ConvertTaskConfig,
-    "mmlu": MmluTaskConfig,
-    "eval": EvalTaskConfig,
-    "generate": GenerateTaskConfig,
-}
-
-
 def register_schemas() -> None:
     cs = ConfigStore.instance()
     cs.store(name="optmodel_schema", node=OptmodelConfig)
-    for task_name, schema in TASK_SCHEMAS.items():
-        cs.store(group="schema/task", name=task_name, node=schema)
+    for task_name, spec in task_specs().items():  # each task's own schema (optmodel/config/tasks/)
+        cs.store(group="schema/task", name=task_name, node=spec.schema)

@@ -1,17 +1,16 @@
-"""Held-out perplexity through a handle's Forward, so every backend reports the same metric."""
+"""Held-out perplexity through a handle, so every backend and task reports the same metric."""
 
 from __future__ import annotations
 
 from typing import Tuple
 
-from optmodel.evaluation.forward import Forward, handle_forward
 from optmodel.metrics import perplexity_of
 
 
-def forward_perplexity(forward: Forward, sequences, batch_size: int, desc: str = "perplexity") -> float:
+def handle_perplexity(handle, sequences, batch_size: int, desc: str = "perplexity") -> float:
     """exp(mean next-token NLL) over packed [n, seq_len] sequences (no padding), every
     predicted token counted once."""
-    return perplexity_of(lambda batch: forward.logits(batch, None), sequences, batch_size, forward.device, desc)
+    return perplexity_of(lambda batch: handle.logits(batch), sequences, batch_size, handle.device, desc)
 
 
 def dataset_perplexity(handle, data_cfg, desc: str = "perplexity") -> Tuple[float, int]:
@@ -20,4 +19,4 @@ def dataset_perplexity(handle, data_cfg, desc: str = "perplexity") -> Tuple[floa
 
     sequences = pack(handle.tokenizer, dataset_texts(data_cfg, "eval"), data_cfg.seq_len,
                      data_cfg.eval_max_sequences, "data.eval_path")
-    return forward_perplexity(handle_forward(handle), sequences, data_cfg.batch_size, desc), sequences.numel()
+    return handle_perplexity(handle, sequences, data_cfg.batch_size, desc), sequences.numel()

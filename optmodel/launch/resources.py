@@ -13,6 +13,8 @@ from typing import Any, Dict, List, Mapping, Optional
 
 from omegaconf import DictConfig
 
+from optmodel.config.layout import required_world_size
+
 
 @dataclass(frozen=True)
 class Allocation:
@@ -24,15 +26,6 @@ class Allocation:
         return self.nodes * self.tasks_per_node
 
 
-def layout_world_size(par: DictConfig) -> int:
-    """The smallest world the layout runs on: TP x PP x CP x DP (DP null: 1), and a multiple
-    of ETP x EP x PP when experts are split (Kimi-K2's TP 8 / ETP 1 / EP 64 needs 64)."""
-    dense = par.tensor * par.pipeline * par.context * (par.data or 1)
-    etp = par.expert_tensor if par.expert_tensor is not None else par.tensor
-    experts = etp * par.expert * par.pipeline
-    return dense * experts // math.gcd(dense, experts)
-
-
 def allocation(par: DictConfig, gpus_per_node: Optional[int], nodes: Optional[int] = None,
                tasks_per_node: Optional[int] = None) -> Allocation:
     """Nodes and ranks per node. Given values win; otherwise one rank per GPU and as many
@@ -40,7 +33,7 @@ def allocation(par: DictConfig, gpus_per_node: Optional[int], nodes: Optional[in
     per_node = tasks_per_node or gpus_per_node or 1
     if nodes is not None:
         return Allocation(nodes=nodes, tasks_per_node=per_node)
-    world = layout_world_size(par)
+    world = required_world_size(par)
     if tasks_per_node is None and world < per_node:
         return Allocation(nodes=1, tasks_per_node=world)
     return Allocation(nodes=math.ceil(world / per_node), tasks_per_node=per_node)

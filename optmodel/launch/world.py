@@ -10,18 +10,10 @@ from typing import Any, Dict, List, Tuple
 
 from omegaconf import DictConfig
 
+from optmodel.backends.handle import pick_device
 from optmodel.distributed import LaunchEnv, detect_launch_env, init_world
 
 log = logging.getLogger("optmodel")
-
-
-def world_device(cfg: DictConfig) -> str:
-    """cuda or cpu, as the backend will pick it (auto: cuda when one is visible)."""
-    if cfg.backend.device != "auto":
-        return cfg.backend.device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def join_world(cfg: DictConfig, run_dir: Path) -> Tuple[LaunchEnv, Path, List[Dict[str, Any]]]:
@@ -40,7 +32,7 @@ def join_world(cfg: DictConfig, run_dir: Path) -> Tuple[LaunchEnv, Path, List[Di
         return launch, Path(run_dir), [me]
     import torch.distributed as dist
 
-    init_world(world_device(cfg), launch)
+    init_world(pick_device(cfg.backend).type, launch)  # cuda or cpu, as the backend will pick it
     me.update(world_size=dist.get_world_size(), backend=dist.get_backend())  # as the process group sees it
     ranks: List[Dict[str, Any]] = [None] * launch.world_size  # type: ignore[list-item]
     dist.all_gather_object(ranks, me)

@@ -693,3 +693,12 @@ def to_transformers_config(model_cfg: Any, *, text_only: bool = False):
 
         return DeepseekV3Config(**d)
     return AutoConfig.for_model(model_type, **d)
+
+
+def model_config_mismatches(ours: Any, theirs: Any) -> List[Tuple[str, Any, Any]]:
+    """(model.<field>, ours, theirs) for each architecture field where two model configs differ."""
+    return _diff(_arch_view(_model_fields(ours)), _arch_view(_model_fields(theirs)))
+
+
+def format_value(value: Any) -> str:
+    return _fmt(value)

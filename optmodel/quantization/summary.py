@@ -91,3 +91,33 @@ def format_table(summary: Dict[str, Any]) -> str:
     lines = [f"  {fmt:<24} {count:>5} layers" for fmt, count in summary["layer_formats"].items()]
     lines.append(f"  effective weight bits {summary['effective_bits']:.3f}")
     return "\n".join(lines)
+
+
+def quantization_record(model, task, result, expert_tokens) -> Dict[str, Any]:
+    """The manifest's `quantization` block: what was asked for and what the model holds."""
+    import logging
+
+    from modelopt.torch.quantization.nn import TensorQuantizer
+
+    from optmodel.quantization import formats, moe
+    from optmodel.quantization.cpu_fakequant import BACKEND_NAME
+
+    summary = quantizer_summary(model)
+    record = {
+        "format": "auto_quantize" if result.search_report else formats.format_name(task),
+        "algorithm": result.algorithm,
+        "kv_cache": task.kv_cache, "weight_only": task.weight_only, "disable_qkv": task.disable_qkv,
+        "cpu_block_fakequant": any(BACKEND_NAME in str(m.backend) for m in model.modules() if isinstance(m, TensorQuantizer)),
+        **summary,
+    }
+    if result.search_report:
+        record["auto_quantize"] = result.search_report
+    if expert_tokens:
+        unrouted = moe.unrouted_experts(expert_tokens)
+        record["experts_without_calibration_tokens"] = unrouted
+        if unrouted:
+            logging.getLogger("optmodel").warning(
+                "%d MoE experts received no calibration tokens (weight amax from the weights, input amax shared "
+                "across the layer's experts): %s. More or more varied calibration data covers them.",
+                sum(len(v) for v in unrouted.values()), unrouted)
+    return record

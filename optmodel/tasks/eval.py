@@ -11,13 +11,11 @@ import json
 import logging
 from typing import Any, Dict
 
-from optmodel.config.validate import ConfigError, one_of
+from optmodel.config.errors import ConfigError, one_of
 from optmodel.distributed import is_rank0
-from optmodel.evaluation.handles import load_handle
 from optmodel.evaluation.harness import (
     evaluate, markdown_table, metrics_of, result_rows, split_task_specs, task_manager,
 )
-from optmodel.manifest import atomic_write_text
 
 log = logging.getLogger("optmodel")
 
@@ -67,7 +65,7 @@ def run(ctx) -> Dict[str, Any]:
     manager = task_manager(include, include_defaults=not all_local)
     check_task_names(names, manager)
     preload_tasks(names, manager)
-    handle = load_handle(cfg)
+    handle = ctx.load_model()
     from optmodel.evaluation.lm_adapter import OptmodelLM
 
     lm = OptmodelLM(handle, batch_size=task.batch_size, max_gen_toks=task.max_gen_toks)
@@ -79,11 +77,10 @@ def run(ctx) -> Dict[str, Any]:
         from optmodel.evaluation.perplexity import dataset_perplexity
 
         metrics["perplexity"], metrics["eval_tokens"] = dataset_perplexity(handle, cfg.data)
+    saved = {k: results.get(k) for k in ("results", "groups", "n-samples", "versions", "n-shot", "higher_is_better")}
+    ctx.write_file("eval_results", "eval_results.json", json.dumps(saved, indent=2, default=str) + "\n")
+    ctx.write_file("eval_table", "eval_results.md", markdown_table(rows))
     if is_rank0():
-        saved = {k: results.get(k) for k in ("results", "groups", "n-samples", "versions", "n-shot", "higher_is_better")}
-        atomic_write_text(ctx.run_dir / "eval_results.json", json.dumps(saved, indent=2, default=str) + "\n")
-        atomic_write_text(ctx.run_dir / "eval_results.md", markdown_table(rows))
-        ctx.manifest.update(outputs={**ctx.manifest.data["outputs"], "eval_results": str(ctx.run_dir / "eval_results.json")})
         print(f"optmodel eval: {cfg.model.name}\n{markdown_table(rows)}", end="", flush=True)
         if "perplexity" in metrics:
             print(f"perplexity {metrics['perplexity']:.3f} on {metrics['eval_tokens']} held-out tokens", flush=True)

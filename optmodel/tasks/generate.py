@@ -10,8 +10,6 @@ from typing import Any, Dict, List
 
 from optmodel.data.text import DataError, jsonl_rows
 from optmodel.distributed import is_rank0
-from optmodel.evaluation.handles import load_handle
-from optmodel.manifest import atomic_write_text
 
 
 def read_prompts(task) -> List[str]:
@@ -32,28 +30,14 @@ def read_prompts(task) -> List[str]:
 
 
 def run(ctx) -> Dict[str, Any]:
-    import torch
-
-    from optmodel.evaluation.forward import handle_forward
-    from optmodel.evaluation.generation import SamplingOptions, generate_ids
-
     cfg, task = ctx.cfg, ctx.cfg.task
     prompts = read_prompts(task)
-    handle = load_handle(cfg)
+    handle = ctx.load_model()
     tok = handle.tokenizer
-    texts = [
-        tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
-        if task.chat_template else p
-        for p in prompts
-    ]
-    ids = [tok.encode(t, add_special_tokens=not task.chat_template) for t in texts]
-    opts = SamplingOptions(max_new_tokens=task.max_new_tokens, do_sample=task.do_sample, temperature=task.temperature,
-                           top_p=task.top_p, top_k=task.top_k)
-    forward = handle_forward(handle)
-    generator = torch.Generator(device=forward.device).manual_seed(cfg.run.seed)
     start = time.perf_counter()
-    new_ids = generate_ids(forward, tok, ids, opts, task.batch_size, stop_token_ids=[tok.eos_token_id],
-                           generator=generator)
+    ids, new_ids = handle.generate_ids(prompts, max_new_tokens=task.max_new_tokens, do_sample=task.do_sample,
+                                       temperature=task.temperature, top_p=task.top_p, top_k=task.top_k,
+                                       batch_size=task.batch_size, seed=cfg.run.seed, chat_template=task.chat_template)
     seconds = time.perf_counter() - start
     rows = [
         {"prompt": p, "completion": tok.decode(n, skip_special_tokens=True), "prompt_tokens": len(i), "new_tokens": len(n)}
@@ -62,10 +46,8 @@ def run(ctx) -> Dict[str, Any]:
     new_tokens = sum(r["new_tokens"] for r in rows)
     metrics = {"prompts": len(rows), "new_tokens": new_tokens, "generate_seconds": round(seconds, 3),
                "tokens_per_second": round(new_tokens / seconds, 2) if seconds > 0 else None}
+    ctx.write_file("generations", "generations.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     if is_rank0():
-        out = ctx.run_dir / "generations.jsonl"
-        atomic_write_text(out, "".join(json.dumps(r) + "\n" for r in rows))
-        ctx.manifest.update(outputs={**ctx.manifest.data["outputs"], "generations": str(out)})
         mode = "greedy" if not task.do_sample else f"sampled (T={task.temperature}, top_p={task.top_p}, top_k={task.top_k})"
         lines = [f"optmodel generate: {cfg.model.name}, {mode}, {len(rows)} prompt(s)"]
         lines += [f"  {r['prompt']!r} -> {r['completion']!r}" for r in rows]

@@ -11,9 +11,7 @@ import logging
 from typing import Any, Dict
 
 from optmodel.distributed import is_rank0
-from optmodel.evaluation.handles import load_handle
 from optmodel.evaluation.mmlu import MmluOptions, check_lower_bound, locate, run_mmlu
-from optmodel.manifest import atomic_write_text
 
 log = logging.getLogger("optmodel")
 
@@ -22,7 +20,7 @@ def run(ctx) -> Dict[str, Any]:
     cfg = ctx.cfg
     opts = MmluOptions.from_cfg(cfg.task, "task.")
     locate(opts)  # missing data fails here, before the model loads
-    handle = load_handle(cfg)
+    handle = ctx.load_model()
     from optmodel.evaluation.lm_adapter import OptmodelLM
 
     result = run_mmlu(OptmodelLM(handle, batch_size=opts.batch_size), opts, seed=cfg.run.seed)
@@ -33,13 +31,12 @@ def run(ctx) -> Dict[str, Any]:
         "mmlu_questions": result.questions,
         "mmlu_subjects": result.subject_accuracy(),
     }
-    if is_rank0():  # model-parallel runs: every rank computed the same numbers; one reports
-        atomic_write_text(ctx.run_dir / "mmlu.json", json.dumps(result.to_json(), indent=2) + "\n")
-        atomic_write_text(ctx.run_dir / "mmlu.txt", result.table() + "\n")
-        ctx.manifest.update(outputs={**ctx.manifest.data["outputs"], "mmlu": str(ctx.run_dir / "mmlu.json")})
+    # model-parallel runs: every rank computed the same numbers; rank 0 writes and reports
+    ctx.write_file("mmlu", "mmlu.json", json.dumps(result.to_json(), indent=2) + "\n")
+    ctx.write_file("mmlu_table", "mmlu.txt", result.table() + "\n")
+    if is_rank0():
         print(f"optmodel mmlu: {cfg.model.name}, {result.num_fewshot}-shot, {len(result.subjects)} subjects\n"
               f"{result.table()}", flush=True)
-    ctx.tracker.log({k: v for k, v in metrics.items() if k != "mmlu_subjects"})
-    ctx.manifest.update(metrics=metrics)  # recorded even when the bound below fails the run
+    ctx.log_metrics(metrics)  # recorded even when the bound below fails the run
     check_lower_bound(result, opts)
     return metrics

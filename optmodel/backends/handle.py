@@ -1,0 +1,108 @@
+"""The model-handle contract: what every task may ask of the run's model, on any backend.
+
+    handle.logits(input_ids, attention_mask=None)  -> [batch, seq, vocab] float32, every rank
+    handle.forward_loop(batches, desc)             -> fn(model) running every batch (calibration, scoring)
+    handle.generate(prompts, max_new_tokens, ...)  -> completions (str), greedy or sampled
+    handle.generate_tokens(ids, mask, ...)         -> new token ids (KV-cached where the backend has it)
+    handle.save(dir)                               -> restorable model (weights + ModelOpt state)
+    handle.export(dir, format, dtype)              -> deployable checkpoint
+    handle.architecture()                          -> the shape as produced, in ModelConfig field names
+
+Collective methods (logits, save, export on a multi-rank world) are called by every rank
+with the same arguments; the handle decides which rank writes, and writes atomically.
+Tasks never ask which backend they run on: what one backend cannot do is refused at
+validation (optmodel/config/tasks/), not branched on in a task.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+
+def pick_device(backend):
+    """The torch device of `backend.device` (auto: CUDA when visible)."""
+    import torch
+
+    if backend.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if backend.device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("backend.device=cuda but no CUDA device is visible. Fix: backend.device=cpu or auto.")
+    return torch.device(backend.device)
+
+
+class ModelHandle:
+    """Base of the backends' handles. Subclasses set the attributes and implement logits,
+    forward_loop, save, export and architecture."""
+
+    backend: str = "?"
+    takes_mask: bool = True  # False: logits ignore attention_mask (callers batch unpadded rows only)
+
+    def __init__(self, model, tokenizer, device, source: Optional[Path], cfg, origin: Optional[Dict[str, Any]] = None):
+        self.model = model  # a task may replace it (handle.model = pruned model)
+        self.tokenizer = tokenizer
+        self.device = device
+        self.source = source  # the checkpoint dir or saved model it was loaded from
+        self.cfg = cfg  # the run config (model section: the architecture this handle holds)
+        self.origin = origin  # manifest of the run dir it was loaded from, or None
+
+    # --- forward --------------------------------------------------------------------------
+    def logits(self, input_ids, attention_mask=None):
+        raise NotImplementedError
+
+    def forward_loop(self, batches, desc: str = "calibrate") -> Callable:
+        raise NotImplementedError
+
+    @property
+    def max_length(self) -> int:
+        """Longest sequence the model takes."""
+        value = self.cfg.model.get("max_position_embeddings")
+        return int(value) if value else 2048
+
+    # --- generation -----------------------------------------------------------------------
+    generate_tokens: Optional[Callable] = None  # (ids, mask, max_new_tokens, do_sample, temperature, top_p, top_k, stop_ids)
+
+    def generate(self, prompts: List[str], max_new_tokens: int = 64, do_sample: bool = False, temperature: float = 1.0,
+                 top_p: float = 1.0, top_k: int = 0, batch_size: int = 8, seed: int = 1234,
+                 chat_template: bool = False, desc: Optional[str] = "generate") -> List[str]:
+        """Completions of `prompts` (text without the prompt), cut at the end-of-sequence token."""
+        return [self.tokenizer.decode(ids, skip_special_tokens=True) for ids in self.generate_ids(
+            prompts, max_new_tokens, do_sample, temperature, top_p, top_k, batch_size, seed, chat_template, desc)[1]]
+
+    def generate_ids(self, prompts, max_new_tokens=64, do_sample=False, temperature=1.0, top_p=1.0, top_k=0,
+                     batch_size=8, seed=1234, chat_template=False, desc="generate"):
+        """(prompt token ids, new token ids) per prompt."""
+        import torch
+
+        from optmodel.evaluation.forward import handle_forward
+        from optmodel.evaluation.generation import SamplingOptions, generate_ids
+
+        tok = self.tokenizer
+        if chat_template:
+            texts = [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+                     for p in prompts]
+        else:
+            texts = list(prompts)
+        ids = [tok.encode(t, add_special_tokens=not chat_template) for t in texts]
+        opts = SamplingOptions(max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature,
+                               top_p=top_p, top_k=top_k)
+        forward = handle_forward(self)
+        generator = torch.Generator(device=forward.device).manual_seed(seed)
+        new = generate_ids(forward, tok, ids, opts, batch_size, stop_token_ids=[tok.eos_token_id],
+                           generator=generator, desc=desc)
+        return ids, new
+
+    # --- persistence ----------------------------------------------------------------------
+    def save(self, out_dir) -> Path:
+        raise NotImplementedError
+
+    def export(self, out_dir, format: str = "hf", dtype: str = "bfloat16") -> Path:
+        raise NotImplementedError
+
+    def architecture(self) -> Dict[str, Any]:
+        raise NotImplementedError
+
+    def is_quantized(self) -> bool:
+        from modelopt.torch.quantization.nn import TensorQuantizer
+
+        return any(isinstance(m, TensorQuantizer) for m in self.model.modules())

@@ -1,0 +1,79 @@
+"""Earlier run dirs as inputs: what a later run may load from them, read from their manifest.
+
+Light (no torch): validation and config inheritance use it before anything is loaded.
+A run's restorable model is recorded under one of SAVED_MODEL_KEYS in the manifest's
+outputs; `model_config` records the model config as produced (a pruned run: the pruned
+shape), which `run.load=<dir>` inherits so nobody re-types a shape.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from optmodel.manifest import MANIFEST_NAME
+
+# Newest first: saved_model is what tasks record; the others are quantize's and convert's names.
+SAVED_MODEL_KEYS = ("saved_model", "quantized_model", "megatron_checkpoint")
+
+
+def read_origin(run_dir: Optional[str]) -> Optional[Dict[str, Any]]:
+    """The manifest of `run_dir`, or None when it is not a readable run dir."""
+    if not run_dir:
+        return None
+    try:
+        with open(Path(run_dir).expanduser() / MANIFEST_NAME) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def saved_model_path(manifest: Dict[str, Any]) -> Optional[Path]:
+    outputs = manifest.get("outputs") or {}
+    for key in SAVED_MODEL_KEYS:
+        if outputs.get(key):
+            return Path(outputs[key])
+    return None
+
+
+def is_distributed_checkpoint(path: Path) -> bool:
+    return (Path(path) / "metadata.json").is_file()
+
+
+def run_dir_problems(run_dir: str, field: str = "run.load") -> List[str]:
+    """Why `run_dir` cannot be loaded from (cheap: the manifest and a file listing)."""
+    path = Path(run_dir).expanduser()
+    manifest_path = path / MANIFEST_NAME
+    if not manifest_path.is_file():
+        return [f"{field}: {path} is not an optmodel run dir (no {MANIFEST_NAME}). Fix: {field}=<the dir of a "
+                f"finished optmodel run>."]
+    origin = read_origin(str(path))
+    if origin is None:
+        return [f"{field}: {manifest_path} is corrupt (not a JSON object)."]
+    if origin.get("status") != "completed":
+        return [f"{field}: the run in {path} did not complete (status {origin.get('status')!r}); its outputs cannot "
+                f"be trusted."]
+    saved = saved_model_path(origin)
+    if saved is None or not ((saved / "config.json").is_file() or is_distributed_checkpoint(saved)):
+        return [f"{field}: {path} holds no saved model (outputs.{SAVED_MODEL_KEYS[0]}). Fix: load a run that saved "
+                f"its model (quantize with task.save_model=true, prune, distill, convert)."]
+    return []
+
+
+def recorded_model_config(run_dir: str) -> Optional[Dict[str, Any]]:
+    """The model config a run produced: the manifest's model_config, else the model section of
+    the run's config.yaml (runs written before model_config was recorded)."""
+    origin = read_origin(run_dir)
+    if origin is None:
+        return None
+    if isinstance(origin.get("model_config"), dict):
+        return dict(origin["model_config"])
+    config_yaml = Path(run_dir).expanduser() / "config.yaml"
+    if config_yaml.is_file():
+        from omegaconf import OmegaConf
+
+        model = OmegaConf.to_container(OmegaConf.load(config_yaml)).get("model")
+        return dict(model) if isinstance(model, dict) else None
+    return None
