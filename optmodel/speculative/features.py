@@ -12,7 +12,7 @@ import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from tqdm import tqdm
 
@@ -53,8 +53,9 @@ def target_hidden_states(model, aux_ids: List[int], batch: Dict[str, "torch.Tens
 
 
 def dump(model, rows: List[dict], out_dir: Path, aux_ids: List[int], shard_size: int, target: str,
-         batch_size: int = 8) -> dict:
-    """Write (or finish) the feature shards of `rows` under `out_dir`; returns the manifest."""
+         batch_size: int = 8) -> Tuple[dict, List[str]]:
+    """Write (or finish) the feature shards of `rows` under `out_dir`; returns the manifest
+    and the shard files written by this call (the others were kept from an earlier one)."""
     import torch
 
     from optmodel.speculative.data import collate
@@ -74,6 +75,7 @@ def dump(model, rows: List[dict], out_dir: Path, aux_ids: List[int], shard_size:
     done = {s["file"]: s for s in manifest.get("shards", []) if (out_dir / s["file"]).exists()}
     manifest = {**identity, "shards": sorted(done.values(), key=lambda s: s["start"]), "complete": False}
     device = next(model.parameters()).device
+    written: List[str] = []
     starts = range(0, len(rows), shard_size)
     for start in tqdm(starts, desc="features", unit="shard"):
         name = f"shard_{start // shard_size:05d}.pt"
@@ -91,10 +93,11 @@ def dump(model, rows: List[dict], out_dir: Path, aux_ids: List[int], shard_size:
         torch.save(shard, tmp)
         tmp.replace(out_dir / name)  # a kill before this line leaves no shard: it is redone
         manifest["shards"].append({"file": name, "start": start, "rows": len(part)})
+        written.append(name)
         atomic_write_text(out_dir / MANIFEST, json.dumps(manifest, indent=2))
     manifest["complete"] = True
     atomic_write_text(out_dir / MANIFEST, json.dumps(manifest, indent=2))
-    return manifest
+    return manifest, written
 
 
 class FeaturesDataset:

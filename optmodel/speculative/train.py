@@ -41,7 +41,6 @@ def training_arguments(task, out_dir: Path, on_cpu: bool, seed: int):
         dataloader_num_workers=0,
         remove_unused_columns=False,  # loss_mask and base_model_outputs reach ModelOpt's forward
         disable_tqdm=False,
-        save_safetensors=True,
     )
 
 

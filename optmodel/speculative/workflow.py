@@ -23,10 +23,11 @@ def conversation_rows(tokenizer, task) -> List[dict]:
     return list(token_rows(tokenizer, convs, int(task.seq_len)))
 
 
-def al_prompts(task) -> List[str]:
+def al_prompts(acc) -> List[str]:
+    """The first turns of the `acceptance` block's prompt file."""
     from optmodel.speculative.data import BUNDLED_PROMPTS, first_turns, resolve
 
-    return first_turns(resolve(task.al_prompts, BUNDLED_PROMPTS), task.al_num_prompts or None)
+    return first_turns(resolve(acc.prompts, BUNDLED_PROMPTS), acc.num_prompts or None)
 
 
 def vocab_mapping(task, rows: List[dict], vocab_size: int, out_dir: Path):
@@ -68,10 +69,11 @@ def online(model, tokenizer, task, run_dir: Path, on_cpu: bool, seed: int,
     vocab_size = (getattr(model.config, "text_config", None) or model.config).vocab_size
     d2t = vocab_mapping(task, rows, vocab_size, run_dir / "draft_vocab")
     convert(model, DraftSpec.from_cfg(task), d2t=d2t)
-    prompts = al_prompts(task)
+    acc = task.acceptance
+    prompts = al_prompts(acc)
 
     def measure():
-        return acceptance.measure(model, tokenizer, prompts, int(task.al_max_new_tokens), int(task.al_draft_steps))
+        return acceptance.measure(model, tokenizer, prompts, int(acc.max_new_tokens), int(acc.draft_steps))
 
     history: List[dict] = []
 
@@ -94,7 +96,7 @@ def online(model, tokenizer, task, run_dir: Path, on_cpu: bool, seed: int,
     return metrics
 
 
-def offline(target_dir: Path, features_dir: Path, task, run_dir: Path, on_cpu: bool, seed: int,
+def offline(target_dir: Path, features_dir: Path, task, run_dir: Path, device, seed: int,
             log_fn: Callable[[dict], None] = lambda m: None):
     """Train a draft from dumped features; returns (model, metrics). The target's decoder
     layers are never loaded."""
@@ -104,7 +106,8 @@ def offline(target_dir: Path, features_dir: Path, task, run_dir: Path, on_cpu: b
     from optmodel.speculative.convert import DraftSpec, convert, load_offline_base
 
     manifest = features.read_manifest(features_dir)
-    model = load_offline_base(str(target_dir)).to(torch.float32 if on_cpu else torch.bfloat16)
+    on_cpu = torch.device(device).type == "cpu"
+    model = load_offline_base(str(target_dir)).to(device=device, dtype=torch.float32 if on_cpu else torch.bfloat16)
     spec = DraftSpec.from_cfg(task)
     spec.aux_layer_ids = list(manifest["aux_layer_ids"])
     dataset = features.FeaturesDataset(features_dir, dtype=next(model.parameters()).dtype)
