@@ -107,7 +107,9 @@ def offline(target_dir: Path, features_dir: Path, task, run_dir: Path, device, s
 
     manifest = features.read_manifest(features_dir)
     on_cpu = torch.device(device).type == "cpu"
-    model = load_offline_base(str(target_dir)).to(device=device, dtype=torch.float32 if on_cpu else torch.bfloat16)
+    dtype = getattr(torch, manifest["dtype"])  # what the target computed the features in
+    model = load_offline_base(str(target_dir)).to(device=device, dtype=dtype)
+    model.model.dtype = model.config.dtype = dtype  # FakeBaseModel's dtype attribute sizes the draft
     spec = DraftSpec.from_cfg(task)
     spec.aux_layer_ids = list(manifest["aux_layer_ids"])
     dataset = features.FeaturesDataset(features_dir, dtype=next(model.parameters()).dtype)

@@ -78,13 +78,16 @@ def file_problems(field_name: str, path: Optional[str], keys: tuple, example: st
     return []
 
 
+def aux_layer_problems(cfg: DictConfig) -> List[str]:
+    model = cfg.model
+    return [f"task.aux_layer_ids: layer {i} is outside the target's layers 0..{model.num_layers - 1} "
+            f"(model {model.name}). Fix: ids in that range, or [] for ModelOpt's default."
+            for i in cfg.task.aux_layer_ids if not 0 <= i < model.num_layers]
+
+
 def draft_problems(cfg: DictConfig) -> List[str]:
     task, model = cfg.task, cfg.model
-    found = []
-    for i in task.aux_layer_ids:
-        if not 0 <= i < model.num_layers:
-            found.append(f"task.aux_layer_ids: layer {i} is outside the target's layers 0..{model.num_layers - 1} "
-                         f"(model {model.name}). Fix: ids in that range, or [] for ModelOpt's default.")
+    found = aux_layer_problems(cfg)
     if task.draft_vocab_size is not None and not 0 < task.draft_vocab_size <= model.vocab_size:
         found.append(f"task.draft_vocab_size: {task.draft_vocab_size} must be in 1..{model.vocab_size} (the target's "
                      f"vocabulary). Fix: e.g. task.draft_vocab_size={min(32000, model.vocab_size)} or null.")

@@ -9,7 +9,7 @@ from omegaconf import DictConfig
 
 from optmodel.config.errors import positive
 from optmodel.config.tasks.base import TaskConfig, TaskSpec
-from optmodel.config.tasks.eagle3 import draft_problems, file_problems, megatron_problems
+from optmodel.config.tasks.eagle3 import aux_layer_problems, file_problems, megatron_problems
 
 
 @dataclass
@@ -27,7 +27,7 @@ class Eagle3FeaturesTaskConfig(TaskConfig):
 def problems(cfg: DictConfig) -> List[str]:
     task = cfg.task
     found = megatron_problems(cfg)
-    found += [p for p in draft_problems(cfg) if p.startswith("task.aux_layer_ids")]
+    found += aux_layer_problems(cfg)
     found += file_problems("task.conversations", task.conversations, ("messages", "conversations"),
                            '{"messages": [{"role": "user", ...}, {"role": "assistant", ...}]}')
     found += positive("task.seq_len", task.seq_len, minimum=8) + positive("task.shard_size", task.shard_size)
