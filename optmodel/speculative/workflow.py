@@ -8,8 +8,9 @@ afterwards, by task=validate, on the target with the exported draft."""
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Sequence
 
 log = logging.getLogger("optmodel")
 DRAFT_DIR = "draft"
@@ -45,14 +46,15 @@ def vocab_mapping(task, rows: List[dict], vocab_size: int, out_dir: Path):
     return d2t
 
 
-def _train(model, dataset, task, run_dir: Path, on_cpu: bool, seed: int, callbacks: List) -> dict:
+def _train(model, dataset, task, run_dir: Path, on_cpu: bool, seed: int, callbacks: List,
+           al_seconds: Sequence[float] = (0.0,)) -> dict:
     from optmodel.speculative import train
 
     args = train.training_arguments(task, run_dir / train.CHECKPOINTS, on_cpu, seed)
     model.train()
     _, result = train.train(model, dataset, args, callbacks, resume=bool(task.resume))
     tokens = int(task.max_steps) * int(task.batch_size) * int(task.grad_accum) * int(task.seq_len)
-    runtime = float(result.metrics.get("train_runtime", 0.0)) or 1e-9
+    runtime = max(float(result.metrics.get("train_runtime", 0.0)) - al_seconds[0], 1e-9)
     return {"train_loss": float(result.training_loss), "train_steps": int(result.global_step),
             "train_seconds": runtime, "train_tokens_per_second": tokens / runtime}
 
@@ -72,8 +74,13 @@ def online(model, tokenizer, task, run_dir: Path, on_cpu: bool, seed: int,
     acc = task.acceptance
     prompts = al_prompts(acc)
 
+    al_seconds = [0.0]  # AL checks run inside Trainer.train: kept out of the throughput
+
     def measure():
-        return acceptance.measure(model, tokenizer, prompts, int(acc.max_new_tokens), int(acc.draft_steps))
+        start = time.perf_counter()
+        result = acceptance.measure(model, tokenizer, prompts, int(acc.max_new_tokens), int(acc.draft_steps))
+        al_seconds[0] += time.perf_counter() - start
+        return result
 
     history: List[dict] = []
 
@@ -85,10 +92,11 @@ def online(model, tokenizer, task, run_dir: Path, on_cpu: bool, seed: int,
     before = measure() if task.al_every else None
     if before:
         sink(0, before)
+    al_seconds[0] = 0.0
     callbacks = [train.metrics_callback(log_fn)]
     if task.al_every:
         callbacks.append(train.acceptance_callback(int(task.al_every), measure, sink))
-    metrics = _train(model, RowsDataset(rows), task, run_dir, on_cpu, seed, callbacks)
+    metrics = _train(model, RowsDataset(rows), task, run_dir, on_cpu, seed, callbacks, al_seconds)
     after = history[-1] if history and history[-1]["step"] == metrics["train_steps"] else (measure() if task.al_every else None)
     model.eval()
     metrics.update(al_before=before["acceptance_length"] if before else None,
