@@ -212,3 +212,35 @@ def test_megatron_passes_the_transformer_engine_check_on_gpu():
         pytest.skip("needs Transformer-Engine")
     problems = config_problems(compose_cfg("task=eagle3", "backend=megatron"))
     assert not any("transformer_engine is not installed" in p for p in problems)
+
+
+def test_sigterm_mid_training_checkpoints_and_a_rerun_resumes(tmp_path):
+    """A SIGTERM during training (optmodel.run's handler raises Terminated) leaves a
+    checkpoint at the step reached; the rerun in the same run dir starts from it."""
+    import torch
+    from omegaconf import OmegaConf
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from optmodel.config.tasks.eagle3 import Eagle3TaskConfig
+    from optmodel.run import Terminated
+    from optmodel.speculative import train, workflow
+
+    task = OmegaConf.structured(Eagle3TaskConfig(max_steps=6, save_steps=100, log_steps=1, al_every=0, seq_len=32,
+                                                 num_conversations=16, batch_size=4))
+
+    def model():
+        return AutoModelForCausalLM.from_pretrained(TINY_QWEN3, dtype=torch.float32)
+
+    tok = AutoTokenizer.from_pretrained(TINY_QWEN3)
+
+    def kill_at_3(m):
+        if m.get("step") == 3 and "loss" in m:
+            raise Terminated("terminated by signal 15")
+
+    with pytest.raises(Terminated):
+        workflow.online(model(), tok, task, tmp_path, True, 0, log_fn=kill_at_3)
+    assert train.last_checkpoint(tmp_path / train.CHECKPOINTS).endswith("checkpoint-3")
+    logged = []
+    metrics = workflow.online(model(), tok, task, tmp_path, True, 0,
+                              log_fn=lambda m: logged.append(m["step"]) if "loss" in m else None)
+    assert metrics["train_steps"] == 6 and logged == [4, 5, 6]  # steps 1-3 were not trained again

@@ -84,5 +84,13 @@ def train(model, dataset, args, callbacks: List, resume: bool = True):
     ckpt = last_checkpoint(Path(args.output_dir)) if resume else None
     if ckpt:
         log.info("resuming EAGLE3 training from %s", ckpt)
-    result = trainer.train(resume_from_checkpoint=ckpt)
+    try:
+        result = trainer.train(resume_from_checkpoint=ckpt)
+    except BaseException as err:
+        # SIGTERM (optmodel.run.Terminated) mid-training: checkpoint where it stopped, so a
+        # rerun in the same run dir resumes from there instead of the last save_steps.
+        if type(err).__name__ == "Terminated" and trainer.state.global_step > 0:
+            log.warning("terminated at step %d: saving a checkpoint to resume from", trainer.state.global_step)
+            trainer._save_checkpoint(trainer.model, trial=None)
+        raise
     return trainer, result
