@@ -4,5 +4,6 @@ convert (draft spec -> `mtsp.convert` config), vocab (draft vocabulary d2t / t2d
 frequencies), data (conversations -> fixed-length token rows), features (sharded, resumable
 hidden-state dump for offline training), train (transformers Trainer glue), acceptance
 (acceptance length through ModelOpt's `pseudo_speculative_generate`), draft (export with
-`export_speculative_decoding` and reload of an exported draft onto its target).
+`export_speculative_decoding` and reload of an exported draft onto its target), workflow
+(online / offline training end to end, what task=eagle3 runs).
 """
