@@ -28,15 +28,7 @@ FAST = ("data.seq_len=64", "data.eval_max_sequences=16", "data.batch_size=8", "t
         "task.training.global_batch_size=4", "task.training.lr=1e-3", "task.training.max_train_sequences=64")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models on shared cores: torch threads only spin against each other. Restored after."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,10 @@ every row is padded / truncated to the same `seq_len`."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional
+
+from optmodel.data.text import jsonl_rows
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "speculative"
 BUNDLED_CONVERSATIONS = ASSETS / "conversations.jsonl"
@@ -18,41 +19,33 @@ def resolve(path: Optional[str], bundled: Path) -> Path:
     return bundled if path in (None, "", "bundled") else Path(path).expanduser()
 
 
-def conversations(path: Path, limit: Optional[int] = None) -> List[List[Dict[str, str]]]:
+def conversations(path: Path, limit: Optional[int] = None, field: str = "task.conversations") -> List[List[Dict[str, str]]]:
     """Each row's `messages` (or ShareGPT `conversations` with from/value)."""
     out = []
-    with open(path) as f:
-        for line in f:
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            msgs = row.get("messages") or [
-                {"role": {"human": "user", "gpt": "assistant"}.get(m["from"], m["from"]), "content": m["value"]}
-                for m in row.get("conversations", [])
-            ]
-            if msgs:
-                out.append(msgs)
-            if limit and len(out) >= limit:
-                break
+    for _, row in jsonl_rows(path, field):
+        msgs = row.get("messages") or [
+            {"role": {"human": "user", "gpt": "assistant"}.get(m["from"], m["from"]), "content": m["value"]}
+            for m in row.get("conversations", [])
+        ]
+        if msgs:
+            out.append(msgs)
+        if limit and len(out) >= limit:
+            break
     return out
 
 
-def first_turns(path: Path, limit: Optional[int] = None) -> List[str]:
+def first_turns(path: Path, limit: Optional[int] = None, field: str = "task.prompts") -> List[str]:
     """MT-Bench style prompts: each row's first of `turns` (or `prompt` / first user message)."""
     out = []
-    with open(path) as f:
-        for line in f:
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            if row.get("turns"):
-                out.append(row["turns"][0])
-            elif row.get("prompt"):
-                out.append(row["prompt"])
-            else:
-                out.append(next(m["content"] for m in row["messages"] if m["role"] == "user"))
-            if limit and len(out) >= limit:
-                break
+    for _, row in jsonl_rows(path, field):
+        if row.get("turns"):
+            out.append(row["turns"][0])
+        elif row.get("prompt"):
+            out.append(row["prompt"])
+        else:
+            out.append(next(m["content"] for m in row["messages"] if m["role"] == "user"))
+        if limit and len(out) >= limit:
+            break
     return out
 
 
