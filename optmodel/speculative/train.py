@@ -1,6 +1,7 @@
 """transformers Trainer glue for EAGLE3 draft training (as ModelOpt's own EAGLE example).
 
-Kept small and self-contained: TrainingArguments from the task config (lr cosine to a
+Checkpoints are the shared training layer's (optmodel/training/checkpoints.py: marked complete
+only once the Trainer finished writing them). TrainingArguments from the task config (lr cosine to a
 floor, clip 1.0, no weight decay, Adam betas 0.9 / 0.95, periodic checkpoints, resume)
 and a callback measuring acceptance length every N steps."""
 
@@ -10,8 +11,10 @@ import logging
 from pathlib import Path
 from typing import Callable, List, Optional
 
+from optmodel.training.checkpoints import CHECKPOINTS_DIR as CHECKPOINTS
+from optmodel.training.checkpoints import CompleteMarker, discard_incomplete, last_complete_checkpoint
+
 log = logging.getLogger("optmodel")
-CHECKPOINTS = "checkpoints"
 
 
 def training_arguments(task, out_dir: Path, on_cpu: bool, seed: int):
@@ -45,9 +48,11 @@ def training_arguments(task, out_dir: Path, on_cpu: bool, seed: int):
 
 
 def last_checkpoint(out_dir: Path) -> Optional[str]:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(str(out_dir)) if Path(out_dir).is_dir() else None
+    """The newest checkpoint the Trainer finished writing (the shared training layer's marker);
+    half-written ones a kill left are removed."""
+    discard_incomplete(Path(out_dir))
+    found = last_complete_checkpoint(Path(out_dir))
+    return str(found) if found else None
 
 
 def acceptance_callback(every: int, measure: Callable[[], dict], sink: Callable[[int, dict], None]):
@@ -80,7 +85,9 @@ def train(model, dataset, args, callbacks: List, resume: bool = True):
 
     from optmodel.speculative.data import collate
 
-    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collate, callbacks=callbacks)
+    marker = CompleteMarker()
+    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collate,
+                      callbacks=[*callbacks, marker])
     ckpt = last_checkpoint(Path(args.output_dir)) if resume else None
     if ckpt:
         log.info("resuming EAGLE3 training from %s", ckpt)
@@ -92,5 +99,6 @@ def train(model, dataset, args, callbacks: List, resume: bool = True):
         if type(err).__name__ == "Terminated" and trainer.state.global_step > 0:
             log.warning("terminated at step %d: saving a checkpoint to resume from", trainer.state.global_step)
             trainer._save_checkpoint(trainer.model, trial=None)
+            marker.on_save(trainer.args, trainer.state, trainer.control)  # written whole: resumable
         raise
     return trainer, result
