@@ -272,6 +272,8 @@ def _submitter_stops(executor: str, submitted, record):
     try:
         yield
     except KeyboardInterrupt:
+        for sig in (signal.SIGTERM, signal.SIGINT):  # a second signal must not cut the cancelling short
+            signal.signal(sig, signal.SIG_IGN)
         open_jobs = [(j, s) for j, s in submitted if j.state == "submitted"]
         for job, sub in open_jobs:
             sub.cancel(check=False)
