@@ -43,6 +43,10 @@ def slurm_cluster():
     try:
         yield {"SLURM_CONF": conf, "accounting": accounting}
     finally:
+        if accounting:  # the jobs' CPU time (they run under slurmd, not under pytest)
+            out = subprocess.run(["sacct", "-a", "-X", "-n", "-P", "-o", "TotalCPU"], capture_output=True, text=True,
+                                 timeout=30).stdout.split()
+            print(f"\nSlurm jobs of this module: {len(out)}, CPU {sum(_seconds(t) for t in out):.1f} s")
         if before is None:
             os.environ.pop("SLURM_CONF", None)
         else:
@@ -66,3 +70,12 @@ def squeue_state(job_id: str) -> str:
     out = subprocess.run(["squeue", "-h", "--states=all", "-j", str(job_id), "-o", "%T|%r"],
                          capture_output=True, text=True, timeout=30).stdout.strip()
     return out
+
+
+def _seconds(total_cpu: str) -> float:
+    """sacct TotalCPU ([D-]HH:MM:SS or MM:SS.mmm) in seconds."""
+    days, _, clock = total_cpu.rpartition("-")
+    parts = [float(p) for p in clock.split(":")]
+    while len(parts) < 3:
+        parts.insert(0, 0.0)
+    return (int(days) if days else 0) * 86400 + parts[0] * 3600 + parts[1] * 60 + parts[2]

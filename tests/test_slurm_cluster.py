@@ -7,7 +7,6 @@ start, and requests the partition cannot hold refused before sbatch."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -41,14 +40,14 @@ def real_sweep(slurm_cluster, tmp_path_factory):  # noqa: F811
     args = ["-m", "task.quant_cfg=FP8_DEFAULT_CFG,INT8_SMOOTHQUANT_CFG,INT4_AWQ_CFG", *SLURM, *QUICK,
             f"hydra.sweep.dir={sweep_dir}"]
     first = optmodel(*args)
+    jobs = record(sweep_dir / "sweep.json")
     second = optmodel(*args, timeout=120)
-    return sweep_dir, first, second
+    return sweep_dir, first, jobs, second
 
 
 def test_three_job_sweep_completes_with_summary_on_real_slurm(real_sweep):
-    sweep_dir, first, _ = real_sweep
+    sweep_dir, first, jobs, _ = real_sweep
     assert first.returncode == 0, first.stderr[-3000:]
-    jobs = record(sweep_dir / "sweep.json")
     assert [j["state"] for j in jobs] == ["completed"] * 3
     assert all(j["nodes"] == 1 and j["tasks_per_node"] == 1 for j in jobs), "1-rank jobs"
     for j in jobs:  # Slurm agrees the job ended well, and the console printed rank 0's metrics
@@ -60,7 +59,7 @@ def test_three_job_sweep_completes_with_summary_on_real_slurm(real_sweep):
 
 
 def test_rerun_of_the_real_sweep_submits_nothing(real_sweep):
-    sweep_dir, _, second = real_sweep
+    sweep_dir, _, _, second = real_sweep
     assert second.returncode == 0, second.stderr[-3000:]
     assert [j["state"] for j in record(sweep_dir / "sweep.json")] == ["skipped"] * 3
     assert "-> slurm job" not in second.stdout

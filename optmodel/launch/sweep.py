@@ -79,7 +79,8 @@ def write_record(sweep_dir: Path, launcher: str, jobs: Sequence[SweepJob], plain
     known: Dict[int, Dict[str, Any]] = {}
     if path.is_file():
         known = {j["num"]: j for j in json.loads(path.read_text()).get("jobs", [])}
-    known.update({j.num: (asdict(j) if isinstance(j, SweepJob) else dict(j)) for j in jobs})
+    rows = [asdict(j) if isinstance(j, SweepJob) else dict(j) for j in jobs]  # SweepJobs or read-back dicts
+    known.update({row["num"]: row for row in rows})
     record = {"sweep_dir": str(sweep_dir), "launcher": launcher, "plain": plain,
               "jobs": [known[n] for n in sorted(known)]}
     path.parent.mkdir(parents=True, exist_ok=True)
