@@ -43,10 +43,12 @@ def slurm_cluster():
     try:
         yield {"SLURM_CONF": conf, "accounting": accounting}
     finally:
-        if accounting:  # the jobs' CPU time (they run under slurmd, not under pytest)
-            out = subprocess.run(["sacct", "-a", "-X", "-n", "-P", "-o", "TotalCPU"], capture_output=True, text=True,
-                                 timeout=30).stdout.split()
-            print(f"\nSlurm jobs of this module: {len(out)}, CPU {sum(_seconds(t) for t in out):.1f} s")
+        if accounting:  # the jobs' CPU time (they run under slurmd, not under pytest): their steps' sum
+            rows = subprocess.run(["sacct", "-a", "-n", "-P", "-S", "now-1days", "-o", "JobID,TotalCPU"],
+                                  capture_output=True, text=True, timeout=30).stdout.split()
+            steps = [r.split("|") for r in rows if "." in r.split("|")[0]]
+            print(f"\nSlurm jobs of this module: {len({s[0].split('.')[0] for s in steps})}, "
+                  f"CPU {sum(_seconds(s[1]) for s in steps if s[1]):.1f} s")
         if before is None:
             os.environ.pop("SLURM_CONF", None)
         else:

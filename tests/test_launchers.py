@@ -135,6 +135,10 @@ def test_plain_run_submits_a_2x8_sbatch_script_and_returns(fake_slurm, tmp_path)
     job = json.loads((run_dir / ".submitit" / "sweep.json").read_text())["jobs"][0]
     assert (job["state"], job["job_id"], job["run_dir"]) == ("submitted", "4242", str(run_dir))
     assert f"python -m optmodel.launch.summary {run_dir}" in proc.stdout
+    state = subprocess.run([sys.executable, "-m", "optmodel.launch.summary", str(run_dir)], capture_output=True,
+                           text=True, timeout=120, env={**os.environ, **env})
+    assert state.stdout.strip() == "slurm job 4242: running" and state.returncode == 1, state.stderr[-2000:]
+    assert not list(run_dir.glob("summary.*")), "a plain run's dir gets no sweep summary"
 
 
 def test_sweep_submits_one_job_per_value_and_refuses_a_layout_that_does_not_fit(fake_slurm, tmp_path):
@@ -172,6 +176,18 @@ def test_slurm_tasks_form_one_world_through_the_generated_script(fake_slurm, tmp
     assert (run_dir / ".submitit" / "4242" / "4242_1_log.out").is_file(), "rank 1 logged where srun put it"
     assert json.loads((run_dir / ".submitit" / "sweep.json").read_text())["jobs"][0]["state"] == "completed"
     assert re.search(r"job 0 completed: .*effective_bits=\d", proc.stdout), "rank 0's summary printed"
+
+
+def test_failed_slurm_job_is_one_line_without_hydras_traceback(fake_slurm, tmp_path):
+    env, _ = fake_slurm
+    run_dir = tmp_path / "run"
+    proc = optmodel("hydra/launcher=slurm", "model.checkpoint=/nonexistent/ckpt", f"hydra.run.dir={run_dir}",
+                    env={**env, "FAKE_SLURM_RUN": "1"}, timeout=300)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr and "Error executing job" not in proc.stderr, proc.stderr[-3000:]
+    errors = [l for l in proc.stderr.splitlines() if l.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith("error: job 0 failed: rank 0: ConfigError"), proc.stderr[-3000:]
+    assert "/nonexistent/ckpt" in proc.stderr
 
 
 # -- local ranks: one gloo world, one run dir --------------------------------------------

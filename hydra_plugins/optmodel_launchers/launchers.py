@@ -146,12 +146,14 @@ class _SubmititLauncher(BaseSubmititLauncher):
                     cfg.hydra.job_logging.handlers.file.filename = str(
                         _run_dir(cfg).absolute() / f"{cfg.hydra.job.name}.rank{env.global_rank}.log")
         try:
-            return run_job(hydra_context=self.hydra_context, task_function=self.task_function, config=cfg,
-                           job_dir_key=job_dir_key, job_subdir_key="hydra.sweep.subdir")
+            ret = run_job(hydra_context=self.hydra_context, task_function=self.task_function, config=cfg,
+                          job_dir_key=job_dir_key, job_subdir_key="hydra.sweep.subdir")
         except Terminated as err:  # scancel / time limit: the rank's result says so
             ret = JobReturn(overrides=sweep_overrides, working_dir=str(_run_dir(cfg)))
             ret.status, ret.return_value = JobStatus.FAILED, err
-            return ret
+        if ret.status == JobStatus.FAILED:  # pickled for the watcher: as text, which always survives
+            ret.return_value = watch.RankError.of(ret._return_value)
+        return ret
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         """submitit's preemption / timeout hook: requeue only tasks that declared themselves resumable."""

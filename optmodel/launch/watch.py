@@ -30,6 +30,19 @@ RESULT_GRACE_S = 15.0
 EXIT_GRACE_S = 60.0
 
 
+class RankError(Exception):
+    """A rank's failure as text ("ConfigError: ..."): what the job pickles for the watcher, as
+    not every exception survives pickling (ConfigError's constructor takes a list)."""
+
+    @classmethod
+    def of(cls, err: BaseException) -> "RankError":
+        return err if isinstance(err, cls) else cls(f"{type(err).__name__}: {err}")
+
+
+def _describe(value: Any) -> str:
+    return str(value) if isinstance(value, RankError) else f"{type(value).__name__}: {value}"
+
+
 def last_error_line(traceback_text: str) -> str:
     """'ValueError: ...' out of a traceback (the last unindented line naming an exception)."""
     lines = [l for l in traceback_text.strip().splitlines() if l and not l[0].isspace() and ":" in l]
@@ -59,7 +72,7 @@ def failed_rank(outcomes) -> Optional[str]:
         if outcome == "error":  # the rank raised outside the Hydra job (setup, signals): a traceback
             return f"rank {rank}: {last_error_line(str(ret))}"
         if isinstance(ret, JobReturn) and ret.status == JobStatus.FAILED:
-            return f"rank {rank}: {type(ret._return_value).__name__}: {ret._return_value}"
+            return f"rank {rank}: {_describe(ret._return_value)}"
     return None
 
 
@@ -100,7 +113,7 @@ class Watcher:
             ret = outcomes[0][1]
             if isinstance(ret, JobReturn) and ret.status == JobStatus.COMPLETED:
                 return "completed", None
-            return "failed", f"{type(getattr(ret, '_return_value', ret)).__name__}: {getattr(ret, '_return_value', ret)}"
+            return "failed", _describe(getattr(ret, "_return_value", ret))
         if state is None:  # the local executor: its process ending without results
             if not sub.done():
                 return None
