@@ -37,7 +37,7 @@ def record(path: Path):
 @pytest.fixture(scope="module")
 def real_sweep(slurm_cluster, tmp_path_factory):  # noqa: F811
     sweep_dir = tmp_path_factory.mktemp("real_sweep")
-    args = ["-m", "task.quant_cfg=FP8_DEFAULT_CFG,INT8_SMOOTHQUANT_CFG,INT4_AWQ_CFG", *SLURM, *QUICK,
+    args = ["-m", "task.quant_cfg=FP8_DEFAULT_CFG,INT8_DEFAULT_CFG,INT8_SMOOTHQUANT_CFG", *SLURM, *QUICK,
             f"hydra.sweep.dir={sweep_dir}"]
     first = optmodel(*args)
     jobs = record(sweep_dir / "sweep.json")
@@ -78,14 +78,15 @@ def test_two_rank_megatron_job_is_one_gloo_world_on_one_cpu_node(slurm_cluster, 
 
 
 def test_scancel_of_a_running_and_a_pending_job_reads_cancelled(slurm_cluster, tmp_path):  # noqa: F811
-    """wait=false; job 0 (2 ranks) takes the node's 2 CPUs, so job 1 waits behind it."""
+    """wait=false, both jobs held (pending); job 0 released to run, then both cancelled."""
     sweep_dir = tmp_path / "sweep"
-    proc = optmodel("-m", "parallel=tp2,single", "backend=megatron", *SLURM, "hydra.launcher.wait=false",
-                    "data.num_samples=64", "data.seq_len=256", "task.export=false", f"hydra.sweep.dir={sweep_dir}",
-                    timeout=120)
+    proc = optmodel("-m", "task.quant_cfg=FP8_DEFAULT_CFG,INT8_SMOOTHQUANT_CFG", *SLURM, "hydra.launcher.wait=false",
+                    "+hydra.launcher.additional_parameters.hold=true", "data.num_samples=32", "data.seq_len=128",
+                    "task.export=false", f"hydra.sweep.dir={sweep_dir}", timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"python -m optmodel.launch.summary {sweep_dir}" in proc.stdout
     running, pending = record(sweep_dir / "sweep.json")
+    subprocess.run(["scontrol", "release", running["job_id"]], check=True, timeout=30)
     await_true("job 0 running its task", lambda: (Path(running["run_dir"]) / "optmodel.json").is_file())
     assert squeue_state(pending["job_id"]).startswith("PENDING")
     subprocess.run(["scancel", pending["job_id"], running["job_id"]], check=True, timeout=30)
