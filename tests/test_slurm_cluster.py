@@ -1,6 +1,6 @@
 """The Slurm launcher against a real single-node Slurm cluster (slurmctld + slurmd + munge,
 slurmdbd + MariaDB for accounting): 1-rank jobs in a 3-job sweep with its summary and
-resume, a 2-rank gloo world on a CPU partition, wait=false with the summary command,
+resume, a 2-rank gloo world, parallel=tp2 sized for a CPU partition, wait=false with the summary command,
 scancel of a running and of a pending job, the submitter stopped, a job that can never
 start, and requests the partition cannot hold refused before sbatch."""
 
@@ -65,15 +65,15 @@ def test_rerun_of_the_real_sweep_submits_nothing(real_sweep):
     assert "-> slurm job" not in second.stdout
 
 
-def test_two_rank_megatron_job_is_one_gloo_world_on_one_cpu_node(slurm_cluster, tmp_path):  # noqa: F811
-    """parallel=tp2 on a CPU partition: 1 node x 2 ranks (not 2 nodes x 1 that never start)."""
+def test_two_rank_job_is_one_gloo_world(slurm_cluster, tmp_path):  # noqa: F811
     run_dir = tmp_path / "run"
-    proc = optmodel(*SLURM, "parallel=tp2", "backend=megatron", *QUICK, f"hydra.run.dir={run_dir}")
+    proc = optmodel(*SLURM, "hydra.launcher.tasks_per_node=2", *QUICK, f"hydra.run.dir={run_dir}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "(1 node(s) x 2 rank(s))" in proc.stdout
     ranks = read_manifest(run_dir)["world"]["ranks"]
     assert [(r["rank"], r["world_size"], r["backend"], r["launcher"]) for r in ranks] == [
         (0, 2, "gloo", "submitit-slurm"), (1, 2, "gloo", "submitit-slurm")]
+    assert len({r["pid"] for r in ranks}) == 2 and {r["run_dir"] for r in ranks} == {str(run_dir)}
     assert not (run_dir / "sweep.json").exists() and not (run_dir / "multirun.yaml").exists()
 
 
@@ -102,18 +102,22 @@ def test_scancel_of_a_running_and_a_pending_job_reads_cancelled(slurm_cluster, t
 
 
 def test_stopping_the_waiting_submitter_cancels_its_job(slurm_cluster, tmp_path):  # noqa: F811
+    """A parallel=tp2 job on the CPU partition, held: 1 node x 2 ranks (not 2 nodes x 1 rank,
+    which could never start); stopping the waiting command cancels it."""
     run_dir = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "optmodel", *SLURM, *QUICK, f"hydra.run.dir={run_dir}",
-                             "+hydra.launcher.additional_parameters.hold=true"],  # stays pending: JobHeldUser
+    proc = subprocess.Popen([sys.executable, "-m", "optmodel", *SLURM, "parallel=tp2", "backend=megatron", *QUICK,
+                             f"hydra.run.dir={run_dir}", "+hydra.launcher.additional_parameters.hold=true"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/")
     try:
         jobs = await_true("the job submitted", lambda: record(run_dir / ".submitit" / "sweep.json"))
+        assert squeue_state(jobs[0]["job_id"]) == "PENDING|JobHeldUser"
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, err[-3000:]
+    assert "(1 node(s) x 2 rank(s))" in out and (jobs[0]["nodes"], jobs[0]["tasks_per_node"]) == (1, 2)
     assert "Traceback" not in err
     assert f"stopped: cancelled slurm job(s) {jobs[0]['job_id']}" in err
     assert squeue_state(jobs[0]["job_id"]).startswith("CANCELLED")
