@@ -30,7 +30,7 @@ stop() {
     tac "$dir/pids" | while read -r name pid; do
         kill -TERM "$pid" 2>/dev/null || continue
         for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null && echo "local_slurm: $name ($pid) did not stop on TERM: killed" >&2
+        if kill -KILL "$pid" 2>/dev/null; then echo "local_slurm: $name ($pid) did not stop on TERM: killed" >&2; fi
     done
     rm -f "$dir/pids"
 }
