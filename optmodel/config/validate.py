@@ -14,6 +14,7 @@ from typing import Iterable, List, Optional
 from omegaconf import DictConfig
 
 from optmodel.config import choices
+from optmodel.config.family_checks import family_problems
 from optmodel.data.text import source_problems
 from optmodel.models.checkpoint import checkpoint_problems
 from optmodel.tasks import TASKS
@@ -466,6 +467,7 @@ def config_problems(cfg: DictConfig, world_size: Optional[int] = None, check_inp
         problems += parallel_problems(cfg.model, cfg.parallel)
     problems += launch_problems(cfg, launched_world_size(cfg) if world_size is None else world_size)
     problems += data_problems(cfg.data, cfg.model)
+    problems += family_problems(cfg)
     problems += task_problems(cfg)
     if check_inputs:
         problems += megatron_machine_problems(cfg)

@@ -1,0 +1,48 @@
+"""What the Llama-4 and gpt-oss families need from the rest of the config (light imports:
+validation calls this before anything heavy loads)."""
+
+from __future__ import annotations
+
+from typing import List
+
+from omegaconf import DictConfig
+
+LLAMA4_MEGATRON_MAX_SEQ_LEN = 8191  # optmodel.backends.megatron_families.LLAMA4_MAX_SEQ_LEN
+
+
+def family_problems(cfg: DictConfig) -> List[str]:
+    model, backend = cfg.model, cfg.backend
+    problems = []
+    if model.family == "gpt_oss" and backend.name == "hf" and backend.attn_implementation == "sdpa":
+        problems.append(
+            f"backend.attn_implementation: transformers runs gpt-oss's attention sinks in eager (or flash / flex) "
+            f"attention only, not sdpa (model {model.name}). Fix: backend.attn_implementation=eager."
+        )
+    task = cfg.task
+    if (model.family in ("llama4", "gpt_oss") and task.name == "quantize" and task.get("export")
+            and not task.get("recipe") and "AWQ" in str(task.get("quant_cfg"))):
+        problems.append(
+            f"task.export: ModelOpt 0.46's Hugging Face exporter cannot export AWQ formats of {model.family} MoE "
+            f"models ({task.quant_cfg}): it resmooths experts only for Mixtral, Qwen-MoE, Nemotron-H and Gemma-4 "
+            f"(get_experts_list raises NotImplementedError). Fix: task.export=false to quantize and evaluate in "
+            f"memory, or a non-AWQ format (FP8_DEFAULT_CFG, NVFP4_DEFAULT_CFG)."
+        )
+    if backend.name != "megatron":
+        return problems
+    if model.family == "llama4" and cfg.data.seq_len > LLAMA4_MEGATRON_MAX_SEQ_LEN:
+        problems.append(
+            f"data.seq_len: Llama-4 attends in 8192-token chunks on its rope layers and scales attention by "
+            f"position on its NoPE layers from position 8192 on; megatron-core 0.16 implements neither (with or "
+            f"without Transformer-Engine), so backend=megatron reproduces {model.name} up to "
+            f"{LLAMA4_MEGATRON_MAX_SEQ_LEN} tokens only, not {cfg.data.seq_len}. Fix: data.seq_len<="
+            f"{LLAMA4_MEGATRON_MAX_SEQ_LEN}, or backend=hf."
+        )
+    if model.family == "gpt_oss":
+        etp = cfg.parallel.expert_tensor if cfg.parallel.expert_tensor is not None else cfg.parallel.tensor
+        if etp > 1:
+            problems.append(
+                f"parallel.expert_tensor: ModelOpt 0.46's gpt-oss importer splits experts over EP only "
+                f"(expert tensor parallel {etp} raises 'ETP is not supported for gpt-oss model'). "
+                f"Fix: parallel.expert_tensor=1 (experts whole on each rank; add parallel.expert=N to spread them)."
+            )
+    return problems
