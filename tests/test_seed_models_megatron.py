@@ -59,6 +59,7 @@ def test_the_gpt_oss_knobs_are_the_ones_transformers_uses():
 
 @pytest.mark.parametrize("overrides, message", [
     (("model=tiny_gpt_oss", "parallel=tp2"), "Fix: parallel.expert_tensor=1"),
+    (("model=tiny_llama4", "parallel=tp2"), "Fix: parallel.expert_tensor=1"),
     (("model=tiny_llama4", "data.seq_len=9000", "model.max_position_embeddings=16384"), "data.seq_len<=8191"),
 ])
 def test_what_megatron_cannot_reproduce_is_refused_with_the_reason(overrides, message):
