@@ -10,7 +10,6 @@ learns on a laptop whether a 128-GPU layout fits before queueing it.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
