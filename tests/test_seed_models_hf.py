@@ -94,7 +94,7 @@ def test_gpt_oss_with_sdpa_is_refused_with_the_fix():
 @pytest.mark.parametrize("model", MODELS)
 def test_mmlu_eval_and_generate_run_on_the_quantized_model(runs, model, tmp_path):
     _, quantized = runs[model, "FP8_DEFAULT_CFG"]
-    subjects = "[astronomy,elementary_mathematics,high_school_geography]"
+    subjects = "[astronomy]"  # one subject: the adapter is what is under test here
     mmlu = execute(cfg(model, "task=mmlu", f"task.data_dir={MMLU}", f"task.subjects={subjects}",
                        f"run.load={quantized}"), tmp_path / "mmlu")
     assert 0.0 <= mmlu["mmlu"] <= 1.0 and (tmp_path / "mmlu" / "mmlu.json").is_file()
