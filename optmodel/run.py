@@ -210,7 +210,7 @@ def _run_claimed(cfg: DictConfig, run_dir: Path, launch, ranks) -> Dict[str, Any
     except BaseException as err:
         # A resumable task saved for a Slurm requeue is not failed: it continues in the requeued job.
         ctrl_c = isinstance(err, KeyboardInterrupt) or signals.requested() == signal.SIGINT
-        reason = "interrupted (Ctrl-C)" if ctrl_c else f"{type(err).__name__}: {err}"
+        reason = "interrupted (Ctrl-C, SIGINT)" if ctrl_c else f"{type(err).__name__}: {err}"
         manifest.finish("requeued" if was_requeued() else "failed", error=reason)
         log.exception("task %s failed", cfg.task.name)
         raise

@@ -249,5 +249,5 @@ def test_ctrl_c_is_recorded_as_interrupted(tmp_path):
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=120)
     manifest = read_manifest(run_dir)
-    assert manifest["status"] == "failed" and manifest["error"] == "interrupted (Ctrl-C)"
+    assert manifest["status"] == "failed" and manifest["error"] == "interrupted (Ctrl-C, SIGINT)"
     assert (run_dir / "optmodel.log").is_file() and (run_dir / ".hydra" / "overrides.yaml").is_file()

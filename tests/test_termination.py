@@ -27,7 +27,7 @@ STANDIN = Path(__file__).parent / "slurm_standin"
 def _run_with_task(monkeypatch, tmp_path, task):
     import optmodel.run as run_module
 
-    monkeypatch.setattr(run_module, "get_task", lambda name: task)
+    monkeypatch.setattr(run_module, "task_runner", lambda name: task)
     return run_module.execute(compose_cfg(), tmp_path)
 
 

@@ -87,7 +87,7 @@ def evaluate_problems(evaluate: Optional[DictConfig]) -> List[str]:
 
 EXPORT_TP_REFUSAL = (
     "export to Hugging Face needs parallel.tensor=1: ModelOpt's Megatron exporter writes each "
-    "rank's tensor shard as if it were the whole weight (it does not gather TP shards). "
+    "rank's tensor shard as if it were the whole weight (it does not gather tensor-parallel shards). "
     "Fix: parallel=export_pp (TP 1, pipeline stages instead; set parallel.pipeline to what fits)."
 )
 
