@@ -172,10 +172,14 @@ def test_sigterm_mid_run_marks_the_manifest_failed_and_leaves_no_export(tmp_path
         [sys.executable, "-m", "optmodel", f"hydra.run.dir={run_dir}", "data.num_samples=64"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
-    deadline = time.time() + 120
-    while time.time() < deadline and not (run_dir / "optmodel.json").exists():
-        time.sleep(0.2)
-    time.sleep(1.0)  # inside model loading / calibration
+    log = run_dir / "optmodel.log"
+    deadline = time.monotonic() + 300
+    # The event, not a guess at seconds: the task logged its calibration data, so the run is
+    # inside the task (SIGTERM handler installed) and calibration is about to start.
+    while not (log.is_file() and "calibration:" in log.read_text()):
+        assert proc.poll() is None, f"the run ended before calibrating:\n{proc.stdout.read()[-3000:]}"
+        assert time.monotonic() < deadline, "no calibration log line within 300 s"
+        time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=120)
     manifest = read_manifest(run_dir)
