@@ -85,7 +85,9 @@ def test_int8_smoothquant_on_tiny_llama_with_wandb_offline(tmp_path):
     assert manifest["status"] == "completed"
     assert list((tmp_path / "wandb").glob("offline-run-*")), "wandb offline run not written in the run dir"
     assert manifest["quantization"]["algorithm"] == "smoothquant"
-    assert metrics["perplexity_after"] > metrics["perplexity_before"]
+    # Changed (a no-op gives exactly the same perplexity) and not destroyed; its sign is noise
+    # on a 1 M-parameter model (+0.12% on one run, -0.01% on another).
+    assert 1e-5 < abs(metrics["perplexity_after"] / metrics["perplexity_before"] - 1) < 0.05, metrics
     hf_quant = json.loads((tmp_path / "export" / "hf_quant_config.json").read_text())
     assert hf_quant["quantization"]["quant_algo"] == "W8A8_SQ_PER_CHANNEL"
 
