@@ -85,7 +85,9 @@ def test_int8_smoothquant_on_tiny_llama_with_wandb_offline(tmp_path):
     assert manifest["status"] == "completed"
     assert list((tmp_path / "wandb").glob("offline-run-*")), "wandb offline run not written in the run dir"
     assert manifest["quantization"]["algorithm"] == "smoothquant"
-    assert metrics["perplexity_after"] > metrics["perplexity_before"]
+    # Changed (a no-op gives exactly the same perplexity) and not destroyed; its sign is noise
+    # on a 1 M-parameter model (+0.12% on one run, -0.01% on another).
+    assert 1e-5 < abs(metrics["perplexity_after"] / metrics["perplexity_before"] - 1) < 0.05, metrics
     hf_quant = json.loads((tmp_path / "export" / "hf_quant_config.json").read_text())
     assert hf_quant["quantization"]["quant_algo"] == "W8A8_SQ_PER_CHANNEL"
 
@@ -172,10 +174,14 @@ def test_sigterm_mid_run_marks_the_manifest_failed_and_leaves_no_export(tmp_path
         [sys.executable, "-m", "optmodel", f"hydra.run.dir={run_dir}", "data.num_samples=64"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
-    deadline = time.time() + 120
-    while time.time() < deadline and not (run_dir / "optmodel.json").exists():
-        time.sleep(0.2)
-    time.sleep(1.0)  # inside model loading / calibration
+    log = run_dir / "optmodel.log"
+    deadline = time.monotonic() + 300
+    # The event, not a guess at seconds: the task logged its calibration data, so the run is
+    # inside the task (SIGTERM handler installed) and calibration is about to start.
+    while not (log.is_file() and "calibration:" in log.read_text()):
+        assert proc.poll() is None, f"the run ended before calibrating:\n{proc.stdout.read()[-3000:]}"
+        assert time.monotonic() < deadline, "no calibration log line within 300 s"
+        time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=120)
     manifest = read_manifest(run_dir)

@@ -140,6 +140,12 @@ def problems(cfg: DictConfig) -> List[str]:
         )
     if cfg.backend.name == "megatron":
         found += _megatron_problems(cfg)
+    elif task.sync_expert_weight_amax:
+        # ModelOpt 0.46 shares the weight amax only across megatron-core's expert layers
+        # (SequentialMLP); on a transformers MoE the flag changes nothing (measured).
+        found.append("task.sync_expert_weight_amax: shares expert weight amax only on backend=megatron; on "
+                     "backend=hf ModelOpt leaves every expert's amax its own. Fix: backend=megatron, or "
+                     "task.sync_expert_weight_amax=false.")
     origin = read_origin(cfg.run.get("load"))
     if origin is not None and origin.get("quantization"):
         found.append(
