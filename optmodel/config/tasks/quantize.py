@@ -9,6 +9,7 @@ from omegaconf import DictConfig
 
 from optmodel.config import choices
 from optmodel.config.errors import one_of
+from optmodel.config.format_aliases import QFORMAT_ALIASES, canonical_format
 from optmodel.config.machine import runs_on_cpu
 from optmodel.config.recipes import recipe_problems
 from optmodel.config.tasks.base import EvaluateConfig, TaskConfig, TaskSpec, evaluate_problems, export_layout_problems
@@ -54,9 +55,10 @@ class QuantizeTaskConfig(TaskConfig):
 
 
 def quant_format_problems(field_name: str, name: str, cfg: DictConfig) -> List[str]:
-    """Problems of one ModelOpt format name used as a model format."""
+    """Problems of one ModelOpt format name (or hf_ptq short name) used as a model format."""
+    name = canonical_format(name)
     if (p := one_of(field_name, name, choices.QUANT_FORMATS)):
-        return [p]
+        return [p + f" (hf_ptq short names work too: {', '.join(QFORMAT_ALIASES)})"]
     if name in choices.KV_ONLY_QUANT_FORMATS:
         return [f"{field_name}: {name} quantizes only the KV cache. Fix: a model format plus task.kv_cache (e.g. task.kv_cache=fp8)."]
     if name in choices.MOE_ONLY_QUANT_FORMATS and cfg.model.moe is None:
@@ -128,7 +130,7 @@ def problems(cfg: DictConfig) -> List[str]:
     if task.compress:
         if cfg.backend.dtype == "float32":
             found.append("task.compress: compressed weights dequantize to bfloat16/float16 in ModelOpt. Fix: backend.dtype=bfloat16.")
-        if runs_on_cpu(cfg.backend) and not task.auto_quantize.enabled and not task.recipe and task.quant_cfg.startswith(("INT4", "W4A8_AWQ")):
+        if runs_on_cpu(cfg.backend) and not task.auto_quantize.enabled and not task.recipe and canonical_format(task.quant_cfg).startswith(("INT4", "W4A8_AWQ")):
             found.append(
                 f"task.compress: ModelOpt 0.46's packed INT4 weights do not run forward on CPU ({task.quant_cfg}). "
                 f"Fix: task.compress=false (fake-quant is numerically the same), or run on a GPU."

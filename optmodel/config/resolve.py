@@ -1,0 +1,16 @@
+"""The composed config made concrete before it is validated and run: the model a run dir
+produced (run.load), the architecture of model=auto (its config.json), and canonical
+format names. The run, the dry run and the launchers' per-job checks all go through here,
+so every one of them validates and records the same config."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from optmodel.config.format_aliases import resolve_format_aliases
+from optmodel.config.inherit import inherit_run_model
+
+
+def resolve_run_config(cfg: DictConfig, typed_model: bool = False) -> DictConfig:
+    cfg = inherit_run_model(cfg, typed_model)
+    return resolve_format_aliases(cfg)
