@@ -15,7 +15,7 @@ from conftest import compose_cfg
 
 
 def test_every_alias_names_a_format_of_the_pinned_modelopt():
-    # QUANT_FORMATS is checked against ModelOpt's own choices in test_quantize_formats.py
+    # QUANT_FORMATS is checked against ModelOpt's own choices in test_quantize_run.py
     assert [short for short, name in QFORMAT_ALIASES.items() if name not in QUANT_FORMATS] == []
 
 
