@@ -8,6 +8,7 @@ from typing import List, Optional
 from omegaconf import DictConfig
 
 from optmodel.config import choices
+from optmodel.config.deploy import deploy_problems
 from optmodel.config.errors import one_of
 from optmodel.config.format_aliases import QFORMAT_ALIASES, canonical_format
 from optmodel.config.machine import runs_on_cpu
@@ -49,6 +50,7 @@ class QuantizeTaskConfig(TaskConfig):
     export: bool = True  # <run dir>/export
     export_format: str = "hf"  # hf (unified HF checkpoint) | vllm_fq (bf16 weights + quantizer amax)
     export_dtype: str = "bfloat16"
+    deploy: str = "none"  # none | vllm | sglang | trtllm | any: refuse exports that engine's ModelOpt loader rejects
     auto_quantize: AutoQuantizeConfig = field(default_factory=AutoQuantizeConfig)
     generate: GenerationCheckConfig = field(default_factory=GenerationCheckConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
@@ -110,6 +112,17 @@ def _megatron_problems(cfg: DictConfig) -> List[str]:
     return problems
 
 
+def _deploy_problems(cfg: DictConfig) -> List[str]:
+    task = cfg.task
+    if task.deploy != "none" and task.recipe and not task.auto_quantize.enabled:
+        return [f"task.deploy: {task.deploy} is checked against named formats; a recipe's export is not known ahead. "
+                f"Fix: task.deploy=none, or a task.quant_cfg."]
+    auto = task.auto_quantize
+    fmts = [canonical_format(f) for f in (auto.formats if auto.enabled else [task.quant_cfg])]
+    return deploy_problems("task.quant_cfg" if not auto.enabled else "task.auto_quantize.formats", task.deploy, fmts,
+                           task.kv_cache, task.weight_only, mixed=auto.enabled, export_format=task.export_format)
+
+
 def problems(cfg: DictConfig) -> List[str]:
     task = cfg.task
     found = []
@@ -142,6 +155,7 @@ def problems(cfg: DictConfig) -> List[str]:
         )
     if cfg.backend.name == "megatron":
         found += _megatron_problems(cfg)
+    found += _deploy_problems(cfg)
     origin = read_origin(cfg.run.get("load"))
     if origin is not None and origin.get("quantization"):
         found.append(
