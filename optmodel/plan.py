@@ -10,7 +10,6 @@ learns on a laptop whether a 128-GPU layout fits before queueing it.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
@@ -95,6 +94,8 @@ def _attention_params(m: DictConfig, tp: int) -> int:
         params += qkv_out // tp
     if m.qk_layernorm:
         params += 2 * m.kv_channels
+    if m.family == "gpt_oss":  # output-projection bias (replicated) and one attention sink per head
+        params += h + m.num_attention_heads // tp
     return params
 
 
@@ -107,6 +108,8 @@ def layer_params(m: DictConfig, moe_layer: bool, tp: int, ep: int, etp: int) -> 
     moe = m.moe
     params += h * moe.num_experts  # router (replicated)
     params += (moe.num_experts // ep) * 3 * h * moe.ffn_hidden_size // etp
+    if m.family == "gpt_oss":  # router bias; expert fc1 bias (split like fc1) and fc2 bias (whole)
+        params += moe.num_experts + (moe.num_experts // ep) * (2 * moe.ffn_hidden_size // etp + h)
     if moe.shared_expert_ffn_hidden_size:
         params += 3 * h * moe.shared_expert_ffn_hidden_size // tp
     return params
@@ -116,8 +119,8 @@ def moe_layers(m: DictConfig) -> List[bool]:
     moe = m.moe
     if moe is None:
         return [False] * m.num_layers
-    return [i >= moe.first_k_dense_layers and (i - moe.first_k_dense_layers) % moe.layer_freq == 0
-            for i in range(m.num_layers)]
+    # Hugging Face's rule (optmodel.models.hf_config): Maverick's MoE layers are 1, 3, 5, ...
+    return [i >= moe.first_k_dense_layers and (i + 1) % moe.layer_freq == 0 for i in range(m.num_layers)]
 
 
 def make_plan(cfg: DictConfig, world_size: Optional[int] = None) -> Plan:

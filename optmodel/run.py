@@ -6,7 +6,6 @@ import importlib
 import logging
 import random
 import signal
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
@@ -16,7 +15,9 @@ from omegaconf import DictConfig, OmegaConf
 from optmodel.config.resolve import resolve_run_config
 from optmodel.config.tasks import task_spec
 from optmodel.config.validate import validate
+from optmodel.launch import signals
 from optmodel.launch.preemption import was_requeued
+from optmodel.launch.signals import Terminated  # noqa: F401  (a BaseException: libraries cannot swallow it)
 from optmodel.launch.world import join_world
 from optmodel.manifest import Manifest, atomic_write_text
 from optmodel.models.checkpoint import resolve_checkpoint
@@ -103,15 +104,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-class Terminated(Exception):
-    """SIGTERM (Slurm preemption, `kill`): unwinds like an error, so partial outputs are
-    removed and the manifest says failed instead of staying `running`."""
-
-
-def _raise_terminated(signum, frame):
-    raise Terminated(f"terminated by signal {signum}")
 
 
 def task_runner(name: str) -> Callable:
@@ -206,24 +198,23 @@ def _run_claimed(cfg: DictConfig, run_dir: Path, launch, ranks) -> Dict[str, Any
     # One wandb run per job, from rank 0; the other ranks log to the console only.
     tracker = Tracker(cfg if launch.is_rank0 else OmegaConf.merge(cfg, {"logger": {"name": "none"}}), run_dir)
     failed = True
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    if in_main_thread:  # signal handlers can only be set there
-        previous_sigterm = signal.signal(signal.SIGTERM, _raise_terminated)
+    previous_handlers = signals.install()  # SIGTERM / SIGINT / USR2 raise Terminated
     try:
         seed_everything(cfg.run.seed)
         task = task_runner(cfg.task.name)
         metrics = task(RunContext(cfg=cfg, run_dir=run_dir, manifest=manifest, tracker=tracker))
+        signals.raise_if_requested()  # a termination the task swallowed still fails the run
         manifest.update(metrics={**manifest.data["metrics"], **metrics})
         manifest.finish("completed")
         failed = False
         return metrics
     except BaseException as err:
         # A resumable task saved for a Slurm requeue is not failed: it continues in the requeued job.
-        reason = "interrupted (Ctrl-C)" if isinstance(err, KeyboardInterrupt) else f"{type(err).__name__}: {err}"
+        ctrl_c = isinstance(err, KeyboardInterrupt) or signals.requested() == signal.SIGINT
+        reason = "interrupted (Ctrl-C)" if ctrl_c else f"{type(err).__name__}: {err}"
         manifest.finish("requeued" if was_requeued() else "failed", error=reason)
         log.exception("task %s failed", cfg.task.name)
         raise
     finally:
         tracker.close(failed=failed)
-        if in_main_thread:  # the caller (a multirun sweep, a test) keeps its own SIGTERM handling
-            signal.signal(signal.SIGTERM, previous_sigterm)
+        signals.restore(previous_handlers)  # the caller (a sweep, a test) keeps its own handling

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -60,7 +61,8 @@ def test_default_launcher_is_local_and_slurm_preset_carries_nccl_defaults():
     assert hydra_cfg().hydra.launcher._target_.endswith("OptmodelLocalLauncher")
     launcher = hydra_cfg("hydra/launcher=slurm_h100", "+hydra.launcher.env.MY_FLAG=on").hydra.launcher
     assert launcher._target_.endswith("OptmodelSlurmLauncher")
-    assert (launcher.gpus_per_node, launcher.mem, launcher.exclusive) == (8, "0", True)
+    # Whole nodes (exclusive, all memory) are decided per job: only a job taking all GPUs gets them.
+    assert (launcher.gpus_per_node, launcher.mem, launcher.exclusive) == (8, None, None)
     assert launcher.env.NCCL_IB_TIMEOUT == "22" and launcher.env.CUDA_DEVICE_MAX_CONNECTIONS == "1"
     assert launcher.env.MY_FLAG == "on"  # any variable, not a fixed set
 
@@ -128,8 +130,15 @@ def test_plain_run_submits_a_2x8_sbatch_script_and_returns(fake_slurm, tmp_path)
     # Returned after scheduling, saying which job and where its log goes.
     assert "slurm job 4242 (2 node(s) x 8 rank(s))" in proc.stdout
     assert f"log {run_dir}/.submitit/4242/4242_0_log.out" in proc.stdout
-    job = json.loads((run_dir / "sweep.json").read_text())["jobs"][0]
+    # A plain run's dir holds the run only: its job record sits with submitit's files.
+    assert not (run_dir / "sweep.json").exists() and not (run_dir / "multirun.yaml").exists()
+    job = json.loads((run_dir / ".submitit" / "sweep.json").read_text())["jobs"][0]
     assert (job["state"], job["job_id"], job["run_dir"]) == ("submitted", "4242", str(run_dir))
+    assert f"python -m optmodel.launch.summary {run_dir}" in proc.stdout
+    state = subprocess.run([sys.executable, "-m", "optmodel.launch.summary", str(run_dir)], capture_output=True,
+                           text=True, timeout=120, env={**os.environ, **env})
+    assert state.stdout.strip() == "slurm job 4242: running" and state.returncode == 1, state.stderr[-2000:]
+    assert not list(run_dir.glob("summary.*")), "a plain run's dir gets no sweep summary"
 
 
 def test_sweep_submits_one_job_per_value_and_refuses_a_layout_that_does_not_fit(fake_slurm, tmp_path):
@@ -165,7 +174,20 @@ def test_slurm_tasks_form_one_world_through_the_generated_script(fake_slurm, tmp
         (0, 2, "gloo", "submitit-slurm"), (1, 2, "gloo", "submitit-slurm")]
     assert {r["run_dir"] for r in ranks} == {str(run_dir)}
     assert (run_dir / ".submitit" / "4242" / "4242_1_log.out").is_file(), "rank 1 logged where srun put it"
-    assert json.loads((run_dir / "sweep.json").read_text())["jobs"][0]["state"] == "completed"
+    assert json.loads((run_dir / ".submitit" / "sweep.json").read_text())["jobs"][0]["state"] == "completed"
+    assert re.search(r"job 0 completed: .*effective_bits=\d", proc.stdout), "rank 0's summary printed"
+
+
+def test_failed_slurm_job_is_one_line_without_hydras_traceback(fake_slurm, tmp_path):
+    env, _ = fake_slurm
+    run_dir = tmp_path / "run"
+    proc = optmodel("hydra/launcher=slurm", "model.checkpoint=/nonexistent/ckpt", f"hydra.run.dir={run_dir}",
+                    env={**env, "FAKE_SLURM_RUN": "1"}, timeout=300)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr and "Error executing job" not in proc.stderr, proc.stderr[-3000:]
+    errors = [l for l in proc.stderr.splitlines() if l.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith("error: job 0 failed: rank 0: ConfigError"), proc.stderr[-3000:]
+    assert "/nonexistent/ckpt" in proc.stderr
 
 
 # -- local ranks: one gloo world, one run dir --------------------------------------------

@@ -210,7 +210,10 @@ def test_every_shipped_model_maps_to_a_megatron_config_or_is_refused(model):
         assert config.multi_latent_attention == (cfg.model.mla is not None)
         if cfg.model.moe is not None:
             assert config.num_moe_experts == cfg.model.moe.num_experts
-            assert sum(config.moe_layer_freq) == cfg.model.num_layers - cfg.model.moe.first_k_dense_layers
+            moe = cfg.model.moe  # Hugging Face's rule: MoE when i >= K and (i + 1) % layer_freq == 0
+            expected = [int(i >= moe.first_k_dense_layers and (i + 1) % moe.layer_freq == 0)
+                        for i in range(cfg.model.num_layers)]
+            assert list(config.moe_layer_freq) == expected
     else:
         problems = config_problems(cfg, check_inputs=False)
         assert any(p.startswith("model.family: backend=megatron does not build") for p in problems)

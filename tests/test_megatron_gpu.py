@@ -17,7 +17,8 @@ def megatron_world():
     destroy_model_parallel()
 
 
-@pytest.mark.parametrize("model", ["tiny_qwen3", "tiny_qwen3_moe", "tiny_deepseek"])
+# tiny_llama4 / tiny_gpt_oss: NoPE layers, qk L2 norm, sinks and the sliding window through TE's attention
+@pytest.mark.parametrize("model", ["tiny_qwen3", "tiny_qwen3_moe", "tiny_deepseek", "tiny_llama4", "tiny_gpt_oss"])
 def test_te_spec_on_nccl_gives_hf_logits(model):
     import torch.distributed as dist
     from transformers import AutoModelForCausalLM

@@ -21,6 +21,11 @@ SCENARIOS = [
     ("pp2_qwen3", "tiny_qwen3", ["parallel=export_pp"]),
     ("ep2_qwen3_moe", "tiny_qwen3_moe", ["parallel.expert=2"]),
     ("ep2_deepseek", "tiny_deepseek", ["parallel.expert=2"]),
+    # Llama-4 (dense + MoE layers, shared expert, NoPE, qk L2 norm) and gpt-oss (sinks, biases)
+    ("tp2_etp1_llama4", "tiny_llama4", ["parallel=tp2", "parallel.expert_tensor=1"]),
+    ("ep2_llama4", "tiny_llama4", ["parallel.expert=2"]),
+    ("tp2_etp1_gpt_oss", "tiny_gpt_oss", ["parallel=tp2", "parallel.expert_tensor=1"]),
+    ("ep2_gpt_oss", "tiny_gpt_oss", ["parallel.expert=2"]),
 ]
 
 

@@ -43,11 +43,11 @@ class SlurmConf:
     _target_: str = f"{PACKAGE}.OptmodelSlurmLauncher"
     submitit_folder: str = "${hydra.sweep.dir}/.submitit/%j"
     nodes: Optional[int] = None  # null: derived from the parallel= sizes
-    gpus_per_node: Optional[int] = 8
-    tasks_per_node: Optional[int] = None  # null: gpus_per_node (one rank per GPU)
+    gpus_per_node: Optional[int] = None  # null: what the partition's nodes have (sinfo); 0: a CPU job
+    tasks_per_node: Optional[int] = None  # null: gpus_per_node (one rank per GPU; CPU: per CPU of a node)
     cpus_per_task: Optional[int] = None
-    mem: Optional[str] = "0"  # --mem=0: all of each node's memory
-    exclusive: bool = True
+    mem: Optional[str] = None  # null: all of a node ("0") for whole nodes, else the site's default
+    exclusive: Optional[bool] = None  # null: whole nodes only when the job uses all their GPUs
     timeout_min: int = 240
     partition: Optional[str] = None
     account: Optional[str] = None

@@ -9,11 +9,12 @@ Heavy imports (submitit, torch) stay inside methods: Hydra imports this module a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import sys
-import time
+import threading
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -23,7 +24,8 @@ from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrid
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from optmodel.launch import preemption, resources, sweep
+from optmodel.launch import preemption, resources, sweep, watch
+from optmodel.launch.signals import Terminated
 
 log = logging.getLogger("optmodel")
 
@@ -98,7 +100,7 @@ def _is_plain_run(config: DictConfig) -> bool:
 
 def finish_sweep(config: DictConfig, launcher_name: str, jobs: List[sweep.SweepJob], summarize: bool) -> None:
     sweep_dir = Path(str(config.hydra.sweep.dir))
-    sweep.write_record(sweep_dir, launcher_name, jobs)
+    sweep.write_record(sweep_dir, launcher_name, jobs, plain=_is_plain_run(config))
     if summarize and not _is_plain_run(config):
         from optmodel.launch.summary import write_summary
 
@@ -172,8 +174,15 @@ class _SubmititLauncher(BaseSubmititLauncher):
                 if "file" in (OmegaConf.select(cfg, "hydra.job_logging.handlers") or {}):
                     cfg.hydra.job_logging.handlers.file.filename = str(
                         _run_dir(cfg).absolute() / f"{cfg.hydra.job.name}.rank{env.global_rank}.log")
-        return run_job(hydra_context=self.hydra_context, task_function=self.task_function, config=cfg,
-                       job_dir_key=job_dir_key, job_subdir_key="hydra.sweep.subdir")
+        try:
+            ret = run_job(hydra_context=self.hydra_context, task_function=self.task_function, config=cfg,
+                          job_dir_key=job_dir_key, job_subdir_key="hydra.sweep.subdir")
+        except Terminated as err:  # scancel / time limit: the rank's result says so
+            ret = JobReturn(overrides=sweep_overrides, working_dir=str(_run_dir(cfg)))
+            ret.status, ret.return_value = JobStatus.FAILED, err
+        if ret.status == JobStatus.FAILED:  # pickled for the watcher: as text, which always survives
+            ret.return_value = watch.RankError.of(ret._return_value)
+        return ret
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         """submitit's preemption / timeout hook: requeue only tasks that declared themselves resumable."""
@@ -188,7 +197,9 @@ class _SubmititLauncher(BaseSubmititLauncher):
                                     self.params.get("tasks_per_node"))
 
     def _check_layout(self, planned) -> None:
-        """Refuse, before anything is submitted, a job whose layout does not fit its allocation."""
+        """Refuse, before anything is submitted, a job whose layout does not fit its allocation
+        (or, on Slurm, the partition's nodes)."""
+        from optmodel.config.errors import ConfigError
         from optmodel.config.validate import config_problems
 
         problems = []
@@ -197,116 +208,116 @@ class _SubmititLauncher(BaseSubmititLauncher):
                 continue
             alloc = self._allocation(cfg)
             job.nodes, job.tasks_per_node = alloc.nodes, alloc.tasks_per_node
+            where = f"job {job.num} ({' '.join(filter_overrides(job.overrides)) or 'no overrides'}) on " \
+                    f"{alloc.nodes} node(s) x {alloc.tasks_per_node} task(s)"
             job_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
             for p in config_problems(job_cfg, world_size=alloc.world_size, check_inputs=False):
                 # Device checks belong to the compute node, not to the submitting machine.
                 if self._gpus() and (p.startswith("backend.device:") or "this run is on CPU" in p):
                     continue
-                where = f"job {job.num} ({' '.join(filter_overrides(job.overrides)) or 'no overrides'}) on " \
-                        f"{alloc.nodes} node(s) x {alloc.tasks_per_node} task(s)"
                 problems.append(f"{where}: {p}")
+            if self._partition() is not None:
+                problems += [f"{where}: {p}" for p in resources.fit_problems(self._request(alloc), alloc, self._partition())]
         if self._EXECUTOR == "slurm":
             problems += resources.container_mount_problems(
                 self.params.get("container_image"), self.params.get("container_mounts"),
                 [str(Path(str(self.config.hydra.sweep.dir)).absolute())] + [j.run_dir for j, _ in planned])
         if problems:
-            refuse(problems)
+            raise ConfigError(list(dict.fromkeys(problems)))
+
+    def _partition(self):
+        return None
 
     def _gpus(self) -> int:
         return int(self.params.get("gpus_per_node") or 0)
 
+    def _request(self, alloc: resources.Allocation) -> Dict[str, Any]:
+        """The launcher options with the GPUs the job asks for: one per rank of a node (a
+        1-rank job does not hold a node's 8), all of gpus_per_node when tasks_per_node is set."""
+        gpus = self._gpus()
+        if gpus and self.params.get("tasks_per_node") is None:
+            gpus = min(gpus, alloc.tasks_per_node)
+        return {**self.params, "gpus_per_node": gpus}
+
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from optmodel.config.validate import ConfigError
+
         assert self.config is not None
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        planned = plan(self, job_overrides, initial_job_idx)
-        self._check_layout(planned)
-        submitted = []
-        for job, cfg in planned:
-            if job.state == "skipped":
-                continue
-            alloc = resources.Allocation(job.nodes, job.tasks_per_node)
-            executor = self._executor(alloc, str(self.params.get("name", "optmodel")))
-            sub = executor.submit(self, list(job.overrides), "hydra.sweep.dir", job.num, f"job_id_for_{job.num}",
-                                  Singleton.get_state())
-            job.state, job.job_id, job.log = "submitted", str(sub.job_id), str(sub.paths.stdout)
-            print(f"job {job.num} [{' '.join(filter_overrides(job.overrides)) or 'no overrides'}] -> "
-                  f"{self._EXECUTOR} job {sub.job_id} ({alloc.nodes} node(s) x {alloc.tasks_per_node} rank(s)); "
-                  f"run dir {job.run_dir}; log {sub.paths.stdout}", flush=True)
-            submitted.append((job, sub))
-        jobs = [j for j, _ in planned]
-        if not self.params.get("wait", True):
-            sweep.write_record(sweep_dir, self._EXECUTOR, jobs)
-            print(f"{len(submitted)} job(s) scheduled, not waiting (hydra.launcher.wait=false). When they finish: "
-                  f"python -m optmodel.launch.summary {sweep_dir}", flush=True)
-            return [_returned(job, value=job.job_id) for job in jobs]
-        sweep.write_record(sweep_dir, self._EXECUTOR, jobs)
-        self._wait(submitted)
-        finish_sweep(self.config, self._EXECUTOR, jobs, summarize=True)
-        returns = []
-        for job in jobs:
-            failed = RuntimeError(f"job {job.num} {job.state}: {job.error}") if job.state not in ("completed", "skipped") else None
-            returns.append(_returned(job, failed=failed))
-        return returns
-
-    def _wait(self, submitted) -> None:
-        """Collect each job's outcome as it ends; fail_fast cancels the rest at the first failure."""
-        pending = list(submitted)
-        while pending:
-            for job, sub in list(pending):
-                if not sub.done():
-                    if _failed_rank(sub) is None:
-                        continue
-                    # One rank died: the others would wait for it in a collective forever.
-                    sub.cancel(check=False)
-                    while not sub.done():
-                        time.sleep(0.2)
-                pending.remove((job, sub))
-                try:
-                    failed_rank = _failed_rank(sub)
-                    if failed_rank is not None:
-                        raise failed_rank
-                    ret = sub.results()[0]  # rank 0's JobReturn
-                    if ret.status == JobStatus.COMPLETED:
-                        job.state = "completed"
-                    else:
-                        job.state, job.error = "failed", f"{type(ret._return_value).__name__}: {ret._return_value}"
-                except Exception as err:  # the job died (killed, node failure, not requeued)
-                    job.state, job.error = "failed", f"{type(err).__name__}: {_last_error_line(str(err))}"
-                log.info("job %d %s%s", job.num, job.state, f": {job.error}" if job.error else "")
-                if job.state == "failed" and self.params.get("fail_fast"):
-                    for other, other_sub in pending:
-                        other_sub.cancel(check=False)
-                        other.state, other.error = "not run", f"cancelled: fail_fast after job {job.num} failed"
-                    pending = []
-                    break
-            if pending:
-                time.sleep(0.5)
-
-
-def _last_error_line(traceback_text: str) -> str:
-    """'ValueError: ...' out of a traceback (the last unindented line naming an exception)."""
-    lines = [l for l in traceback_text.strip().splitlines() if l and not l[0].isspace() and ":" in l]
-    return lines[-1] if lines else (traceback_text.strip().splitlines() or ["unknown error"])[-1]
-
-
-def _failed_rank(sub) -> Optional[BaseException]:
-    """The error of the first rank of a submitit job that ended badly, None while none has."""
-    for rank in range(sub.num_tasks):
-        task = sub.task(rank)
-        if not task.paths.result_pickle.exists():
-            continue
-        from submitit.core.utils import pickle_load
-
+        plain = _is_plain_run(self.config)
+        if plain:  # a plain run's dir holds the run, not sweep files
+            (sweep_dir / "multirun.yaml").unlink(missing_ok=True)
         try:
-            outcome, ret = pickle_load(task.paths.result_pickle)
-        except (EOFError, OSError):  # still being written
-            continue
-        if outcome == "error":  # the rank raised outside the Hydra job (setup, signals): a traceback
-            return RuntimeError(f"rank {rank}: {_last_error_line(str(ret))}")
-        if isinstance(ret, JobReturn) and ret.status == JobStatus.FAILED:
-            return RuntimeError(f"rank {rank}: {type(ret._return_value).__name__}: {ret._return_value}")
-    return None
+            planned = plan(self, job_overrides, initial_job_idx)
+            self._check_layout(planned)
+        except ConfigError as err:  # the user's to fix: one message, no traceback
+            print(f"error: {err}", file=sys.stderr, flush=True)
+            sys.exit(2)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        submitted = []
+        record = lambda: sweep.write_record(sweep_dir, self._EXECUTOR, [j for j, _ in planned], plain=plain)  # noqa: E731
+        with _submitter_stops(self._EXECUTOR, submitted, record):
+            for job, cfg in planned:
+                if job.state == "skipped":
+                    continue
+                alloc = resources.Allocation(job.nodes, job.tasks_per_node)
+                executor = self._executor(alloc, str(self.params.get("name", "optmodel")))
+                sub = executor.submit(self, list(job.overrides), "hydra.sweep.dir", job.num, f"job_id_for_{job.num}",
+                                      Singleton.get_state())
+                job.state, job.job_id, job.log = "submitted", str(sub.job_id), str(sub.paths.stdout)
+                print(f"job {job.num} [{' '.join(filter_overrides(job.overrides)) or 'no overrides'}] -> "
+                      f"{self._EXECUTOR} job {sub.job_id} ({alloc.nodes} node(s) x {alloc.tasks_per_node} rank(s)); "
+                      f"run dir {job.run_dir}; log {sub.paths.stdout}", flush=True)
+                submitted.append((job, sub))
+            jobs = [j for j, _ in planned]
+            record()
+            if not self.params.get("wait", True):
+                print(f"{len(submitted)} job(s) scheduled, not waiting (hydra.launcher.wait=false). State and "
+                      f"results: python -m optmodel.launch.summary {sweep_dir}", flush=True)
+                return [_returned(job, value=job.job_id) for job in jobs]
+            watch.Watcher(self._EXECUTOR == "slurm", bool(self.params.get("fail_fast"))).wait(submitted, _report)
+        finish_sweep(self.config, self._EXECUTOR, jobs, summarize=True)
+        bad = [j for j in jobs if j.state not in ("completed", "skipped")]
+        if bad:  # said once, without Hydra's traceback
+            for j in bad:
+                print(f"error: job {j.num} {j.state}: {j.error}", file=sys.stderr, flush=True)
+            sys.exit(1)
+        return [_returned(job) for job in jobs]
+
+
+def _report(job: sweep.SweepJob) -> None:
+    """Each finished job, with rank 0's metrics when it completed."""
+    if job.state == "completed":
+        print(f"job {job.num} completed: {watch.metrics_line(job.run_dir) or 'no metrics'} ({job.run_dir})", flush=True)
+    else:
+        print(f"job {job.num} {job.state}: {job.error}", flush=True)
+
+
+@contextlib.contextmanager
+def _submitter_stops(executor: str, submitted, record):
+    """Stopping the waiting command (Ctrl-C, kill) cancels the jobs it submitted that have no
+    outcome yet, and says which: nothing is left queued behind a command that is gone."""
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop) if threading.current_thread() is threading.main_thread() else None
+    try:
+        yield
+    except KeyboardInterrupt:
+        for sig in (signal.SIGTERM, signal.SIGINT):  # a second signal must not cut the cancelling short
+            signal.signal(sig, signal.SIG_IGN)
+        open_jobs = [(j, s) for j, s in submitted if j.state == "submitted"]
+        for job, sub in open_jobs:
+            sub.cancel(check=False)
+            job.state, job.error = "cancelled", "cancelled: the submitting command was stopped"
+        record()
+        ids = ", ".join(str(s.job_id) for _, s in open_jobs) or "none"
+        print(f"stopped: cancelled {executor} job(s) {ids} (hydra.launcher.wait=false leaves jobs running "
+              f"after the command returns)", file=sys.stderr, flush=True)
+        sys.exit(130)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 class OptmodelLocalRanksLauncher(_SubmititLauncher):
@@ -339,5 +350,29 @@ class OptmodelSlurmLauncher(_SubmititLauncher):
         python = self.params.get("python") or ("python" if self.params.get("container_image") else None)
         executor = submitit.SlurmExecutor(folder=self.params["submitit_folder"],
                                           max_num_timeout=int(self.params.get("max_num_timeout", 3)), python=python)
-        executor.update_parameters(**resources.slurm_parameters(self.params, alloc, job_name))
+        part = self._partition()
+        executor.update_parameters(**resources.slurm_parameters(self._request(alloc), alloc, job_name,
+                                                                part.gpus if part else None))
         return executor
+
+    def _partition(self):
+        """The partition's nodes (sinfo), asked once per launch; None off a Slurm cluster."""
+        if not hasattr(self, "_partition_info"):
+            from optmodel.launch import slurm
+
+            self._partition_info = slurm.partition(self.params.get("partition"))
+        return self._partition_info
+
+    def _gpus(self) -> int:
+        """gpus_per_node as given, else what the partition's nodes have (0 on a CPU partition)."""
+        given = self.params.get("gpus_per_node")
+        if given is not None:
+            return int(given)
+        part = self._partition()
+        return part.gpus if part else 0
+
+    def _allocation(self, cfg: DictConfig) -> resources.Allocation:
+        part = self._partition()
+        slots = part.cpus // int(self.params.get("cpus_per_task") or 1) if part and not self._gpus() else None
+        return resources.allocation(cfg.parallel, self._gpus(), self.params.get("nodes"),
+                                    self.params.get("tasks_per_node"), slots_per_node=slots)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Optional
+
 
 from omegaconf import DictConfig, open_dict
 

@@ -17,7 +17,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 from omegaconf import DictConfig
 from tqdm import tqdm
@@ -151,18 +151,25 @@ def import_hf(handle: MegatronHandle, hf_dir: Optional[os.PathLike] = None) -> N
     from modelopt.torch.export import import_mcore_gpt_from_hf
 
     from optmodel.backends.megatron_cpu import tensor_cuda_is_identity
+    from optmodel.backends.megatron_families import import_gpt_oss_bf16, register_import_rules
 
+    register_import_rules()  # the text-only Llama-4 checkpoint (Llama4ForCausalLM)
     hf_dir = Path(hf_dir or handle.checkpoint)
     log.info("importing %s into megatron-core (TP %d, PP %d, EP %d)", hf_dir, handle.parallel.tensor,
              handle.parallel.pipeline, handle.parallel.expert)
+    dtype = getattr(torch, handle.cfg.backend.dtype)
+    router_dtype = handle.cfg.model.moe.router_dtype if handle.cfg.model.moe is not None else None
     # the importer re-ties embeddings at PP > 1 (setup_embeddings_and_output_layer)
     with tensor_cuda_is_identity():
+        if handle.cfg.model.family == "gpt_oss":
+            import_gpt_oss_bf16(handle.model, str(hf_dir), dtype=dtype, moe_router_dtype=router_dtype)
+            return
         import_mcore_gpt_from_hf(
             handle.model,
             str(hf_dir),
-            dtype=getattr(torch, handle.cfg.backend.dtype),
+            dtype=dtype,
             trust_remote_code=bool(handle.cfg.model.trust_remote_code),
-            moe_router_dtype=handle.cfg.model.moe.router_dtype if handle.cfg.model.moe is not None else None,
+            moe_router_dtype=router_dtype,
         )
 
 

@@ -70,6 +70,11 @@ def apply_cpu_patches() -> bool:
     # schedule). Only that module's view of `torch` changes: zeros(device="cuda") becomes
     # a CPU tensor, every other attribute is torch's own.
     _patch(schedules, "torch", _TorchWithCpuZeros(torch))
+    # Sliding-window attention (gpt-oss) builds its mask with a hard-coded device="cuda"
+    # (transformer/utils.py get_sliding_window_causal_mask); the same mask on CPU.
+    from megatron.core.fusions import fused_softmax
+
+    _patch(fused_softmax, "get_sliding_window_causal_mask", _sliding_window_causal_mask_cpu)
     log.info("megatron-core on CPU: using the adaptations of optmodel.backends.megatron_cpu")
     return True
 
@@ -109,6 +114,15 @@ def _mla_without_te() -> None:
 
     if not te_available():
         multi_latent_attention.HAVE_TE = False
+
+
+def _sliding_window_causal_mask_cpu(sq, skv, window_size):
+    """megatron-core's get_sliding_window_causal_mask (True = masked), built on CPU."""
+    import torch
+
+    m = torch.ones(sq, skv, dtype=torch.bool)
+    mu = torch.triu(m, diagonal=skv - sq - window_size[0])
+    return ~torch.tril(mu, diagonal=skv - sq + window_size[1])
 
 
 class _TorchWithCpuZeros(types.ModuleType):

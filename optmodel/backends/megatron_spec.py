@@ -21,13 +21,11 @@ TORCH_DTYPES = ("float32", "bfloat16", "float16")
 
 def moe_layer_pattern(model_cfg) -> Optional[List[int]]:
     """1 for an MoE layer, 0 for a dense one (megatron's moe_layer_freq as a list)."""
-    moe = model_cfg.moe
-    if moe is None:
+    if model_cfg.moe is None:
         return None
-    return [
-        int(i >= moe.first_k_dense_layers and (i - moe.first_k_dense_layers) % moe.layer_freq == 0)
-        for i in range(model_cfg.num_layers)
-    ]
+    from optmodel.backends.megatron_families import moe_layer_flags
+
+    return moe_layer_flags(model_cfg)
 
 
 def _moe_kwargs(model_cfg, parallel_cfg, token_dispatcher: str) -> dict:
@@ -44,7 +42,11 @@ def _moe_kwargs(model_cfg, parallel_cfg, token_dispatcher: str) -> dict:
         "moe_router_score_function": moe.router_score_function,
         # Megatron's softmax router normalizes over the top-k unless scores are taken
         # before the top-k ("pre-softmax"): HF's norm_topk_prob=False is pre-softmax.
-        "moe_router_pre_softmax": bool(moe.router_pre_softmax or (softmax and not moe.router_norm_topk_prob)),
+        # gpt-oss takes the softmax of the top-k logits: megatron's default order.
+        "moe_router_pre_softmax": bool(
+            moe.router_pre_softmax
+            or (softmax and not moe.router_norm_topk_prob and model_cfg.family != "gpt_oss")
+        ),
         "moe_router_topk_scaling_factor": moe.router_topk_scaling if moe.router_topk_scaling != 1.0 else None,
         "moe_router_enable_expert_bias": bool(moe.router_expert_bias),
         "moe_router_bias_update_rate": moe.router_bias_update_rate,
@@ -99,6 +101,8 @@ def transformer_config(
     import torch.nn.functional as F
     from megatron.core.transformer.transformer_config import MLATransformerConfig, TransformerConfig
 
+    from optmodel.backends.megatron_families import family_config_kwargs, set_yarn_attributes
+
     torch_dtype = getattr(torch, dtype)
     kwargs: dict[str, Any] = dict(
         num_layers=model_cfg.num_layers,
@@ -139,13 +143,17 @@ def transformer_config(
         gradient_accumulation_fusion=False,
     )
     kwargs.update(_moe_kwargs(model_cfg, parallel_cfg, token_dispatcher))
+    kwargs.update(family_config_kwargs(model_cfg))
     if model_cfg.mla is not None:
         kwargs.pop("num_query_groups")
         # MLA's q_a / kv_a RMSNorms are megatron's "qk layernorm" of the MLA spec.
         kwargs["qk_layernorm"] = True
         kwargs.update(_mla_kwargs(model_cfg))
         return MLATransformerConfig(**kwargs)
-    return TransformerConfig(**kwargs)
+    config = TransformerConfig(**kwargs)
+    if dict(model_cfg.rope_scaling or {}).get("rope_type") == "yarn":
+        set_yarn_attributes(config, model_cfg)
+    return config
 
 
 def _mla_local_core_attention():
@@ -171,7 +179,7 @@ def _mla_local_core_attention():
     return MLADotProductAttention
 
 
-def layer_spec(config, use_te: Optional[bool] = None, qk_l2_norm: bool = False):
+def layer_spec(config, use_te: Optional[bool] = None, qk_l2_norm: bool = False, model_cfg=None):
     """The decoder block spec: TE modules when TE imports, megatron-core's local ones otherwise."""
     from megatron.core.models.gpt.gpt_layer_specs import get_gpt_decoder_block_spec
 
@@ -195,6 +203,10 @@ def layer_spec(config, use_te: Optional[bool] = None, qk_l2_norm: bool = False):
             # dry-run plan. megatron-core's replicated local Linear keeps TP > 1 consistent.
             attn.linear_q_down_proj = Linear
             attn.linear_kv_down_proj = Linear
+    if model_cfg is not None:
+        from optmodel.backends.megatron_families import adjust_layer_spec
+
+        adjust_layer_spec(spec, config, model_cfg)
     return spec
 
 
@@ -230,7 +242,7 @@ def build_gpt_model(model_cfg, parallel_cfg, dtype: str = "float32", use_te: Opt
 
     config = transformer_config(model_cfg, parallel_cfg, dtype=dtype, cpu_init=cpu_init,
                                 token_dispatcher=token_dispatcher, init_weights=init_weights)
-    spec = layer_spec(config, use_te=use_te, qk_l2_norm=bool(model_cfg.qk_l2_norm))
+    spec = layer_spec(config, use_te=use_te, qk_l2_norm=bool(model_cfg.qk_l2_norm), model_cfg=model_cfg)
     rope = dict(model_cfg.rope_scaling or {})
     vocab = model_cfg.padded_vocab_size or model_cfg.vocab_size
     with tensor_cuda_is_identity():
@@ -253,7 +265,7 @@ def _gpt_model(GPTModel, config, spec, vocab, model_cfg, rope):
         post_process=parallel_state.is_pipeline_last_stage(),
         parallel_output=False,  # gather vocab shards: callers get full logits
         share_embeddings_and_output_weights=bool(model_cfg.tied_embeddings),
-        position_embedding_type="rope",
+        position_embedding_type="yarn" if rope.get("rope_type") == "yarn" and model_cfg.mla is None else "rope",
         rotary_base=int(model_cfg.rope_theta),
         rope_scaling=rope.get("rope_type") == "llama3",
         rope_scaling_factor=float(rope.get("factor", 8.0)),

@@ -89,7 +89,5 @@ LOGGERS = ("none", "wandb")
 WANDB_MODES = ("online", "offline", "disabled")
 ROUTER_SCORE_FUNCTIONS = ("softmax", "sigmoid")
 CONVERT_DIRECTIONS = ("hf_to_megatron", "megatron_to_hf")
-# Tasks wired to backend=megatron (the others load a transformers model).
-# Families optmodel's megatron builder reproduces (backends/megatron_spec.py); Llama-4
-# (iRoPE, chunked attention) and gpt-oss (attention sinks, biases, sliding window) are not yet.
-MEGATRON_FAMILIES = ("llama", "qwen2", "qwen3", "qwen3_moe", "deepseek_v2", "deepseek_v3")
+# Families optmodel's megatron builder reproduces (backends/megatron_spec.py, megatron_families.py).
+MEGATRON_FAMILIES = ("llama", "qwen2", "qwen3", "qwen3_moe", "llama4", "deepseek_v2", "deepseek_v3", "gpt_oss")

@@ -18,6 +18,9 @@ class ConfigError(ValueError):
         lines = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(f"optmodel config is not valid, found {len(self.problems)} problem(s):\n{lines}")
 
+    def __reduce__(self):  # pickled across ranks / submitit jobs: rebuild from the problem list
+        return (type(self), (self.problems,))
+
 
 def one_of(field: str, value, valid: Iterable[str]) -> Optional[str]:
     """A problem sentence when `value` is not a valid name, with close matches first."""

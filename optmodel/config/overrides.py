@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import typing
-from typing import Any, Dict, List, Optional, Sequence, Set
+from typing import Any, Dict, List, Sequence
 
 # Names users bring from Megatron-LM flags and the shell scripts' variables.
 ALIASES = {

@@ -135,7 +135,7 @@ class RunConfig:
     world_size: Optional[int] = None  # None: from the launch environment (WORLD_SIZE)
     load: Optional[str] = None  # an earlier run dir whose model (and quantization state) this run starts from
     dry_run: bool = False  # validate and print the plan (ranks, layers, memory per GPU); load nothing
-    resume: bool = False  # continue an unfinished run of the same task in run.output_dir (else that dir is refused)
+    resume: bool = False  # continue an unfinished run in run.output_dir (training: from its last complete checkpoint)
 
 
 @dataclass

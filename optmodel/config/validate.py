@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from optmodel.config import choices
 from optmodel.config.errors import ConfigError, one_of
+from optmodel.config.family_checks import family_problems
 from optmodel.config.layout import expert_tensor_size, launched_world_size, pipeline_stage_layers, world_size_problems
 from optmodel.config.machine import cuda_visible, runs_on_cpu, transformer_engine_installed
 from optmodel.config.tasks import task_spec, task_specs
@@ -231,6 +232,7 @@ def config_problems(cfg: DictConfig, world_size: Optional[int] = None, check_inp
         problems += parallel_problems(cfg.model, cfg.parallel)
     problems += launch_problems(cfg, launched_world_size(cfg) if world_size is None else world_size)
     problems += data_problems(cfg.data, cfg.model)
+    problems += family_problems(cfg)
     if not any(p.startswith("task.name:") for p in problems):
         problems += task_problems(cfg)
     if check_inputs:

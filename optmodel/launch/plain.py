@@ -7,8 +7,11 @@ job dir is this run's dir, so the one flag is enough and results land where a pl
 
 from __future__ import annotations
 
+import shutil
+import signal
 import subprocess
 import sys
+from pathlib import Path
 from typing import Optional
 
 SUBMITTING_LAUNCHERS = ("OptmodelSlurmLauncher", "OptmodelLocalRanksLauncher")
@@ -26,4 +29,16 @@ def hand_to_launcher() -> Optional[int]:
     args = [a for a in sys.argv[1:] if not a.startswith(("hydra.sweep.dir=", "hydra.sweep.subdir="))]
     cmd = [sys.executable, "-m", "optmodel", "--multirun", *args, f"hydra.sweep.dir={run_dir}", "hydra.sweep.subdir=."]
     print(f"optmodel: handing this run to {hc.launcher._target_.rsplit('.', 1)[-1]} (run dir {run_dir})", flush=True)
-    return subprocess.call(cmd)
+    child = subprocess.Popen(cmd)
+    # kill / Ctrl-C of this command reach the submitter, which cancels what it submitted.
+    forward = lambda signum, frame: child.send_signal(signum)  # noqa: E731
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        status = child.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if status == 2 and not (Path(run_dir) / ".submitit").exists():
+        # Refused before anything was submitted: leave no run dir that looks like a run.
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return status

@@ -48,6 +48,10 @@ def resumable(save: Callable[[], None]) -> Iterator[None]:
             signal.signal(signal.SIGTERM, previous)
 
 
+def submitit_handler() -> Optional[Callable]:
+    return _submitit_handler
+
+
 def is_resumable() -> bool:
     return bool(_save_hooks)
 

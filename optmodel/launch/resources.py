@@ -27,10 +27,11 @@ class Allocation:
 
 
 def allocation(par: DictConfig, gpus_per_node: Optional[int], nodes: Optional[int] = None,
-               tasks_per_node: Optional[int] = None) -> Allocation:
-    """Nodes and ranks per node. Given values win; otherwise one rank per GPU and as many
-    nodes as the layout's world size needs (a 1-rank layout asks for one rank, not a node)."""
-    per_node = tasks_per_node or gpus_per_node or 1
+               tasks_per_node: Optional[int] = None, slots_per_node: Optional[int] = None) -> Allocation:
+    """Nodes and ranks per node. Given values win; otherwise one rank per GPU (on a CPU
+    partition: per CPU slot of a node) and as many nodes as the layout's world size needs
+    (a 1-rank layout asks for one rank, not a node)."""
+    per_node = tasks_per_node or gpus_per_node or slots_per_node or 1
     if nodes is not None:
         return Allocation(nodes=nodes, tasks_per_node=per_node)
     world = required_world_size(par)
@@ -57,11 +58,26 @@ def srun_args(image: Optional[str], mounts: Optional[str], workdir: Optional[str
     return args + list(extra or [])
 
 
-def slurm_parameters(launcher: Mapping[str, Any], alloc: Allocation, job_name: str) -> Dict[str, Any]:
-    """submitit SlurmExecutor parameters (names as in submitit's `_make_sbatch_string`)."""
+def whole_nodes(launcher: Mapping[str, Any], alloc: Allocation, node_gpus: Optional[int]) -> bool:
+    """exclusive=null: whole nodes only when the job uses every GPU of them, so small jobs
+    of a sweep share a node instead of running one after another."""
+    if launcher.get("exclusive") is not None:
+        return bool(launcher["exclusive"])
+    gpus = int(launcher.get("gpus_per_node") or 0)
+    return bool(node_gpus) and gpus >= node_gpus and alloc.tasks_per_node >= node_gpus
+
+
+def slurm_parameters(launcher: Mapping[str, Any], alloc: Allocation, job_name: str,
+                     node_gpus: Optional[int] = None) -> Dict[str, Any]:
+    """submitit SlurmExecutor parameters (names as in submitit's `_make_sbatch_string`).
+    `launcher` carries the resolved gpus_per_node; node_gpus is what the partition's nodes have."""
     additional = dict(launcher.get("additional_parameters") or {})
-    if launcher.get("mem") is not None:
-        additional["mem"] = str(launcher["mem"])  # "0": all of each node's memory
+    exclusive = whole_nodes(launcher, alloc, node_gpus)
+    mem = launcher.get("mem")
+    if mem is None and exclusive:
+        mem = "0"  # a whole node: all of its memory; otherwise the site's default per CPU / GPU
+    if mem is not None:
+        additional["mem"] = str(mem)
     params: Dict[str, Any] = {
         "job_name": job_name,
         "nodes": alloc.nodes,
@@ -76,7 +92,7 @@ def slurm_parameters(launcher: Mapping[str, Any], alloc: Allocation, job_name: s
     }
     if launcher.get("gpus_per_node"):
         params["gpus_per_node"] = int(launcher["gpus_per_node"])
-    if launcher.get("exclusive"):
+    if exclusive:
         params["exclusive"] = True
     for key in ("cpus_per_task", "partition", "account", "qos", "constraint", "comment", "exclude"):
         if launcher.get(key) is not None:
@@ -106,4 +122,32 @@ def container_mount_problems(image: Optional[str], mounts: Optional[str], paths:
                 f"(mounts: {mounts or 'none'}), so the job could neither load its submission nor write its run dir. "
                 f"Fix: mount the shared file system holding it, e.g. hydra.launcher.container_mounts={top}:{top}."
             )
+    return problems
+
+
+def fit_problems(launcher: Mapping[str, Any], alloc: Allocation, part: Any) -> List[str]:
+    """What sbatch would refuse or leave pending forever, against the partition's nodes
+    (an optmodel.launch.slurm.Partition), each with its fix."""
+    from optmodel.launch.slurm import mem_mb
+
+    where = f"partition {part.name} ({part.nodes} node(s), {part.cpus} CPUs, {part.mem_mb} MB, {part.gpus} GPU(s) each)"
+    gpus, problems = int(launcher.get("gpus_per_node") or 0), []
+    if gpus and not part.gpus:
+        problems.append(f"hydra.launcher.gpus_per_node: the job asks for {gpus} GPU(s) per node but {where} has "
+                        f"no GPUs. Fix: hydra.launcher.gpus_per_node=null or 0 (a CPU job), or a GPU partition.")
+    elif gpus > part.gpus:
+        problems.append(f"hydra.launcher.gpus_per_node: the job asks for {gpus} GPU(s) per node; {where}. "
+                        f"Fix: hydra.launcher.gpus_per_node=null (the partition's {part.gpus}).")
+    if alloc.nodes > part.nodes:
+        problems.append(f"the job needs {alloc.nodes} node(s) x {alloc.tasks_per_node} rank(s); {where}. It would "
+                        f"stay pending forever. Fix: fewer nodes (hydra.launcher.nodes / "
+                        f"tasks_per_node) or a partition with more nodes.")
+    cpus = alloc.tasks_per_node * int(launcher.get("cpus_per_task") or 1)
+    if cpus > part.cpus:
+        problems.append(f"{alloc.tasks_per_node} rank(s) x {launcher.get('cpus_per_task') or 1} CPU(s) per node "
+                        f"exceed {where}. Fix: hydra.launcher.cpus_per_task / tasks_per_node, or more nodes.")
+    want = mem_mb(launcher["mem"]) if launcher.get("mem") is not None else None
+    if want and want > part.mem_mb:
+        problems.append(f"hydra.launcher.mem={launcher['mem']} exceeds {where}. Fix: a smaller mem, "
+                        f"or mem=0 for all of a node's memory.")
     return problems

@@ -57,8 +57,8 @@ def collect_rows(sweep_dir: Path) -> List[Dict[str, Any]]:
         manifest = _manifest(Path(job["run_dir"])) or {}
         quant = manifest.get("quantization") or {}
         status = (effective_status(manifest) if manifest else None) or job.get("state") or "unknown"  # a killed run: interrupted
-        if job.get("state") in ("failed", "not run") and status != "completed":
-            status = "failed" if job["state"] == "failed" else "not run"
+        if job.get("state") not in (None, "completed", "skipped", "submitted", "pending") and status != "completed":
+            status = job["state"]  # how the launcher saw it end: failed, not run, cancelled, ...
         rows.append({
             "job": job["num"],
             "overrides": " ".join(o for o in job.get("overrides", []) if o in varying),
@@ -159,9 +159,29 @@ def write_summary(sweep_dir: Path) -> List[Path]:
     return paths
 
 
-if __name__ == "__main__":
-    if len(sys.argv) != 2 or not Path(sys.argv[1]).is_dir():
-        sys.exit("usage: python -m optmodel.launch.summary SWEEP_DIR")
-    for p in write_summary(Path(sys.argv[1])):
+def main(argv: List[str]) -> int:
+    """Refresh the job states from Slurm, then: a sweep's summary files, or a plain run's state."""
+    from optmodel.launch.refresh import refresh
+    from optmodel.launch.sweep import read_record_file
+    from optmodel.launch.watch import metrics_line
+
+    if len(argv) != 1 or not Path(argv[0]).is_dir():
+        print("usage: python -m optmodel.launch.summary SWEEP_DIR (or the run dir of a plain run)", file=sys.stderr)
+        return 2
+    where = Path(argv[0])
+    jobs = refresh(where)
+    record = read_record_file(where) or {}
+    if record.get("plain"):  # one run: its state and metrics, no summary files in the run dir
+        for job in jobs:
+            print(f"slurm job {job.get('job_id')}: {job['state']}"
+                  + (f": {job['error']}" if job.get("error") else "")
+                  + (f"\n{metrics_line(job['run_dir'])}" if job["state"] == "completed" else ""))
+        return 0 if all(j["state"] == "completed" for j in jobs) else 1
+    for p in write_summary(where):
         print(p)
-    print((Path(sys.argv[1]) / f"{SUMMARY_STEM}.md").read_text())
+    print((where / f"{SUMMARY_STEM}.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -17,6 +17,9 @@ import yaml
 from optmodel.manifest import MANIFEST_NAME, atomic_write_text, read_manifest
 
 SWEEP_RECORD = "sweep.json"
+# A plain run handed to a cluster launcher keeps its job record beside submitit's files,
+# so its run dir holds only the run.
+PLAIN_RECORD = Path(".submitit") / SWEEP_RECORD
 
 
 @dataclass
@@ -24,7 +27,9 @@ class SweepJob:
     num: int
     overrides: List[str]
     run_dir: str
-    state: str = "pending"  # pending | skipped (completed earlier) | submitted | completed | failed | not run
+    # pending | skipped (completed earlier) | submitted | completed | failed | not run | not started
+    # | cancelled / timeout / preempted / node_fail ... (Slurm's word for how the job ended)
+    state: str = "pending"
     job_id: Optional[str] = None  # Slurm / submitit job id
     log: Optional[str] = None  # where the job's stdout goes
     error: Optional[str] = None
@@ -62,18 +67,32 @@ def already_done(job: SweepJob) -> bool:
     return True
 
 
-def write_record(sweep_dir: Path, launcher: str, jobs: Sequence[SweepJob]) -> Path:
+def record_path(sweep_dir: Path) -> Path:
+    """sweep.json of a sweep, or the job record of a plain run."""
+    plain = Path(sweep_dir) / PLAIN_RECORD
+    return plain if plain.is_file() and not (Path(sweep_dir) / SWEEP_RECORD).is_file() else Path(sweep_dir) / SWEEP_RECORD
+
+
+def write_record(sweep_dir: Path, launcher: str, jobs: Sequence[SweepJob], plain: bool = False) -> Path:
     """sweep.json: one entry per job (merged with earlier batches of the same sweep)."""
-    path = Path(sweep_dir) / SWEEP_RECORD
+    path = Path(sweep_dir) / (PLAIN_RECORD if plain else SWEEP_RECORD)
     known: Dict[int, Dict[str, Any]] = {}
     if path.is_file():
         known = {j["num"]: j for j in json.loads(path.read_text()).get("jobs", [])}
-    known.update({j.num: asdict(j) for j in jobs})
-    record = {"sweep_dir": str(sweep_dir), "launcher": launcher, "jobs": [known[n] for n in sorted(known)]}
+    rows = [asdict(j) if isinstance(j, SweepJob) else dict(j) for j in jobs]  # SweepJobs or read-back dicts
+    known.update({row["num"]: row for row in rows})
+    record = {"sweep_dir": str(sweep_dir), "launcher": launcher, "plain": plain,
+              "jobs": [known[n] for n in sorted(known)]}
+    path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(record, indent=2) + "\n")
     return path
 
 
+def read_record_file(sweep_dir: Path) -> Optional[Dict[str, Any]]:
+    path = record_path(sweep_dir)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def read_record(sweep_dir: Path) -> Optional[List[Dict[str, Any]]]:
-    path = Path(sweep_dir) / SWEEP_RECORD
-    return json.loads(path.read_text())["jobs"] if path.is_file() else None
+    record = read_record_file(sweep_dir)
+    return record["jobs"] if record is not None else None

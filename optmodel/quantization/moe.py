@@ -32,16 +32,40 @@ def count_expert_tokens(model) -> Iterator[Dict[str, "torch.Tensor"]]:  # noqa: 
         counts[name] = torch.zeros(module.num_experts, dtype=torch.long)
 
         def hook(mod, args, kwargs, name=name):
-            index = kwargs.get("top_k_index", args[1] if len(args) > 1 else None)
+            # top_k_index (Qwen3-MoE, DeepSeek) or router_indices (gpt-oss), by name or position
+            index = kwargs.get("top_k_index", kwargs.get("router_indices", args[1] if len(args) > 1 else None))
             if isinstance(index, torch.Tensor):
                 counts[name] += torch.bincount(index.reshape(-1).cpu(), minlength=len(counts[name]))[: len(counts[name])]
 
-        handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
+        router = _router_with_dense_scores(model, name)
+        if router is not None:
+            handles.append(router.register_forward_hook(_count_from_scores(counts, name)))
+        else:
+            handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
     try:
         yield counts
     finally:
         for handle in handles:
             handle.remove()
+
+
+def _router_with_dense_scores(model, experts_name: str):
+    """Llama-4's experts get the routed input only (no expert index): count at the sibling
+    router instead, whose first output is [tokens, experts] scores, 0 where not routed."""
+    parent_name = experts_name.rpartition(".")[0]
+    parent = model.get_submodule(parent_name) if parent_name else model
+    router = getattr(parent, "router", None)
+    if type(router).__name__ == "Llama4Router":
+        return router
+    return None
+
+
+def _count_from_scores(counts, name):
+    def hook(mod, args, output):
+        scores = output[0] if isinstance(output, tuple) else output
+        counts[name] += scores.detach().reshape(-1, scores.shape[-1]).gt(0).sum(0).cpu()[: len(counts[name])]
+
+    return hook
 
 
 def unrouted_experts(counts: Dict[str, "torch.Tensor"]) -> Dict[str, List[int]]:  # noqa: F821

@@ -1,4 +1,4 @@
-"""Offline builder of the bundled corpus, tokenizer and four trained tiny models.
+"""Offline builder of the bundled corpus, tokenizer and six trained tiny models.
 
 Nothing at run time imports this package. Everything under ``optmodel/assets/`` is produced by this script, deterministically:
 
@@ -10,8 +10,9 @@ Nothing at run time imports this package. Everything under ``optmodel/assets/`` 
 2. ``tokenizer/``: a byte-level BPE (vocab 1024) trained with ``tokenizers`` on train.txt,
    wrapped in ``transformers.PreTrainedTokenizerFast`` (``<|bos|>``, ``<|eos|>``,
    ``<|pad|>``, ``<|unk|>``, chat-role tokens and a minimal chat template).
-3. ``tiny_models/<name>/`` for ``tiny_qwen3``, ``tiny_llama``, ``tiny_qwen3_moe`` and
-   ``tiny_deepseek`` (MLA + MoE): ordinary Hugging Face checkpoints (bfloat16 safetensors,
+3. ``tiny_models/<name>/`` for ``tiny_qwen3``, ``tiny_llama``, ``tiny_qwen3_moe``,
+   ``tiny_deepseek`` (MLA + MoE), ``tiny_llama4`` (Llama-4 text model) and ``tiny_gpt_oss``
+   (configs.py says what each one exercises): ordinary Hugging Face checkpoints (bfloat16 safetensors,
    config.json, generation_config.json, tokenizer files, ``train_info.json``), each trained
    from scratch on train.txt. Every ``nn.Linear`` has ``in_features % 128 == 0`` (ModelOpt's
    INT4 AWQ export needs it); this is asserted before training.
@@ -27,7 +28,9 @@ missing from ``--out``. Training runs in float32 on the CPU with 2 threads and a
 number of steps (so the result does not depend on the machine's speed); weights are saved in
 bfloat16 and the held-out perplexity is measured on the reloaded bf16 checkpoint in float32.
 
-Time on an idle 2-core CPU: corpus + tokenizer ~3 s, each model ~65-80 s of training plus a few
-seconds of evaluation; about 5 minutes for everything. Bit-for-bit reproducibility holds on
+Time on an idle 2-core CPU: corpus + tokenizer ~3 s, the first four models ~65-80 s of training
+each plus a few seconds of evaluation, the Llama-4 / gpt-oss ones 100 steps of 8 x 128
+tokens (not timed idle: 33 / 39 minutes on a 2-core machine shared at load ~10, where
+tiny_qwen3 ran 20-40x slower than idle). Bit-for-bit reproducibility holds on
 the same machine / torch build (floating-point kernels may differ across CPUs).
 """

@@ -11,7 +11,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from optmodel.tinybuild.constants import EVAL_WINDOW, LINEAR_IN_MULTIPLE, MODEL_NAMES, NUM_THREADS, VOCAB_SIZE
+from optmodel.tinybuild.configs import ATTN_IMPLEMENTATION, model_config
+from optmodel.tinybuild.constants import EVAL_WINDOW, LINEAR_IN_MULTIPLE, NUM_THREADS
 from optmodel.tinybuild.tokenizer import load_tokenizer, save_tokenizer
 
 
@@ -35,62 +36,11 @@ TRAIN_SPECS: Dict[str, TrainSpec] = {
     "tiny_llama": TrainSpec(steps=400, seed=2),
     "tiny_qwen3_moe": TrainSpec(steps=300, seed=3),
     "tiny_deepseek": TrainSpec(steps=200, seed=4),
+    # Shorter rows and batches (a quarter of the tokens per step of the others); timed only on a
+    # shared machine at load ~10: 1992 s / 2354 s, when the others ran 20-40x slower than idle.
+    "tiny_llama4": TrainSpec(steps=100, batch_size=8, seq_len=128, seed=5),
+    "tiny_gpt_oss": TrainSpec(steps=100, batch_size=8, seq_len=128, seed=6),
 }
-
-
-def _special_ids(tokenizer) -> dict:
-    return dict(
-        vocab_size=VOCAB_SIZE,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        max_position_embeddings=1024,
-    )
-
-
-def model_config(name: str, tokenizer):
-    """The transformers config of one tiny model."""
-    import torch
-    from transformers import DeepseekV3Config, LlamaConfig, Qwen3Config, Qwen3MoeConfig
-
-    common = _special_ids(tokenizer)
-    attn = dict(num_hidden_layers=4, hidden_size=128, num_attention_heads=4)
-    if name == "tiny_qwen3":
-        cfg = Qwen3Config(
-            **common, **attn, intermediate_size=384, num_key_value_heads=2, head_dim=32,
-            tie_word_embeddings=False, rope_theta=1e6, rms_norm_eps=1e-6,
-        )
-    elif name == "tiny_llama":
-        cfg = LlamaConfig(
-            **common, **attn, intermediate_size=384, num_key_value_heads=2, head_dim=32,
-            tie_word_embeddings=True, rms_norm_eps=1e-5, rope_theta=500000.0,
-            rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                          "high_freq_factor": 4.0, "original_max_position_embeddings": 256},
-        )
-    elif name == "tiny_qwen3_moe":
-        cfg = Qwen3MoeConfig(
-            **common, **attn, intermediate_size=384, num_key_value_heads=2, head_dim=32,
-            num_experts=8, num_experts_per_tok=2, moe_intermediate_size=128,
-            norm_topk_prob=True, decoder_sparse_step=1, mlp_only_layers=[],
-            tie_word_embeddings=False, router_aux_loss_coef=0.001, rope_theta=1e6,
-            rms_norm_eps=1e-6,
-        )
-    elif name == "tiny_deepseek":
-        # transformers 5.x DeepseekV3Config: routing is always sigmoid (no `scoring_func`
-        # attribute) with an `e_score_correction_bias` buffer; rope via `rope_theta`.
-        cfg = DeepseekV3Config(
-            **common, **attn, intermediate_size=384, first_k_dense_replace=1,
-            num_key_value_heads=4, q_lora_rank=128, kv_lora_rank=128,
-            qk_nope_head_dim=32, qk_rope_head_dim=32, v_head_dim=32,
-            n_routed_experts=8, num_experts_per_tok=2, moe_intermediate_size=128,
-            n_shared_experts=1, n_group=1, topk_group=1, routed_scaling_factor=2.5,
-            norm_topk_prob=True, rope_theta=10000.0, rms_norm_eps=1e-6,
-            tie_word_embeddings=False,
-        )
-    else:
-        raise ValueError(f"unknown tiny model {name!r}; choose from {MODEL_NAMES}")
-    cfg.dtype = torch.bfloat16
-    return cfg
 
 
 def check_linear_in_features(model, multiple: int = LINEAR_IN_MULTIPLE) -> List[str]:
@@ -241,7 +191,8 @@ def build_model(name: str, out: Path) -> dict:
 
     _seed_everything(spec.seed)
     config = model_config(name, tokenizer)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation="sdpa")
+    attn = ATTN_IMPLEMENTATION.get(name, "sdpa")
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation=attn)
     bad = check_linear_in_features(model)
     assert not bad, f"{name}: input sizes not divisible by {LINEAR_IN_MULTIPLE}: {bad}"
     n_params = sum(p.numel() for p in model.parameters())
@@ -261,7 +212,7 @@ def build_model(name: str, out: Path) -> dict:
     save_tokenizer(tokenizer, model_dir)
 
     # Held-out perplexity of what was saved: bf16 weights, computed in float32.
-    reloaded = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    reloaded = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32, attn_implementation=attn)
     reloaded.eval()
     held_raw, _ = _token_streams(tokenizer, (out / "corpus" / "heldout.txt").read_text(encoding="utf-8"))
     ppl = perplexity(reloaded, held_raw)

@@ -1,0 +1,9 @@
+"""EAGLE3 speculative decoding on top of ModelOpt (`modelopt.torch.speculative`).
+
+convert (draft spec -> `mtsp.convert` config), vocab (draft vocabulary d2t / t2d from token
+frequencies), data (conversations -> fixed-length token rows), features (sharded, resumable
+hidden-state dump for offline training), train (transformers Trainer glue), acceptance
+(acceptance length through ModelOpt's `pseudo_speculative_generate`), draft (export with
+`export_speculative_decoding` and reload of an exported draft onto its target), workflow
+(online / offline training end to end, what task=eagle3 runs).
+"""

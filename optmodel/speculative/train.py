@@ -1,0 +1,104 @@
+"""transformers Trainer glue for EAGLE3 draft training (as ModelOpt's own EAGLE example).
+
+Checkpoints are the shared training layer's (optmodel/training/checkpoints.py: marked complete
+only once the Trainer finished writing them). TrainingArguments from the task config (lr cosine to a
+floor, clip 1.0, no weight decay, Adam betas 0.9 / 0.95, periodic checkpoints, resume)
+and a callback measuring acceptance length every N steps."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Callable, List, Optional
+
+from optmodel.training.checkpoints import CHECKPOINTS_DIR as CHECKPOINTS
+from optmodel.training.checkpoints import CompleteMarker, discard_incomplete, last_complete_checkpoint
+
+log = logging.getLogger("optmodel")
+
+
+def training_arguments(task, out_dir: Path, on_cpu: bool, seed: int):
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=str(out_dir),
+        max_steps=int(task.max_steps),
+        per_device_train_batch_size=int(task.batch_size),
+        gradient_accumulation_steps=int(task.grad_accum),
+        learning_rate=float(task.lr),
+        lr_scheduler_type="cosine_with_min_lr",
+        lr_scheduler_kwargs={"min_lr": float(task.min_lr)},
+        warmup_steps=int(task.warmup_steps),
+        max_grad_norm=1.0,
+        weight_decay=0.0,
+        adam_beta1=0.9,
+        adam_beta2=0.95,
+        save_strategy="steps",
+        save_steps=int(task.save_steps),
+        save_total_limit=2,
+        logging_steps=int(task.log_steps),
+        report_to=[],  # the run's Tracker logs (wandb when logger=wandb)
+        use_cpu=on_cpu,
+        seed=seed,
+        data_seed=seed,
+        dataloader_num_workers=0,
+        remove_unused_columns=False,  # loss_mask and base_model_outputs reach ModelOpt's forward
+        disable_tqdm=False,
+    )
+
+
+def last_checkpoint(out_dir: Path) -> Optional[str]:
+    """The newest checkpoint the Trainer finished writing (the shared training layer's marker);
+    half-written ones a kill left are removed."""
+    discard_incomplete(Path(out_dir))
+    found = last_complete_checkpoint(Path(out_dir))
+    return str(found) if found else None
+
+
+def acceptance_callback(every: int, measure: Callable[[], dict], sink: Callable[[int, dict], None]):
+    """A TrainerCallback measuring AL every `every` optimizer steps (and at the end)."""
+    from transformers import TrainerCallback
+
+    class AcceptanceCallback(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if every > 0 and (state.global_step % every == 0 or state.global_step == state.max_steps):
+                sink(state.global_step, measure())
+
+    return AcceptanceCallback()
+
+
+def metrics_callback(log_fn: Callable[[dict], None]):
+    """Forward the Trainer's logs (loss, lr, train accuracies) to the run's tracker."""
+    from transformers import TrainerCallback
+
+    class MetricsCallback(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs:
+                log_fn({"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, (int, float))}})
+
+    return MetricsCallback()
+
+
+def train(model, dataset, args, callbacks: List, resume: bool = True):
+    """Trainer.train from the newest checkpoint in args.output_dir when `resume`."""
+    from transformers import Trainer
+
+    from optmodel.speculative.data import collate
+
+    marker = CompleteMarker()
+    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collate,
+                      callbacks=[*callbacks, marker])
+    ckpt = last_checkpoint(Path(args.output_dir)) if resume else None
+    if ckpt:
+        log.info("resuming EAGLE3 training from %s", ckpt)
+    try:
+        result = trainer.train(resume_from_checkpoint=ckpt)
+    except BaseException as err:
+        # SIGTERM (optmodel.run.Terminated) mid-training: checkpoint where it stopped, so a
+        # rerun in the same run dir resumes from there instead of the last save_steps.
+        if type(err).__name__ == "Terminated" and trainer.state.global_step > 0:
+            log.warning("terminated at step %d: saving a checkpoint to resume from", trainer.state.global_step)
+            trainer._save_checkpoint(trainer.model, trial=None)
+            marker.on_save(trainer.args, trainer.state, trainer.control)  # written whole: resumable
+        raise
+    return trainer, result

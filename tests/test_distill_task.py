@@ -1,0 +1,153 @@
+"""task=distill / task=finetune end to end through optmodel.run.execute on the tiny models,
+their validation before anything loads, and preemption (SIGTERM) saving a resumable checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from optmodel.config.inherit import inherit_run_model
+from optmodel.config.validate import ConfigError, validate
+from optmodel.manifest import Manifest, read_manifest
+from optmodel.paths import TINY_MODELS_DIR
+from optmodel.run import execute
+
+from conftest import compose_cfg
+
+sys.path.insert(0, str(Path(__file__).parent))
+from training_workers import tiny_models  # noqa: E402
+
+TINY = TINY_MODELS_DIR / "tiny_qwen3"
+FAST = ("data.seq_len=64", "data.eval_max_sequences=16", "data.batch_size=8", "task.training.micro_batch_size=4",
+        "task.training.global_batch_size=4", "task.training.lr=1e-3", "task.training.max_train_sequences=64")
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def pruned_run(tmp_path_factory):
+    """A run dir as task=prune leaves it: the tiny Qwen3 with its third layer dropped, saved with
+    a completed manifest naming the checkpoint it started from and the shape it produced."""
+    run_dir = tmp_path_factory.mktemp("pruned")
+    _, student, tok = tiny_models(drop_layer=2)
+    student.save_pretrained(run_dir / "model")
+    tok.save_pretrained(run_dir / "model")
+    model_config = OmegaConf.to_container(compose_cfg().model, resolve=True)
+    model_config["num_layers"] = 3
+    manifest = Manifest(run_dir, task="prune", model="tiny_qwen3", input_checkpoint=str(TINY))
+    manifest.update(outputs={"saved_model": str(run_dir / "model")}, model_config=model_config,
+                    architecture={"num_layers": 3})
+    manifest.finish("completed")
+    return run_dir
+
+
+def problems_of(*overrides):
+    with pytest.raises(ConfigError) as err:
+        validate(inherit_run_model(compose_cfg(*overrides)))  # as execute() does: run.load brings its shape
+    return err.value.problems
+
+
+def test_distill_a_pruned_run_from_the_model_it_came_from(pruned_run, tmp_path):
+    run_dir = tmp_path / "distill"
+    metrics = execute(compose_cfg("task=distill", f"run.load={pruned_run}", "task.training.max_steps=8", *FAST), run_dir)
+    manifest = read_manifest(run_dir)
+    assert manifest["status"] == "completed" and manifest["training"]["kind"] == "kd"
+    assert manifest["training"]["teacher"] == str(TINY)  # the default teacher: the pruned run's input checkpoint
+    assert manifest["architecture"]["num_layers"] == 3 and manifest["model_config"]["num_layers"] == 3
+    assert metrics["perplexity_teacher"] < metrics["perplexity_after"] < metrics["perplexity_before"]
+    assert metrics["train_steps"] == 8 and metrics["sft_train_sequences"] == 64
+    saved = Path(manifest["outputs"]["saved_model"])
+    assert json.loads((saved / "config.json").read_text())["num_hidden_layers"] == 3
+    assert not (saved / "modelopt_state.pth").exists()  # a plain HF checkpoint
+    # A later run loads the distilled student with the shape its manifest records.
+    from optmodel.backends import load
+
+    handle = load(compose_cfg("task=eval", f"run.load={run_dir}"))
+    assert handle.architecture()["num_layers"] == 3
+
+
+def test_qat_from_a_fresh_nvfp4_ptq_saves_a_restorable_quantized_model_and_export(tmp_path):
+    run_dir = tmp_path / "qat"
+    metrics = execute(compose_cfg("task=finetune", "task.quant_cfg=NVFP4_DEFAULT_CFG", "task.calib_sequences=8",
+                                  "task.training.max_steps=4", "task.training.lr=1e-4", *FAST), run_dir)
+    manifest = read_manifest(run_dir)
+    assert manifest["training"]["kind"] == "qat" and manifest["quantization"]["format"] == "NVFP4_DEFAULT_CFG"
+    assert metrics["perplexity_after"] < metrics["perplexity_before"]
+    hf_quant = json.loads((run_dir / "export" / "hf_quant_config.json").read_text())
+    assert hf_quant["quantization"]["quant_algo"] == "NVFP4"
+    from optmodel.backends import load
+    from optmodel.training.trainers import is_quantized
+
+    assert is_quantized(load(compose_cfg("task=eval", f"run.load={run_dir}")).model)
+
+
+def test_validation_names_teacher_batch_resume_and_backend_problems(pruned_run, tmp_path):
+    found = problems_of("task=distill", "task.training.global_batch_size=10", "task.training.micro_batch_size=4",
+                        "run.resume=true", "task.distillation.intermediate_layer_pairs=[[model.layers.3,model.layers.3]]")
+    assert any(p.startswith("task.teacher:") for p in found)  # no run.load manifest to take a teacher from
+    assert any(p.startswith("task.training.global_batch_size:") for p in found)
+    assert any(p.startswith("run.resume:") for p in found)
+    found = problems_of("task=distill", f"run.load={pruned_run}",
+                        "task.distillation.intermediate_layer_pairs=[[model.layers.3,model.layers.3]]")
+    assert found == [p for p in found if "student has 3 layers" in p] and len(found) == 1
+    other = tmp_path / "other_vocab"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({**json.loads((TINY / "config.json").read_text()), "vocab_size": 2048}))
+    found = problems_of("task=distill", f"task.teacher={other}", f"run.load={pruned_run}")
+    assert len(found) == 1 and found[0].startswith("task.teacher:") and "2048 tokens" in found[0]
+    found = problems_of("task=finetune", "backend=megatron")
+    assert any(p.startswith("backend:") and "not wired" in p and "backend=hf" in p for p in found)
+
+
+def test_quantized_teacher_is_refused_unless_intended(tmp_path):
+    teacher = tmp_path / "quantized_run"
+    teacher.mkdir()
+    manifest = Manifest(teacher, task="quantize", model="tiny_qwen3", input_checkpoint=str(TINY))
+    (teacher / "quantized").mkdir()
+    (teacher / "quantized" / "config.json").write_text((TINY / "config.json").read_text())
+    (teacher / "quantized" / "modelopt_state.pth").write_bytes(b"")  # a quantized save holds its ModelOpt state
+    manifest.update(outputs={"saved_model": str(teacher / "quantized")}, quantization={"format": "INT4_AWQ_CFG"})
+    manifest.finish("completed")
+    found = problems_of("task=distill", f"task.teacher={teacher}")
+    assert any(p.startswith("task.teacher:") and "INT4_AWQ_CFG" in p and "allow_quantized_teacher" in p for p in found)
+    validate(compose_cfg("task=distill", f"task.teacher={teacher}", "task.allow_quantized_teacher=true"))
+
+
+def test_sigterm_saves_a_checkpoint_at_the_step_end_and_resume_finishes(tmp_path):
+    import torch
+    from transformers import TrainerCallback
+
+    from optmodel.data.sft import build_sft_dataset
+    from optmodel.data.text import read_records
+    from optmodel.paths import CORPUS_DIR
+    from optmodel.training.callbacks import Preempted
+    from optmodel.training.checkpoints import is_complete
+    from optmodel.training.config import TrainingConfig
+    from optmodel.training.loop import fit
+
+    _, student, tok = tiny_models()
+    train = build_sft_dataset(tok, read_records(CORPUS_DIR / "train.txt", "t"), 64, "pack", 32)
+    training = OmegaConf.structured(TrainingConfig(max_steps=5, micro_batch_size=4, global_batch_size=4, lr=1e-3))
+
+    class TermAt2(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kw):
+            if state.global_step == 2:  # mid-step 3: the signal arrives while a step runs
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        with pytest.raises(Preempted, match="after step 3"):
+            fit(student, training, train, output_dir=tmp_path, seed=1, extra_callbacks=[TermAt2()])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint-3"] and is_complete(tmp_path / "checkpoint-3")
+    _, fresh, _ = tiny_models()
+    result = fit(fresh, training, train, output_dir=tmp_path, seed=1, resume=True)
+    assert result.metrics["train_resumed_from_step"] == 3 and result.metrics["train_steps"] == 5
