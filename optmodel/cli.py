@@ -67,8 +67,11 @@ def hydra_main(cfg: DictConfig) -> None:
     status = hand_to_launcher()  # a plain run with the slurm / local_ranks launcher: submit it
     if status is not None:
         sys.exit(status)
+    from optmodel.console import quiet_console
+
     try:
-        execute(cfg, run_dir_of(cfg))
+        with quiet_console():  # library banners and warnings: optmodel.log only
+            execute(cfg, run_dir_of(cfg))
     except ConfigError as err:
         if in_sweep():  # the launcher records it as this job's failure; the sweep goes on
             raise

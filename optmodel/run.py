@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from optmodel.config.inherit import inherit_run_model
+from optmodel.config.resolve import resolve_run_config
 from optmodel.config.tasks import task_spec
 from optmodel.config.validate import validate
 from optmodel.launch import signals
@@ -137,7 +137,8 @@ def execute(cfg: DictConfig, run_dir: Path, typed_model: Optional[bool] = None) 
     Validation comes first and raises ConfigError before anything is loaded or written.
     run.dry_run=true stops after validation: it prints the plan and writes nothing.
     """
-    cfg = inherit_run_model(cfg, model_was_typed() if typed_model is None else typed_model)  # run.load: its shape
+    # run.load: its shape; model=auto: config.json's; format short names: the *_CFG name
+    cfg = resolve_run_config(cfg, model_was_typed() if typed_model is None else typed_model)
     if cfg.run.get("dry_run"):
         from optmodel.plan import dry_run
 

@@ -9,6 +9,7 @@ from typing import Any, Dict
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger("optmodel")
+metrics_log = logging.getLogger("optmodel.metrics")  # file only: the manifest and the summary show them
 
 
 class Tracker:
@@ -30,7 +31,7 @@ class Tracker:
 
     def log(self, metrics: Dict[str, Any]) -> None:
         for key, value in metrics.items():
-            log.info("metric %s = %s", key, f"{value:.6g}" if isinstance(value, float) else value)
+            metrics_log.info("metric %s = %s", key, f"{value:.6g}" if isinstance(value, float) else value)
         if self.wandb_run is not None:
             self.wandb_run.log({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
 

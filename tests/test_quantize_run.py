@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -28,11 +29,11 @@ def default_run(tmp_path_factory):
         capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return run_dir, proc.stdout
+    return run_dir, proc.stdout, proc.stderr
 
 
 def test_default_run_writes_config_manifest_log_and_export(default_run):
-    run_dir, _ = default_run
+    run_dir, _, _ = default_run
     assert (run_dir / "config.yaml").is_file()
     assert (run_dir / "optmodel.log").stat().st_size > 0
     manifest = read_manifest(run_dir)
@@ -50,7 +51,7 @@ def test_default_run_writes_config_manifest_log_and_export(default_run):
 
 
 def test_default_run_perplexity_is_trained_and_fp8_costs_little(default_run):
-    run_dir, stdout = default_run
+    run_dir, stdout, _ = default_run
     metrics = read_manifest(run_dir)["metrics"]
     before, after = metrics["perplexity_before"], metrics["perplexity_after"]
     assert before < 30, "the tiny model must be trained, far below uniform (1024)"
@@ -60,8 +61,26 @@ def test_default_run_perplexity_is_trained_and_fp8_costs_little(default_run):
     assert "optmodel quantize: tiny_qwen3 -> FP8_DEFAULT_CFG" in stdout
 
 
+def test_default_run_console_is_quiet_and_the_log_keeps_library_warnings(default_run):
+    run_dir, stdout, stderr = default_run
+    # tqdm redraws a bar with carriage returns; what is left between them is bars only
+    bar = re.compile(r"^\s*[^:]{1,60}:\s+\d+%\|.*\|\s*\d+/\d+ \[")
+    lines = [seg for line in (stdout + stderr).splitlines() for seg in line.split("\r") if seg.strip()]
+    other = [line for line in lines if not bar.match(line)]
+    assert len(other) <= 12, "\n".join(other)
+    assert any(line.startswith("optmodel quantize: tiny_qwen3 -> FP8_DEFAULT_CFG") for line in other)
+    assert not [line for line in other if "Warning" in line or "ModelOpt save/restore" in line
+                or "Apex" in line or "real_accelerator" in line or "Megatron-FSDP" in line]
+    assert any(bar.match(line) and line.lstrip().startswith("calibrate") for line in lines)
+    log = (run_dir / "optmodel.log").read_text()
+    # the library lines the console was spared are in the run's log (megatron-core's Apex
+    # fallback warnings are raised when ModelOpt imports it on this CPU machine)
+    assert "Falling back to" in log and "[py.warnings]" in log
+    assert "ModelOpt save/restore enabled" in log and "metric perplexity_after" in log
+
+
 def test_default_run_exports_a_unified_fp8_checkpoint(default_run):
-    run_dir, _ = default_run
+    run_dir, _, _ = default_run
     export = run_dir / "export"
     hf_quant = json.loads((export / "hf_quant_config.json").read_text())
     assert hf_quant["quantization"]["quant_algo"] == "FP8"

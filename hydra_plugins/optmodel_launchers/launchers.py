@@ -64,14 +64,15 @@ def job_problems(job: sweep.SweepJob, cfg: DictConfig, world_size: Optional[int]
                  check_inputs: bool = True) -> List[str]:
     """Every problem of one sweep job's config, prefixed with the job (run.load inherited first)."""
     from optmodel.config.errors import ConfigError
-    from optmodel.config.inherit import inherit_run_model
+    from optmodel.config.resolve import resolve_run_config
     from optmodel.config.validate import config_problems
 
     job_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
     typed = any(str(o).lstrip("+").startswith("model=") for o in list(job.overrides) + list(cfg.hydra.overrides.task))
     where = f"job {job.num} ({' '.join(filter_overrides(job.overrides)) or 'no overrides'})"
     try:
-        job_cfg = inherit_run_model(job_cfg, typed_model=typed)
+        job_cfg = resolve_run_config(job_cfg, typed_model=typed, typed_backend=any(
+            str(o).lstrip("+").startswith("backend=") for o in list(job.overrides) + list(cfg.hydra.overrides.task)))
     except ConfigError as err:
         return [f"{where}: {p}" for p in err.problems]
     return [f"{where}: {p}" for p in config_problems(job_cfg, world_size=world_size, check_inputs=check_inputs)]

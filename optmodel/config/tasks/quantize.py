@@ -8,7 +8,9 @@ from typing import List, Optional
 from omegaconf import DictConfig
 
 from optmodel.config import choices
+from optmodel.config.deploy import deploy_problems
 from optmodel.config.errors import one_of
+from optmodel.config.format_aliases import QFORMAT_ALIASES, canonical_format
 from optmodel.config.machine import runs_on_cpu
 from optmodel.config.recipes import recipe_problems
 from optmodel.config.tasks.base import EvaluateConfig, TaskConfig, TaskSpec, evaluate_problems, export_layout_problems
@@ -48,15 +50,17 @@ class QuantizeTaskConfig(TaskConfig):
     export: bool = True  # <run dir>/export
     export_format: str = "hf"  # hf (unified HF checkpoint) | vllm_fq (bf16 weights + quantizer amax)
     export_dtype: str = "bfloat16"
+    deploy: str = "none"  # none | vllm | sglang | trtllm | any: refuse exports that engine's ModelOpt loader rejects
     auto_quantize: AutoQuantizeConfig = field(default_factory=AutoQuantizeConfig)
     generate: GenerationCheckConfig = field(default_factory=GenerationCheckConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
 
 def quant_format_problems(field_name: str, name: str, cfg: DictConfig) -> List[str]:
-    """Problems of one ModelOpt format name used as a model format."""
+    """Problems of one ModelOpt format name (or hf_ptq short name) used as a model format."""
+    name = canonical_format(name)
     if (p := one_of(field_name, name, choices.QUANT_FORMATS)):
-        return [p]
+        return [p + f" (hf_ptq short names work too: {', '.join(QFORMAT_ALIASES)})"]
     if name in choices.KV_ONLY_QUANT_FORMATS:
         return [f"{field_name}: {name} quantizes only the KV cache. Fix: a model format plus task.kv_cache (e.g. task.kv_cache=fp8)."]
     if name in choices.MOE_ONLY_QUANT_FORMATS and cfg.model.moe is None:
@@ -108,6 +112,17 @@ def _megatron_problems(cfg: DictConfig) -> List[str]:
     return problems
 
 
+def _deploy_problems(cfg: DictConfig) -> List[str]:
+    task = cfg.task
+    if task.deploy != "none" and task.recipe and not task.auto_quantize.enabled:
+        return [f"task.deploy: {task.deploy} is checked against named formats; a recipe's export is not known ahead. "
+                f"Fix: task.deploy=none, or a task.quant_cfg."]
+    auto = task.auto_quantize
+    fmts = [canonical_format(f) for f in (auto.formats if auto.enabled else [task.quant_cfg])]
+    return deploy_problems("task.quant_cfg" if not auto.enabled else "task.auto_quantize.formats", task.deploy, fmts,
+                           task.kv_cache, task.weight_only, mixed=auto.enabled, export_format=task.export_format)
+
+
 def problems(cfg: DictConfig) -> List[str]:
     task = cfg.task
     found = []
@@ -128,7 +143,7 @@ def problems(cfg: DictConfig) -> List[str]:
     if task.compress:
         if cfg.backend.dtype == "float32":
             found.append("task.compress: compressed weights dequantize to bfloat16/float16 in ModelOpt. Fix: backend.dtype=bfloat16.")
-        if runs_on_cpu(cfg.backend) and not task.auto_quantize.enabled and not task.recipe and task.quant_cfg.startswith(("INT4", "W4A8_AWQ")):
+        if runs_on_cpu(cfg.backend) and not task.auto_quantize.enabled and not task.recipe and canonical_format(task.quant_cfg).startswith(("INT4", "W4A8_AWQ")):
             found.append(
                 f"task.compress: ModelOpt 0.46's packed INT4 weights do not run forward on CPU ({task.quant_cfg}). "
                 f"Fix: task.compress=false (fake-quant is numerically the same), or run on a GPU."
@@ -146,6 +161,7 @@ def problems(cfg: DictConfig) -> List[str]:
         found.append("task.sync_expert_weight_amax: shares expert weight amax only on backend=megatron; on "
                      "backend=hf ModelOpt leaves every expert's amax its own. Fix: backend=megatron, or "
                      "task.sync_expert_weight_amax=false.")
+    found += _deploy_problems(cfg)
     origin = read_origin(cfg.run.get("load"))
     if origin is not None and origin.get("quantization"):
         found.append(
