@@ -65,3 +65,12 @@ def test_the_gpt_oss_knobs_are_the_ones_transformers_uses():
 def test_what_megatron_cannot_reproduce_is_refused_with_the_reason(overrides, message):
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
         validate(compose_cfg(*overrides, "backend=megatron", "task=convert"), world_size=2, check_inputs=False)
+
+
+def test_megatron_export_of_the_text_only_llama4_is_refused_with_the_reason():
+    from optmodel.config.validate import ConfigError, validate
+
+    with pytest.raises(ConfigError, match="has rules for Llama4ForConditionalGeneration"):
+        validate(compose_cfg("model=tiny_llama4", "backend=megatron", "task=quantize", "data.seq_len=64"))
+    validate(compose_cfg("model=tiny_llama4", "backend=megatron", "task=quantize", "task.export=false",
+                         "data.seq_len=64"))

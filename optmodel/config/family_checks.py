@@ -47,6 +47,14 @@ def family_problems(cfg: DictConfig) -> List[str]:
             f"{LLAMA4_MEGATRON_MAX_SEQ_LEN} tokens only, not {cfg.data.seq_len}. Fix: data.seq_len<="
             f"{LLAMA4_MEGATRON_MAX_SEQ_LEN}, or backend=hf."
         )
+    exporting = (task.name == "convert" and task.get("direction") == "megatron_to_hf") or (
+        task.name == "quantize" and task.get("export"))
+    if model.family == "llama4" and exporting and _architectures(model) == ["Llama4ForCausalLM"]:
+        problems.append(
+            f"model.checkpoint: ModelOpt 0.46's Megatron exporter has rules for Llama4ForConditionalGeneration (the "
+            f"released Scout / Maverick checkpoints) only, and {model.name} is a text-only Llama4ForCausalLM. "
+            f"Fix: backend=hf for this export, or task.export=false on backend=megatron."
+        )
     etp = expert_tensor_size(cfg.parallel)
     if etp > 1 and model.family in ETP_REFUSALS:
         problems.append(
@@ -55,3 +63,17 @@ def family_problems(cfg: DictConfig) -> List[str]:
             f"parallel.expert=N spreads them)."
         )
     return problems
+
+
+def _architectures(model) -> list:
+    """config.json's `architectures` of the model's checkpoint ([] when unreadable: the
+    checkpoint checks report that)."""
+    import json
+
+    from optmodel.models.checkpoint import resolve_checkpoint
+
+    ckpt = resolve_checkpoint(model)
+    try:
+        return list(json.loads((ckpt / "config.json").read_text()).get("architectures") or []) if ckpt else []
+    except (OSError, ValueError):
+        return []
