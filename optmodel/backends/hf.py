@@ -42,6 +42,35 @@ class HFHandle(ModelHandle):
             out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
             return out.logits.float()
 
+    def logits_chunks(self, input_ids, attention_mask=None, start: int = 0, stop: Optional[int] = None,
+                      max_elements: Optional[int] = None):
+        """The decoder runs once; the output layer runs per block of positions, so at most one
+        block of logits (`max_elements` floats) exists at a time."""
+        import torch
+
+        from optmodel.metrics import LOGITS_CHUNK_ELEMENTS
+
+        split = _decoder_and_head(self.model)
+        if split is None:  # an output with extra transforms (soft-capping, scaling): whole logits per row group
+            yield from super().logits_chunks(input_ids, attention_mask, start, stop, max_elements)
+            return
+        decoder, head = split
+        budget = max_elements or LOGITS_CHUNK_ELEMENTS
+        with torch.no_grad():
+            kwargs = dict(input_ids=input_ids, use_cache=False)
+            if attention_mask is not None:  # same positions as `logits` gives left-padded rows
+                kwargs.update(attention_mask=attention_mask,
+                              position_ids=(attention_mask.long().cumsum(-1) - 1).clamp(min=0))
+            hidden = decoder(**kwargs).last_hidden_state
+            batch, seq = input_ids.shape
+            stop = seq if stop is None else stop
+            vocab = head.weight.shape[0]
+            rows = max(1, min(batch, budget // vocab))
+            cols = max(1, budget // (rows * vocab))
+            for r in range(0, batch, rows):
+                for c in range(start, stop, cols):
+                    yield slice(r, min(batch, r + rows)), c, head(hidden[r:r + rows, c:min(stop, c + cols)]).float()
+
     def forward_loop(self, batches, desc: str = "calibrate"):
         """fn(model): every batch ({"input_ids", "attention_mask"?} dicts or [b, seq] id tensors)
         through `model` without gradients, on this handle's device."""
@@ -132,6 +161,25 @@ class HFHandle(ModelHandle):
         arch["parameters"] = sum(p.numel() for p in self.model.parameters())
         arch["active_parameters"] = active_parameters(self.model, arch.get("moe"))
         return arch
+
+
+# Output-layer transforms `_decoder_and_head` cannot reproduce: those models get whole logits per row group.
+_LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
+
+
+def _decoder_and_head(model):
+    """(decoder returning the final-normed hidden states, output layer) of a causal LM whose
+    logits are exactly `head(decoder(...).last_hidden_state)`, else None."""
+    config = getattr(model, "config", None)
+    if config is None or any(getattr(config, name, None) for name in _LOGIT_TRANSFORMS):
+        return None
+    try:
+        decoder, head = model.get_decoder(), model.get_output_embeddings()
+    except (AttributeError, NotImplementedError):
+        return None
+    if decoder is None or decoder is model or head is None or not hasattr(head, "weight"):
+        return None
+    return decoder, head
 
 
 def active_parameters(model, moe: Optional[dict]) -> int:
