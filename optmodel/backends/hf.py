@@ -198,15 +198,17 @@ def load(cfg: DictConfig, path: Optional[Path] = None, origin: Optional[dict] = 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from optmodel.config.dtype import compute_dtype
     from optmodel.models.checkpoint import resolve_checkpoint
 
     path = Path(path) if path is not None else resolve_checkpoint(cfg.model)
     device = pick_device(cfg.backend)
-    dtype = getattr(torch, cfg.backend.dtype)
+    dtype_name = compute_dtype(cfg.backend, cfg.model, device.type, path)
+    dtype = getattr(torch, dtype_name)
     remote = bool(cfg.model.trust_remote_code)  # only when the model config opts in
     quantized = (Path(path) / MODELOPT_STATE_FILE).is_file()
     log.info("loading %s%s from %s (%s on %s)", "quantized " if quantized else "", cfg.model.name, path,
-             cfg.backend.dtype, device)
+             dtype_name, device)
     if quantized:
         import modelopt.torch.opt as mto
 

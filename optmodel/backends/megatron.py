@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from optmodel.backends.handle import ModelHandle, pick_device
+from optmodel.config.dtype import compute_dtype
 from optmodel.config.tasks.base import EXPORT_TP_REFUSAL
 from optmodel.models.checkpoint import resolve_checkpoint
 
@@ -99,7 +100,7 @@ def build(cfg: DictConfig, device=None, init_weights: bool = True) -> MegatronHa
     model = build_gpt_model(
         cfg.model,
         cfg.parallel,
-        dtype=cfg.backend.dtype,
+        dtype=compute_dtype(cfg.backend, cfg.model, device.type),
         cpu_init=device.type == "cpu" or bool(cfg.backend.cpu_init),
         token_dispatcher=cfg.backend.token_dispatcher,
         init_weights=init_weights,
@@ -160,7 +161,7 @@ def import_hf(handle: MegatronHandle, hf_dir: Optional[os.PathLike] = None) -> N
         import_mcore_gpt_from_hf(
             handle.model,
             str(hf_dir),
-            dtype=getattr(torch, handle.cfg.backend.dtype),
+            dtype=getattr(torch, compute_dtype(handle.cfg.backend, handle.cfg.model, handle.device.type)),
             trust_remote_code=bool(handle.cfg.model.trust_remote_code),
             moe_router_dtype=handle.cfg.model.moe.router_dtype if handle.cfg.model.moe is not None else None,
         )
