@@ -18,6 +18,8 @@ from typing import Any, Dict, Optional
 from omegaconf import DictConfig
 
 from optmodel.backends.handle import ModelHandle, pick_device
+from optmodel.backends.storage import shard_size_like
+from optmodel.config.dtype import checkpoint_dtype
 from optmodel.manifest import atomic_dir
 
 log = logging.getLogger("optmodel")
@@ -109,19 +111,27 @@ class HFHandle(ModelHandle):
 
     # --- persistence ----------------------------------------------------------------------
     def save(self, out_dir) -> Path:
-        """Restorable copy: weights, ModelOpt state (when quantized), tokenizer and chat template."""
+        """Restorable copy: weights, ModelOpt state (when quantized), tokenizer and chat template.
+        Weights are stored in the checkpoint's dtype wherever that is exact (a float32 compute
+        copy of bf16 weights casts back bit for bit; weights a quantizer folded scales into keep
+        the compute dtype, so the copy reloads as measured) and sharded like the input."""
         import modelopt.torch.opt as mto
 
+        from optmodel.backends.storage import stored_state_dict, write_stored_dtype
         from optmodel.distributed import barrier, is_rank0
 
         final = Path(out_dir)
         if is_rank0():
             mto.enable_huggingface_checkpointing()
+            stored = checkpoint_dtype(self.cfg.model, self.source)
             with atomic_dir(final) as partial:
                 # save_original_format=False: transformers 5 would otherwise split fused MoE experts back
                 # into per-expert tensors and trip over the per-expert quantizer buffers; reloading the
                 # fused layout is what from_pretrained does anyway.
-                self.model.save_pretrained(partial, save_original_format=False)
+                self.model.save_pretrained(partial, save_original_format=False,
+                                           state_dict=stored_state_dict(self.model, stored),
+                                           max_shard_size=shard_size_like(self.source))
+                write_stored_dtype(partial, stored)
                 self.tokenizer.save_pretrained(partial)
         barrier()
         return final
