@@ -5,7 +5,7 @@ bundled tiny tokenizer, then quantize FP8, convert HF -> Megatron and back, MMLU
 bundled sample and prune, each as its own `optmodel` process. Per step: wall time, peak RSS,
 peak RSS / model bytes (the input's bf16 weight bytes), bytes written / input bytes.
 
-    python benchmarks/memory.py [--layers 28] [--samples 8] [--seq-len 256] [--workdir DIR]
+    python benchmarks/memory.py [--layers 28] [--samples 8] [--seq-len 256] [--workdir DIR] [--steps a,b]
 
 `--layers` keeps the first N decoder layers of the architecture (a reduced variant for small
 machines; the vocabulary-sized embedding, which dominates the logits, stays whole).
@@ -86,6 +86,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--workdir", default=None, help="kept when given; a temporary dir otherwise")
+    parser.add_argument("--steps", default=None, help="comma-separated subset of the steps (default: all)")
     args = parser.parse_args()
 
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="optmodel_memory_"))
@@ -111,6 +112,8 @@ def main() -> None:
     print("| step | wall s | peak RSS GiB | peak RSS / model bytes | on disk / input |")
     print("| --- | --- | --- | --- | --- |")
     for name, overrides, output in steps:
+        if args.steps and name not in args.steps.split(","):
+            continue
         shutil.rmtree(work / name, ignore_errors=True)
         seconds, peak, written = run_step(work, name, overrides, output)
         disk = f"{written / input_bytes:.2f}x ({output}/)" if written is not None else "-"

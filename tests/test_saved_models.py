@@ -72,3 +72,19 @@ def test_export_holds_only_what_save_pretrained_writes_plus_quantization_files(f
     files = {f.name for f in export.iterdir()}
     assert "hf_quant_config.json" in files
     assert [name for name in files if name not in allowed and not SHARD.fullmatch(name)] == []
+
+
+def test_tied_weights_stay_tied_in_the_stored_dtype(tmp_path):
+    """A float32 compute copy of a bf16 model with tied embeddings saves as one bf16 tensor,
+    the input's size (two separate casts would store the vocabulary matrix twice)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from optmodel.backends.storage import stored_state_dict
+
+    config = AutoConfig.for_model("qwen3", num_hidden_layers=1, hidden_size=64, intermediate_size=128,
+                                  num_attention_heads=2, num_key_value_heads=1, head_dim=32, vocab_size=5000,
+                                  tie_word_embeddings=True)
+    AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16).save_pretrained(tmp_path / "in")
+    compute = AutoModelForCausalLM.from_pretrained(tmp_path / "in", dtype=torch.float32)
+    compute.save_pretrained(tmp_path / "out", state_dict=stored_state_dict(compute, "bfloat16"))
+    assert weight_bytes(tmp_path / "out") <= 1.01 * weight_bytes(tmp_path / "in")

@@ -26,12 +26,14 @@ def stored_state_dict(model, dtype_name: str) -> dict:
     import torch
 
     target = getattr(torch, dtype_name)
-    state = {}
+    state, casts = {}, {}  # casts: one narrow copy per storage, so tied weights (embeddings = lm_head) stay tied
     for name, tensor in model.state_dict().items():
         if tensor.is_floating_point() and tensor.dtype != target and _is_parameter(model, name):
-            cast = tensor.to(target)
-            if torch.equal(cast.to(tensor.dtype), tensor):
-                tensor = cast
+            key = (tensor.data_ptr(), tuple(tensor.shape))
+            if key not in casts:
+                cast = tensor.to(target)
+                casts[key] = cast if torch.equal(cast.to(tensor.dtype), tensor) else tensor
+            tensor = casts[key]
         state[name] = tensor
     return state
 
