@@ -26,6 +26,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 CONFIG = HERE / "data" / "qwen3_0_6b_config.json"
 MMLU_SAMPLE = HERE.parent / "tests" / "data" / "mmlu_sample"
+SAMPLE_SUBJECTS = "astronomy,elementary_mathematics,high_school_geography"  # the bundled sample's subjects
 # Runs one optmodel CLI call and leaves its peak RSS (this process and its children) in a file.
 STEP = """
 import atexit, json, resource, runpy, sys
@@ -103,7 +104,7 @@ def main() -> None:
         ("convert_hf_to_megatron", [*model, "backend=megatron", "task=convert"], "model"),
         ("convert_megatron_to_hf", [*model, "backend=megatron", "task=convert", "task.direction=megatron_to_hf",
                                     f"task.load={work / 'convert_hf_to_megatron'}"], "export"),
-        ("mmlu", [*model, "task=mmlu", f"task.data_dir={MMLU_SAMPLE}"], None),
+        ("mmlu", [*model, "task=mmlu", f"task.data_dir={MMLU_SAMPLE}", f"task.subjects=[{SAMPLE_SUBJECTS}]"], None),
         ("prune", [*model, *data, "task=prune", f"task.export_config.num_layers={max(1, args.layers - 1)}"], "model"),
     ]
     print(f"checkpoint: Qwen3-0.6B architecture, {args.layers} layers, {input_bytes / 1e9:.3f} GB bf16 weights "

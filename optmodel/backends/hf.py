@@ -80,12 +80,18 @@ class HFHandle(ModelHandle):
         from tqdm import tqdm
 
         def loop(model):
+            # Calibration and importance hooks read the layers, not the logits: the output layer runs on
+            # the last position only (a [batch, seq, vocab] float tensor per batch otherwise: 1.2 GB for
+            # Qwen3's vocabulary at [8, 256]). Quantizer configs leave lm_head unquantized.
+            import inspect
+
+            extra = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
             with torch.no_grad():
                 for batch in tqdm(batches, desc=desc, unit="batch"):
                     if isinstance(batch, dict):
-                        model(**{k: v.to(self.device) for k, v in batch.items()})
+                        model(**{k: v.to(self.device) for k, v in batch.items()}, **extra)
                     else:
-                        model(input_ids=batch.to(self.device))
+                        model(input_ids=batch.to(self.device), **extra)
 
         return loop
 
