@@ -15,6 +15,7 @@ from typing import Dict, List, Optional
 
 from omegaconf import DictConfig
 
+from optmodel.config.dtype import compute_dtype
 from optmodel.config.layout import expert_tensor_size, launched_world_size, pipeline_stage_layers, required_world_size
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -133,7 +134,7 @@ def make_plan(cfg: DictConfig, world_size: Optional[int] = None) -> Plan:
     plan = Plan(
         model=m.name, parallel=par.name, world_size=world, tensor=tp, pipeline=pp, expert=ep,
         expert_tensor=etp, context=cp, data=world // (tp * pp * cp), expert_data=world // (etp * ep * pp),
-        dtype=cfg.backend.dtype, experts_per_rank=(m.moe.num_experts // ep) if m.moe is not None else None,
+        dtype=compute_dtype(cfg.backend, cfg.model, "cuda"), experts_per_rank=(m.moe.num_experts // ep) if m.moe is not None else None,
     )
     first = 0
     for stage, count in enumerate(pipeline_stage_layers(m.num_layers, par)):

@@ -2,6 +2,7 @@
 ways through the real task, FP8 quantization with save / reload / export."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -59,8 +60,18 @@ def test_convert_round_trip_reloads_in_transformers_with_identical_logits(tmp_pa
     export = tmp_path / "to_hf" / "export"
     manifest = json.loads((tmp_path / "to_hf" / "optmodel.json").read_text())
     assert manifest["status"] == "completed" and manifest["outputs"]["export"] == str(export)
-    # bf16 source weights survive fp32 megatron and a bf16 export bit for bit
+    # bf16 source weights survive fp32 megatron, a bf16 distributed checkpoint and a bf16 export bit for bit
     assert torch.equal(hf_logits(export), hf_logits(TINY_MODELS_DIR / "tiny_llama"))
+    # the distributed checkpoint is stored in the checkpoint's dtype (bf16), not the fp32 compute dtype
+    input_bytes = sum(f.stat().st_size for f in (TINY_MODELS_DIR / "tiny_llama").glob("*.safetensors"))
+    assert sum(f.stat().st_size for f in ckpt.iterdir()) <= 1.05 * input_bytes
+    # only what a HF save writes: no per-layer weight-map fragments beside the index
+    assert not [f.name for f in export.glob("model-*.json")]
+    source_files = {f.name for f in (TINY_MODELS_DIR / "tiny_llama").iterdir()}  # ModelOpt copies the source's
+    allowed = source_files | {"model.safetensors.index.json"}  # non-weight files (tokenizer, remote code, license)
+    strays = [f.name for f in export.iterdir() if f.name not in allowed
+              and not re.fullmatch(r"model-\d{5}-of-\d{5}\.safetensors", f.name)]
+    assert not strays
 
 
 def test_export_with_tensor_parallel_is_refused_with_the_reason(tmp_path):

@@ -1,6 +1,8 @@
 """The model-handle contract: what every task may ask of the run's model, on any backend.
 
     handle.logits(input_ids, attention_mask=None)  -> [batch, seq, vocab] float32, every rank
+    handle.logits_chunks(ids, mask, start, stop)   -> (rows, first position, float32 block) over positions
+                                                      [start, stop): scorers never hold whole logits
     handle.forward_loop(batches, desc)             -> fn(model) running every batch (calibration, scoring)
     handle.generate(prompts, max_new_tokens, ...)  -> completions (str), greedy or sampled
     handle.generate_tokens(ids, mask, ...)         -> new token ids (KV-cached where the backend has it)
@@ -17,7 +19,7 @@ validation (optmodel/config/tasks/), not branched on in a task.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 
 def pick_device(backend):
@@ -49,6 +51,27 @@ class ModelHandle:
     # --- forward --------------------------------------------------------------------------
     def logits(self, input_ids, attention_mask=None):
         raise NotImplementedError
+
+    def logits_chunks(self, input_ids, attention_mask=None, start: int = 0, stop: Optional[int] = None,
+                      max_elements: Optional[int] = None) -> Iterator[Tuple[slice, int, Any]]:
+        """Logits of positions [start, stop) of every row as (rows, first position, [rows, k,
+        vocab] float32) blocks of at most `max_elements` floats (default
+        optmodel.metrics.LOGITS_CHUNK_ELEMENTS); collective like `logits`. This fallback runs
+        whole-logits forwards over as few rows at a time as fit the budget (one row at least);
+        a backend that can apply its output layer separately overrides it."""
+        from optmodel.metrics import LOGITS_CHUNK_ELEMENTS, logit_blocks
+
+        budget = max_elements or LOGITS_CHUNK_ELEMENTS
+        batch, seq = input_ids.shape
+        vocab = int(getattr(self.model, "vocab_size", None) or self.cfg.model.get("padded_vocab_size")
+                    or self.cfg.model.vocab_size)
+        rows = max(1, min(batch, budget // max(1, seq * vocab)))
+        for r in range(0, batch, rows):
+            mask = None if attention_mask is None else attention_mask[r:r + rows]
+            logits = self.logits(input_ids[r:r + rows], mask)
+            for sub, first, block in logit_blocks(logits, start, stop, budget):
+                yield slice(r + sub.start, r + sub.stop), first, block
+            del logits
 
     def forward_loop(self, batches, desc: str = "calibrate") -> Callable:
         raise NotImplementedError

@@ -18,6 +18,8 @@ from typing import Any, Dict, Optional
 from omegaconf import DictConfig
 
 from optmodel.backends.handle import ModelHandle, pick_device
+from optmodel.backends.storage import shard_size_like
+from optmodel.config.dtype import checkpoint_dtype
 from optmodel.manifest import atomic_dir
 
 log = logging.getLogger("optmodel")
@@ -42,6 +44,35 @@ class HFHandle(ModelHandle):
             out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
             return out.logits.float()
 
+    def logits_chunks(self, input_ids, attention_mask=None, start: int = 0, stop: Optional[int] = None,
+                      max_elements: Optional[int] = None):
+        """The decoder runs once; the output layer runs per block of positions, so at most one
+        block of logits (`max_elements` floats) exists at a time."""
+        import torch
+
+        from optmodel.metrics import LOGITS_CHUNK_ELEMENTS
+
+        split = _decoder_and_head(self.model)
+        if split is None:  # an output with extra transforms (soft-capping, scaling): whole logits per row group
+            yield from super().logits_chunks(input_ids, attention_mask, start, stop, max_elements)
+            return
+        decoder, head = split
+        budget = max_elements or LOGITS_CHUNK_ELEMENTS
+        with torch.no_grad():
+            kwargs = dict(input_ids=input_ids, use_cache=False)
+            if attention_mask is not None:  # same positions as `logits` gives left-padded rows
+                kwargs.update(attention_mask=attention_mask,
+                              position_ids=(attention_mask.long().cumsum(-1) - 1).clamp(min=0))
+            hidden = decoder(**kwargs).last_hidden_state
+            batch, seq = input_ids.shape
+            stop = seq if stop is None else stop
+            vocab = head.weight.shape[0]
+            rows = max(1, min(batch, budget // vocab))
+            cols = max(1, budget // (rows * vocab))
+            for r in range(0, batch, rows):
+                for c in range(start, stop, cols):
+                    yield slice(r, min(batch, r + rows)), c, head(hidden[r:r + rows, c:min(stop, c + cols)]).float()
+
     def forward_loop(self, batches, desc: str = "calibrate"):
         """fn(model): every batch ({"input_ids", "attention_mask"?} dicts or [b, seq] id tensors)
         through `model` without gradients, on this handle's device."""
@@ -49,12 +80,18 @@ class HFHandle(ModelHandle):
         from tqdm import tqdm
 
         def loop(model):
+            # Calibration and importance hooks read the layers, not the logits: the output layer runs on
+            # the last position only (a [batch, seq, vocab] float tensor per batch otherwise: 1.2 GB for
+            # Qwen3's vocabulary at [8, 256]). Quantizer configs leave lm_head unquantized.
+            import inspect
+
+            extra = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
             with torch.no_grad():
                 for batch in tqdm(batches, desc=desc, unit="batch"):
                     if isinstance(batch, dict):
-                        model(**{k: v.to(self.device) for k, v in batch.items()})
+                        model(**{k: v.to(self.device) for k, v in batch.items()}, **extra)
                     else:
-                        model(input_ids=batch.to(self.device))
+                        model(input_ids=batch.to(self.device), **extra)
 
         return loop
 
@@ -80,19 +117,27 @@ class HFHandle(ModelHandle):
 
     # --- persistence ----------------------------------------------------------------------
     def save(self, out_dir) -> Path:
-        """Restorable copy: weights, ModelOpt state (when quantized), tokenizer and chat template."""
+        """Restorable copy: weights, ModelOpt state (when quantized), tokenizer and chat template.
+        Weights are stored in the checkpoint's dtype wherever that is exact (a float32 compute
+        copy of bf16 weights casts back bit for bit; weights a quantizer folded scales into keep
+        the compute dtype, so the copy reloads as measured) and sharded like the input."""
         import modelopt.torch.opt as mto
 
+        from optmodel.backends.storage import stored_state_dict, write_stored_dtype
         from optmodel.distributed import barrier, is_rank0
 
         final = Path(out_dir)
         if is_rank0():
             mto.enable_huggingface_checkpointing()
+            stored = checkpoint_dtype(self.cfg.model, self.source)
             with atomic_dir(final) as partial:
                 # save_original_format=False: transformers 5 would otherwise split fused MoE experts back
                 # into per-expert tensors and trip over the per-expert quantizer buffers; reloading the
                 # fused layout is what from_pretrained does anyway.
-                self.model.save_pretrained(partial, save_original_format=False)
+                self.model.save_pretrained(partial, save_original_format=False,
+                                           state_dict=stored_state_dict(self.model, stored),
+                                           max_shard_size=shard_size_like(self.source))
+                write_stored_dtype(partial, stored)
                 self.tokenizer.save_pretrained(partial)
         barrier()
         return final
@@ -134,6 +179,25 @@ class HFHandle(ModelHandle):
         return arch
 
 
+# Output-layer transforms `_decoder_and_head` cannot reproduce: those models get whole logits per row group.
+_LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
+
+
+def _decoder_and_head(model):
+    """(decoder returning the final-normed hidden states, output layer) of a causal LM whose
+    logits are exactly `head(decoder(...).last_hidden_state)`, else None."""
+    config = getattr(model, "config", None)
+    if config is None or any(getattr(config, name, None) for name in _LOGIT_TRANSFORMS):
+        return None
+    try:
+        decoder, head = model.get_decoder(), model.get_output_embeddings()
+    except (AttributeError, NotImplementedError):
+        return None
+    if decoder is None or decoder is model or head is None or not hasattr(head, "weight"):
+        return None
+    return decoder, head
+
+
 def active_parameters(model, moe: Optional[dict]) -> int:
     """Parameters one token uses: routed experts count top_k of num_experts."""
     total = sum(p.numel() for p in model.parameters())
@@ -150,15 +214,17 @@ def load(cfg: DictConfig, path: Optional[Path] = None, origin: Optional[dict] = 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from optmodel.config.dtype import compute_dtype
     from optmodel.models.checkpoint import resolve_checkpoint
 
     path = Path(path) if path is not None else resolve_checkpoint(cfg.model)
     device = pick_device(cfg.backend)
-    dtype = getattr(torch, cfg.backend.dtype)
+    dtype_name = compute_dtype(cfg.backend, cfg.model, device.type, path)
+    dtype = getattr(torch, dtype_name)
     remote = bool(cfg.model.trust_remote_code)  # only when the model config opts in
     quantized = (Path(path) / MODELOPT_STATE_FILE).is_file()
     log.info("loading %s%s from %s (%s on %s)", "quantized " if quantized else "", cfg.model.name, path,
-             cfg.backend.dtype, device)
+             dtype_name, device)
     if quantized:
         import modelopt.torch.opt as mto
 

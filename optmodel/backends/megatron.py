@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from optmodel.backends.handle import ModelHandle, pick_device
+from optmodel.config.dtype import checkpoint_dtype, compute_dtype
 from optmodel.config.tasks.base import EXPORT_TP_REFUSAL
 from optmodel.models.checkpoint import resolve_checkpoint
 
@@ -99,7 +100,7 @@ def build(cfg: DictConfig, device=None, init_weights: bool = True) -> MegatronHa
     model = build_gpt_model(
         cfg.model,
         cfg.parallel,
-        dtype=cfg.backend.dtype,
+        dtype=compute_dtype(cfg.backend, cfg.model, device.type),
         cpu_init=device.type == "cpu" or bool(cfg.backend.cpu_init),
         token_dispatcher=cfg.backend.token_dispatcher,
         init_weights=init_weights,
@@ -157,7 +158,7 @@ def import_hf(handle: MegatronHandle, hf_dir: Optional[os.PathLike] = None) -> N
     hf_dir = Path(hf_dir or handle.checkpoint)
     log.info("importing %s into megatron-core (TP %d, PP %d, EP %d)", hf_dir, handle.parallel.tensor,
              handle.parallel.pipeline, handle.parallel.expert)
-    dtype = getattr(torch, handle.cfg.backend.dtype)
+    dtype = getattr(torch, compute_dtype(handle.cfg.backend, handle.cfg.model, handle.device.type))
     router_dtype = handle.cfg.model.moe.router_dtype if handle.cfg.model.moe is not None else None
     # the importer re-ties embeddings at PP > 1 (setup_embeddings_and_output_layer)
     with tensor_cuda_is_identity():
@@ -262,12 +263,36 @@ def save_distributed(handle: MegatronHandle, out_dir: os.PathLike) -> Path:
         partial.mkdir(parents=True)
     dist.barrier()
     save_sharded_modelopt_state([handle.model], str(partial))
-    dist_checkpointing.save(handle.model.sharded_state_dict(), str(partial))
+    stored = checkpoint_dtype(handle.cfg.model, handle.checkpoint)
+    dist_checkpointing.save(stored_sharded_state_dict(handle.model.sharded_state_dict(), stored), str(partial))
     dist.barrier()
     if rank0:
         os.replace(partial, final)
     dist.barrier()
     return final
+
+
+def stored_sharded_state_dict(sharded, dtype_name: str):
+    """The checkpoint's dtype for every floating tensor that casts to it exactly (a float32 copy
+    of bf16 weights: half the bytes, the same values on reload); others as they are."""
+    import torch
+    from megatron.core.dist_checkpointing.dict_utils import dict_list_map_inplace
+    from megatron.core.dist_checkpointing.mapping import ShardedTensor, ShardedTensorFactory
+
+    target = getattr(torch, dtype_name)
+
+    def cast(item):
+        data = getattr(item, "data", None)
+        if (isinstance(item, (ShardedTensor, ShardedTensorFactory)) and isinstance(data, torch.Tensor)
+                and data.is_floating_point() and data.dtype != target):
+            narrow = data.detach().to(target)
+            if torch.equal(narrow.to(data.dtype), data):
+                item.data = narrow  # a factory (fused QKV / gate-up) builds its shards from this
+                if isinstance(item, ShardedTensor):
+                    item.dtype = target
+        return item
+
+    return dict_list_map_inplace(cast, sharded)
 
 
 def load_distributed(handle: MegatronHandle, ckpt_dir: os.PathLike) -> None:
@@ -310,11 +335,23 @@ def export_hf(handle: MegatronHandle, export_dir: os.PathLike, dtype: str = "bfl
     )
     dist.barrier()
     if dist.get_rank() == 0:
+        remove_index_fragments(partial)
         if handle.tokenizer is not None:
             handle.tokenizer.save_pretrained(partial)
         os.replace(partial, final)
     dist.barrier()
     return final
+
+
+def remove_index_fragments(export_dir: Path) -> None:
+    """ModelOpt's megatron exporter writes one shard per decoder layer plus a
+    `model-000NN-of-000MM.json` weight-map fragment per shard, which it merges into
+    model.safetensors.index.json; the fragments are not part of a HF checkpoint."""
+    import re
+
+    for path in Path(export_dir).glob("model-*-of-*.json"):
+        if re.fullmatch(r"model-\d{5}-of-\d{5}\.json", path.name):
+            path.unlink()
 
 
 def architecture_as_loaded(handle: MegatronHandle) -> dict:

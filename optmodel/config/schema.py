@@ -93,7 +93,7 @@ class ParallelConfig:
 class BackendConfig:
     name: str = "hf"
     device: str = "auto"  # auto | cpu | cuda
-    dtype: str = "float32"  # compute dtype: float32 | bfloat16 | float16
+    dtype: str = "auto"  # compute dtype: auto | float32 | bfloat16 | float16 (auto: optmodel/config/dtype.py)
     attn_implementation: str = "sdpa"
     # backend=megatron only:
     token_dispatcher: str = "allgather"  # MoE token dispatcher: allgather (gloo and NCCL) | alltoall (NCCL)

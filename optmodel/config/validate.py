@@ -173,7 +173,7 @@ def group_name_problems(cfg: DictConfig) -> List[str]:
         ("task.name", cfg.task.name, task_specs()),
         ("backend.name", cfg.backend.name, choices.BACKENDS),
         ("backend.device", cfg.backend.device, choices.DEVICES),
-        ("backend.dtype", cfg.backend.dtype, choices.DTYPES),
+        ("backend.dtype", cfg.backend.dtype, ("auto",) + choices.DTYPES),
         ("data.source", cfg.data.source, choices.DATA_SOURCES),
         ("logger.name", cfg.logger.name, choices.LOGGERS),
         ("logger.mode", cfg.logger.mode, choices.WANDB_MODES),

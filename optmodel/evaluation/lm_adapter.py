@@ -1,8 +1,8 @@
 """An lm-eval `LM` over optmodel's model handle, for any backend.
 
 Tokenization follows lm-eval's `TemplateLM` (the same context / continuation split as its
-`hf` model type); scoring calls only `Forward.logits`, batched with left padding and an
-attention mask (or right padding where the backend's forward takes no mask, which is exact
+`hf` model type); scoring calls only `Forward.logits_chunks` at the positions it needs (MMLU: the last one),
+batched with left padding and an attention mask (or right padding where the backend's forward takes no mask, which is exact
 under causal attention). Identical inputs are run once: a multiple-choice question whose
 choices are single tokens (MMLU's A/B/C/D) costs one forward, not four.
 
@@ -74,9 +74,11 @@ class OptmodelLM(TemplateLM):
         )
 
     # --- scoring --------------------------------------------------------------------------
-    def _batch_logprobs(self, rows: List[Tuple[int, ...]]):
-        """log-softmax over the vocabulary for a batch of token rows, one [len(row), vocab]
-        tensor per row (padding dropped)."""
+    def _score_batch(self, rows: List[Tuple[int, ...]], wanted: List[List[Tuple[int, List[int]]]]):
+        """Scores of `wanted[i]` = [(request index, continuation ids)] against row i: the sum of
+        the continuation's log-probs at the row's last len(continuation) positions, and whether
+        each is the greedy token. Only those positions are scored, one block of logits at a time
+        (`Forward.logits_chunks`), log-softmax in float32 per block."""
         import torch
 
         pad = pad_id(self.tokenizer)
@@ -86,13 +88,31 @@ class OptmodelLM(TemplateLM):
             width = max(len(r) for r in rows)
             ids = torch.tensor([list(r) + [pad] * (width - len(r)) for r in rows], device=self.device)
             mask = None
-        logprobs = torch.log_softmax(self.forward.logits(ids, mask).float(), dim=-1)
         width = ids.shape[1]
-        return [lp[width - len(r):] if mask is not None else lp[:len(r)] for r, lp in zip(rows, logprobs)]
+        spans = {}  # request index -> (row, first padded position, continuation tensor)
+        for i, (row, requests) in enumerate(zip(rows, wanted)):
+            end = width if mask is not None else len(row)
+            for index, cont in requests:
+                spans[index] = (i, end - len(cont), torch.tensor(cont, device=self.device))
+        totals = {index: 0.0 for index in spans}
+        greedy = {index: True for index in spans}
+        start = min(lo for _, lo, _ in spans.values())
+        stop = max(lo + len(cont) for _, lo, cont in spans.values())
+        for rows_slice, first, block in self.forward.logits_chunks(ids, mask, start, stop):
+            logprobs = torch.log_softmax(block, dim=-1)
+            last = first + block.shape[1]
+            for index, (i, lo, cont) in spans.items():
+                a, b = max(lo, first), min(lo + len(cont), last)
+                if not (rows_slice.start <= i < rows_slice.stop) or a >= b:
+                    continue
+                part = logprobs[i - rows_slice.start, a - first:b - first]
+                target = cont[a - lo:b - lo]
+                totals[index] += float(part.gather(-1, target[:, None]).sum())
+                greedy[index] = greedy[index] and bool((part.argmax(-1) == target).all())
+            del logprobs, block
+        return {index: (totals[index], greedy[index]) for index in spans}
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs) -> List[Tuple[float, bool]]:
-        import torch
-
         # The model reads context + continuation minus its last token, left-truncated to
         # max_length; the continuation's log-probs sit at the last len(continuation) positions.
         users: Dict[Tuple[int, ...], List[int]] = defaultdict(list)  # distinct input -> its requests
@@ -104,15 +124,11 @@ class OptmodelLM(TemplateLM):
         for start in tqdm(range(0, len(inputs), self.batch_size), desc="loglikelihood", unit="batch",
                           disable=disable_tqdm):
             rows = inputs[start:start + self.batch_size]
-            for row, logprobs in zip(rows, self._batch_logprobs(rows)):
-                for index in users[row]:  # scored now, so no logits are kept across batches
-                    request_str, _, continuation_enc = requests[index]
-                    cont = torch.tensor(continuation_enc, device=logprobs.device)
-                    tail = logprobs[-len(continuation_enc):]
-                    answer = (float(tail.gather(-1, cont[:, None]).sum()), bool((tail.argmax(-1) == cont).all()))
-                    results[index] = answer
-                    if request_str is not None:
-                        self.cache_hook.add_partial("loglikelihood", request_str, answer)
+            wanted = [[(index, list(requests[index][2])) for index in users[row]] for row in rows]
+            for index, answer in self._score_batch(rows, wanted).items():  # scored now: no logits kept
+                results[index] = answer
+                if requests[index][0] is not None:
+                    self.cache_hook.add_partial("loglikelihood", requests[index][0], answer)
         return results
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> List[float]:

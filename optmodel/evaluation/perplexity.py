@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Tuple
 
-from optmodel.metrics import perplexity_of
+from optmodel.metrics import chunked_perplexity
 
 
 def handle_perplexity(handle, sequences, batch_size: int, desc: str = "perplexity") -> float:
     """exp(mean next-token NLL) over packed [n, seq_len] sequences (no padding), every
-    predicted token counted once."""
-    return perplexity_of(lambda batch: handle.logits(batch), sequences, batch_size, handle.device, desc)
+    predicted token counted once. Logits are scored block by block (`handle.logits_chunks`):
+    memory beyond the hidden states is one block, not [batch, seq, vocab]."""
+    return chunked_perplexity(lambda batch, stop: handle.logits_chunks(batch, None, 0, stop), sequences, batch_size,
+                              handle.device, desc)
 
 
 def dataset_perplexity(handle, data_cfg, desc: str = "perplexity") -> Tuple[float, int]:
