@@ -121,14 +121,9 @@ def preflight(cfg: DictConfig) -> None:
 
 def model_was_typed() -> bool:
     """Whether the user (or an experiment) chose model=; False outside a Hydra run."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
+    from optmodel.config.chosen import group_was_chosen
 
-        hydra_cfg = HydraConfig.get()
-    except (ImportError, ValueError):
-        return False
-    overrides = [str(o).lstrip("+~") for o in hydra_cfg.overrides.task]
-    return any(o.split("=")[0] == "model" for o in overrides) or hydra_cfg.runtime.choices.get("experiment") is not None
+    return group_was_chosen("model")
 
 
 def execute(cfg: DictConfig, run_dir: Path, typed_model: Optional[bool] = None) -> Dict[str, Any]:

@@ -11,29 +11,13 @@ from typing import Optional
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from optmodel.config.chosen import group_was_chosen
 from optmodel.config.tasks import task_spec
 
 
 def backend_was_typed() -> bool:
-    """Whether the command line (or an experiment) chose backend=; False outside a Hydra run."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        hydra_cfg = HydraConfig.get()
-    except (ImportError, ValueError):
-        return False
-    overrides = [str(o).lstrip("+~") for o in hydra_cfg.overrides.task]
-    return any(o.split("=")[0] == "backend" for o in overrides) or _experiment_sets_backend(hydra_cfg)
-
-
-def _experiment_sets_backend(hydra_cfg) -> bool:
-    experiment = hydra_cfg.runtime.choices.get("experiment")
-    if not experiment:
-        return False
-    from optmodel.paths import conf_dir
-
-    path = conf_dir() / "experiment" / f"{experiment}.yaml"
-    return path.is_file() and "/backend:" in path.read_text()
+    """Whether the command line (or an experiment) chose backend=."""
+    return group_was_chosen("backend")
 
 
 def backend_config(name: str) -> DictConfig:

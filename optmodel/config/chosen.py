@@ -1,0 +1,26 @@
+"""Whether the user chose a config group on the command line (or through an experiment),
+as opposed to getting the default: run.load inherits a model and a task picks its backend
+only when none was chosen."""
+
+from __future__ import annotations
+
+
+def group_was_chosen(group: str) -> bool:
+    """`group=...` among the overrides, or the chosen experiment overrides /<group>; False
+    outside a Hydra run."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        hydra_cfg = HydraConfig.get()
+    except (ImportError, ValueError):
+        return False
+    overrides = [str(o).lstrip("+~") for o in hydra_cfg.overrides.task]
+    if any(o.split("=")[0] == group for o in overrides):
+        return True
+    experiment = hydra_cfg.runtime.choices.get("experiment")
+    if not experiment:
+        return False
+    from optmodel.paths import conf_dir
+
+    path = conf_dir() / "experiment" / f"{experiment}.yaml"
+    return path.is_file() and f"/{group}:" in path.read_text()
