@@ -44,3 +44,20 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_process_group_left_behind():
+    """A module that built a megatron model (or any process group) in this process tears it
+    down, so later modules start without a world (they would find world size 1)."""
+    yield
+    import sys
+
+    if "torch.distributed" not in sys.modules:
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        from optmodel.distributed import destroy_model_parallel
+
+        destroy_model_parallel()
