@@ -300,6 +300,7 @@ def _mmlu_rank(rank: int, world: int, init_file: str, run_root: str) -> None:
 
     import optmodel.run as run_module
     from optmodel.backends import hf
+    from optmodel.backends.handle import ModelHandle
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
                             timeout=datetime.timedelta(seconds=180))  # a rank that died fails the test, not hangs it
@@ -309,7 +310,7 @@ def _mmlu_rank(rank: int, world: int, init_file: str, run_root: str) -> None:
         handle = hf.load(cfg)
         calls = []
 
-        class AllReduced(hf.HFHandle):  # a model-parallel backend's contract: same logits on every rank
+        class AllReduced(ModelHandle):  # a model-parallel backend's contract: same logits on every rank
             takes_mask = False
 
             def logits(self, input_ids, attention_mask=None):
