@@ -203,8 +203,7 @@ def active_parameters(model, moe: Optional[dict]) -> int:
     total = sum(p.numel() for p in model.parameters())
     if not moe:
         return total
-    routed = sum(p.numel() for n, p in model.named_parameters() if ".experts." in n or n.endswith(".experts.gate_up_proj")
-                 or n.endswith(".experts.down_proj"))
+    routed = sum(p.numel() for n, p in model.named_parameters() if ".experts." in n)  # fused or per-expert tensors
     return total - routed + routed * moe["top_k"] // moe["num_experts"]
 
 
