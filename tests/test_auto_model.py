@@ -23,7 +23,7 @@ TINY = sorted(p.name for p in (TINY_MODELS_DIR).iterdir() if (p / "config.json")
 
 def auto(checkpoint, *overrides):
     return resolve_run_config(compose_cfg("model=auto", f"model.checkpoint={checkpoint}", *overrides),
-                              typed_model=True, typed_backend=False)
+                              typed_model=True)
 
 
 def eager_for(name):  # transformers runs gpt-oss's attention sinks in eager attention only
@@ -62,7 +62,7 @@ def test_unsupported_model_type_names_the_supported_ones(tmp_path):
 
 def test_missing_checkpoint_or_config_json_is_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"model.checkpoint: model=auto reads the architecture"):
-        resolve_run_config(compose_cfg("model=auto"), typed_backend=False)
+        resolve_run_config(compose_cfg("model=auto"))
     with pytest.raises(ConfigError, match=r"config.json, which does not exist"):
         auto(tmp_path)
 

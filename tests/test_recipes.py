@@ -25,7 +25,7 @@ def header(name: str, key: str):
 
 def recipe_cfg(name: str, tmp_path):
     extra = [f"run.load={tmp_path}"] if header(name, "requires") == "run.load" else []
-    return resolve_run_config(compose_cfg(f"experiment={name}", *extra), typed_model=True, typed_backend=True)
+    return resolve_run_config(compose_cfg(f"experiment={name}", *extra), typed_model=True)
 
 
 @pytest.mark.parametrize("name", RECIPES)

@@ -1,36 +1,54 @@
-"""A task that exists on one backend picks it: `task=convert` runs on backend=megatron
-without backend= typed; a typed backend stays (and is checked)."""
+"""A task that exists on one backend picks it in its conf/task YAML: `task=convert` composes
+backend=megatron (so `--cfg job` prints it) without backend= typed; a typed backend, or an
+experiment's, wins (and is checked)."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
-from optmodel.config.resolve import resolve_run_config
+import yaml
+
+from optmodel.config.tasks import task_specs
 from optmodel.config.validate import config_problems
+from optmodel.paths import conf_dir
 
 from conftest import compose_cfg
 
 
-def test_convert_picks_megatron_and_keeps_typed_backend_fields():
-    cfg = resolve_run_config(compose_cfg("task=convert", "backend.device=cpu", "backend.dtype=bfloat16"),
-                             typed_backend=False)
+def test_convert_composes_megatron_and_keeps_typed_backend_fields():
+    cfg = compose_cfg("task=convert", "backend.device=cpu", "backend.dtype=bfloat16")
     assert (cfg.backend.name, cfg.backend.device, cfg.backend.dtype) == ("megatron", "cpu", "bfloat16")
     assert cfg.backend.token_dispatcher == "allgather" and cfg.backend.cpu_init is False
     assert config_problems(cfg, check_inputs=False) == []
 
 
-def test_tasks_on_several_backends_keep_the_default():
-    assert resolve_run_config(compose_cfg("task=quantize"), typed_backend=False).backend.name == "hf"
+def test_a_typed_backend_wins_in_either_order_and_tasks_on_several_backends_keep_the_default():
+    assert compose_cfg("task=convert", "backend=hf").backend.name == "hf"
+    assert compose_cfg("backend=hf", "task=convert").backend.name == "hf"
+    assert compose_cfg("task=quantize").backend.name == "hf"
+    assert compose_cfg("task=quantize", "backend=megatron").backend.name == "megatron"
 
 
-def test_cli_picks_megatron_and_refuses_a_typed_hf(tmp_path):
+def test_a_task_yaml_picks_only_a_backend_its_spec_runs_on():
+    picked = {}
+    for name, spec in task_specs().items():
+        defaults = yaml.safe_load((conf_dir() / "task" / f"{name}.yaml").read_text())["defaults"]
+        for entry in defaults:
+            key = next(iter(entry)) if isinstance(entry, dict) else ""
+            if key.startswith("override /backend"):
+                picked[name] = entry[key]
+                assert entry[key] in spec.backends, (name, entry[key], spec.backends)
+    assert picked["convert"] == "megatron"
+    for name, spec in task_specs().items():  # one backend and no pick: the user would have to type it
+        assert len(spec.backends) > 1 or spec.backends == ("hf",) or name in picked, name
+
+
+def test_cfg_job_prints_megatron_and_the_cli_refuses_a_typed_hf(tmp_path):
     run = [sys.executable, "-m", "optmodel", "task=convert"]
-    # the alltoall note is only given for backend=megatron: the dry run planned on it
-    dry = subprocess.run(run + ["run.dry_run=true", "backend.token_dispatcher=alltoall", f"hydra.run.dir={tmp_path}/a"],
-                         capture_output=True, text=True, timeout=120)
-    assert dry.returncode == 0, dry.stderr[-2000:]
-    assert "backend.token_dispatcher: alltoall needs CUDA" in dry.stdout
+    shown = subprocess.run(run + ["--cfg", "job"], capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert yaml.safe_load(shown.stdout)["backend"]["name"] == "megatron"
     typed = subprocess.run(run + ["backend=hf", f"hydra.run.dir={tmp_path}/b"], capture_output=True, text=True, timeout=120)
     assert typed.returncode == 2
     assert "backend: task=convert does not run on backend=hf (it runs on megatron)" in typed.stderr

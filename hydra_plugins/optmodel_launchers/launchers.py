@@ -71,8 +71,7 @@ def job_problems(job: sweep.SweepJob, cfg: DictConfig, world_size: Optional[int]
     typed = any(str(o).lstrip("+").startswith("model=") for o in list(job.overrides) + list(cfg.hydra.overrides.task))
     where = f"job {job.num} ({' '.join(filter_overrides(job.overrides)) or 'no overrides'})"
     try:
-        job_cfg = resolve_run_config(job_cfg, typed_model=typed, typed_backend=any(
-            str(o).lstrip("+").startswith("backend=") for o in list(job.overrides) + list(cfg.hydra.overrides.task)))
+        job_cfg = resolve_run_config(job_cfg, typed_model=typed)
     except ConfigError as err:
         return [f"{where}: {p}" for p in err.problems]
     return [f"{where}: {p}" for p in config_problems(job_cfg, world_size=world_size, check_inputs=check_inputs)]

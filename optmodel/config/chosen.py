@@ -1,6 +1,5 @@
 """Whether the user chose a config group on the command line (or through an experiment),
-as opposed to getting the default: run.load inherits a model and a task picks its backend
-only when none was chosen."""
+as opposed to getting the default: run.load inherits a model only when none was chosen."""
 
 from __future__ import annotations
 

@@ -29,7 +29,6 @@ class TaskSpec:
     problems: Callable[[DictConfig], List[str]]  # config checks; light imports only
     runner: str  # module whose run(ctx) carries the task out
     backends: Tuple[str, ...] = ("hf",)  # backends it runs on; others are refused at validation
-    default_backend: Optional[str] = None  # picked when the user chose no backend= (e.g. convert: megatron)
     reads_model: bool = True  # starts from a model (accepts run.load=<run dir>)
     resumable: bool = False  # continues an unfinished run in its dir (run.resume=true), e.g. from training checkpoints
     preflight: Optional[str] = None  # "module:function(cfg)": heavier input checks run before the run dir is claimed

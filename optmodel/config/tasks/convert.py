@@ -44,4 +44,4 @@ def problems(cfg: DictConfig) -> List[str]:
 
 
 SPEC = TaskSpec(name="convert", schema=ConvertTaskConfig, problems=problems, runner="optmodel.tasks.convert",
-                backends=("megatron",), default_backend="megatron")
+                backends=("megatron",))
