@@ -4,6 +4,7 @@ and without their checkpoints (check_inputs=False)."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -23,8 +24,28 @@ def header(name: str, key: str):
     return match.group(1) if match else None
 
 
+def required_input(key: str, recipe: str, tmp_path) -> str:
+    """A stand-in for what the user passes (`# requires: <key>`): its checks read the file."""
+    if key == "run.load":
+        return str(tmp_path)
+    if key == "task.conversations":
+        chats = tmp_path / "chats.jsonl"
+        chats.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"},
+                                                  {"role": "assistant", "content": "hello"}]}) + "\n")
+        return str(chats)
+    if key == "task.offline_data":  # an eagle3_features dump of the recipe's model
+        shape = compose_cfg(f"experiment={recipe}").model
+        features = tmp_path / "features"
+        features.mkdir(exist_ok=True)
+        (features / "features.json").write_text(json.dumps(
+            {"complete": True, "target": str(tmp_path), "hidden_size": shape.hidden_size,
+             "num_layers": shape.num_layers, "aux_layer_ids": [1, 7, 12]}))
+        return str(features)
+    raise AssertionError(f"no stand-in for '# requires: {key}'")
+
+
 def recipe_cfg(name: str, tmp_path):
-    extra = [f"run.load={tmp_path}"] if header(name, "requires") == "run.load" else []
+    extra = [f"{key}={required_input(key, name, tmp_path)}" for key in (header(name, "requires") or "").split(",") if key]
     return resolve_run_config(compose_cfg(f"experiment={name}", *extra), typed_model=True)
 
 
@@ -56,3 +77,25 @@ def test_recipes_say_what_they_run(tmp_path):
     assert pipeline_stage_layers(kimi.model.num_layers, kimi.parallel) == [3] + [4] * 14 + [2]
     ep = compose_cfg("experiment=qwen3_30b_a3b_nvfp4_ep").parallel
     assert (ep.tensor, ep.expert, ep.expert_tensor) == (1, 8, 1)
+
+
+def test_eagle3_recipes_train_online_or_from_the_dump_they_are_paired_with(tmp_path):
+    online = recipe_cfg("llama3_2_1b_eagle3", tmp_path)
+    dump = recipe_cfg("llama3_2_1b_eagle3_features", tmp_path)
+    offline = recipe_cfg("llama3_2_1b_eagle3_offline", tmp_path)
+    assert [c.task.name for c in (online, dump, offline)] == ["eagle3", "eagle3_features", "eagle3"]
+    assert {c.model.name for c in (online, dump, offline)} == {"llama3_2_1b_instruct"}
+    assert online.task.offline_data is None and online.task.al_every > 0
+    assert offline.task.offline_data and offline.task.al_every == 0
+    assert dump.task.seq_len == offline.task.seq_len  # the draft trains on the rows as dumped
+    # eagle3.sh's 128000 training samples
+    assert online.task.max_steps * online.task.batch_size * online.task.grad_accum == 128000
+    assert offline.task.max_steps * offline.task.batch_size * offline.task.grad_accum == 128000
+
+
+def test_a_kimi_k2_eagle3_recipe_on_megatron_would_not_validate():
+    """Why there is none (README: left out): task=eagle3 / eagle3_features on backend=megatron is
+    refused, and Kimi-K2 cannot run on backend=hf's one process at TP 8 / EP 64."""
+    for task in ("eagle3", "eagle3_features"):
+        cfg = compose_cfg("model=kimi_k2_instruct", "parallel=kimi_k2", "backend=megatron", f"task={task}")
+        assert any(p.startswith("backend: ") and "EAGLE" in p for p in problems_on(cfg, 64)), task
