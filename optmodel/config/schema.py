@@ -51,25 +51,25 @@ class ModelConfig:
     family: str = MISSING  # see optmodel.models.families.FAMILIES
     checkpoint: Optional[str] = None  # local Hugging Face checkpoint directory
     tiny: bool = False  # built into the package (optmodel/assets/tiny_models/<name>)
-    trust_remote_code: bool = False
-    num_layers: int = MISSING
-    hidden_size: int = MISSING
+    trust_remote_code: bool = False  # only models whose config opts in (e.g. Kimi-K2)
+    num_layers: int = MISSING  # decoder layers
+    hidden_size: int = MISSING  # model width
     ffn_hidden_size: int = MISSING  # dense MLP size
-    num_attention_heads: int = MISSING
+    num_attention_heads: int = MISSING  # query heads
     num_query_groups: Optional[int] = None  # None for MLA models
     kv_channels: int = MISSING  # head dim
-    qk_layernorm: bool = False
-    qk_l2_norm: bool = False
-    qkv_bias: bool = False
-    tied_embeddings: bool = False
-    vocab_size: int = MISSING
+    qk_layernorm: bool = False  # RMS norm on each query / key head (Qwen3)
+    qk_l2_norm: bool = False  # L2 norm on queries / keys (Llama-4)
+    qkv_bias: bool = False  # biases on the q / k / v projections (Qwen2)
+    tied_embeddings: bool = False  # the output layer shares the embedding's weight
+    vocab_size: int = MISSING  # tokenizer vocabulary (config.json vocab_size)
     padded_vocab_size: Optional[int] = None  # embedding rows when larger than the tokenizer
-    max_position_embeddings: int = MISSING
-    rope_theta: float = 10000.0
-    rope_scaling: Optional[Dict[str, Any]] = None
+    max_position_embeddings: int = MISSING  # longest sequence the model is trained for
+    rope_theta: float = 10000.0  # rotary base
+    rope_scaling: Optional[Dict[str, Any]] = None  # config.json's rope_scaling (llama3, yarn), as given
     nope_layer_interval: Optional[int] = None  # Llama-4: every 4th layer without rope
-    sliding_window: Optional[int] = None
-    norm_eps: float = 1e-6
+    sliding_window: Optional[int] = None  # attention window of the sliding layers (gpt-oss)
+    norm_eps: float = 1e-6  # RMS norm epsilon
     dtype: str = "bfloat16"  # dtype of the released weights
     moe: Optional[MoEConfig] = None
     mla: Optional[MLAConfig] = None
@@ -78,13 +78,13 @@ class ModelConfig:
 @dataclass
 class ParallelConfig:
     name: str = MISSING
-    tensor: int = 1
-    pipeline: int = 1
-    expert: int = 1
+    tensor: int = 1  # TP: tensor-parallel size (backend=megatron)
+    pipeline: int = 1  # PP: pipeline stages
+    expert: int = 1  # EP: expert-parallel size (MoE models)
     expert_tensor: Optional[int] = None  # None: same as tensor
-    context: int = 1
+    context: int = 1  # CP: context-parallel size (needs Transformer-Engine)
     data: Optional[int] = None  # None: whatever the world size leaves
-    sequence_parallel: bool = False
+    sequence_parallel: bool = False  # megatron sequence parallelism with TP (needs Transformer-Engine)
     pipeline_first_stage_layers: Optional[int] = None  # uneven split: first stage
     pipeline_last_stage_layers: Optional[int] = None  # uneven split: last stage
 
@@ -94,7 +94,7 @@ class BackendConfig:
     name: str = "hf"
     device: str = "auto"  # auto | cpu | cuda
     dtype: str = "auto"  # compute dtype: auto | float32 | bfloat16 | float16 (auto: optmodel/config/dtype.py)
-    attn_implementation: str = "sdpa"
+    attn_implementation: str = "sdpa"  # sdpa / eager (backend=hf; gpt-oss's sinks need eager)
     # backend=megatron only:
     token_dispatcher: str = "allgather"  # MoE token dispatcher: allgather (gloo and NCCL) | alltoall (NCCL)
     cpu_init: bool = False  # build and keep weights in host memory (convert / export of stages larger than a GPU)
@@ -105,32 +105,32 @@ class DataConfig:
     name: str = MISSING
     source: str = "bundled"  # bundled | text | jsonl | hf
     calib_path: Optional[str] = None  # .txt, or .jsonl rows with "text" or chat "messages"
-    eval_path: Optional[str] = None
+    eval_path: Optional[str] = None  # held-out text for perplexity, as calib_path
     dataset: Optional[str] = None  # source=hf: a dataset name (local cache) or a local dataset dir
-    dataset_config: Optional[str] = None
-    calib_split: str = "train"
-    eval_split: str = "validation"
+    dataset_config: Optional[str] = None  # source=hf: the dataset's config name
+    calib_split: str = "train"  # source=hf: split the calibration (or training) rows come from
+    eval_split: str = "validation"  # source=hf: held-out split
     text_field: str = "text"  # source=hf: the column holding text (rows with "messages" also work)
     packing: str = "pack"  # pack | sort | pad: how calibration rows become batches (see data/text.py)
     num_samples: int = 32  # calibration sequences
-    seq_len: int = 256
-    batch_size: int = 8
+    seq_len: int = 256  # tokens per sequence (calibration, training, perplexity windows)
+    batch_size: int = 8  # sequences per forward
     eval_max_sequences: int = 64  # held-out sequences for perplexity; 0 = all
 
 
 @dataclass
 class LoggerConfig:
     name: str = "none"  # none | wandb
-    project: str = "optmodel"
-    entity: Optional[str] = None
+    project: str = "optmodel"  # wandb project
+    entity: Optional[str] = None  # wandb entity (team); None: the account's default
     mode: str = "offline"  # online | offline | disabled
-    group: Optional[str] = None
-    tags: List[str] = field(default_factory=list)
+    group: Optional[str] = None  # wandb run group
+    tags: List[str] = field(default_factory=list)  # wandb run tags
 
 
 @dataclass
 class RunConfig:
-    seed: int = 1234
+    seed: int = 1234  # the run's random seed
     output_dir: Optional[str] = None  # None: Hydra's run dir
     world_size: Optional[int] = None  # None: from the launch environment (WORLD_SIZE)
     load: Optional[str] = None  # an earlier run dir whose model (and quantization state) this run starts from

@@ -43,15 +43,15 @@ class EvaluateConfig:
     """Accuracy of the run's model before and after an optimization (quantize, prune,
     distill), on the same model load; see optmodel.evaluation.evaluate_handle."""
 
-    mmlu: bool = False
+    mmlu: bool = False  # measure MMLU before and after
     data_dir: Optional[str] = None  # MMLU in the cais/mmlu layout; None: the Hugging Face cache
     subjects: List[str] = field(default_factory=list)  # empty: all 57
-    num_fewshot: int = 0
+    num_fewshot: int = 0  # MMLU few-shot examples (0-shot as the Megatron-LM example)
     fraction: float = 1.0  # first share of each subject's questions
     lower_bound: Optional[float] = None  # the run fails when MMLU accuracy after is below it
     tasks: List[str] = field(default_factory=list)  # lm-eval task names or local task YAML files
     limit: Optional[float] = None  # lm-eval tasks: examples per task (< 1: a share)
-    batch_size: int = 8
+    batch_size: int = 8  # sequences per forward while scoring
 
 
 def lm_eval_task_file_problems(field_name: str, specs) -> List[str]:

@@ -21,14 +21,14 @@ DEPTH_MEASURES = ("skip_loss", "cosine")
 class ExportConfig:
     """The pruned sizes (Megatron-LM / ModelOpt names); unset ones keep the model's."""
 
-    num_layers: Optional[int] = None
-    hidden_size: Optional[int] = None
-    ffn_hidden_size: Optional[int] = None
-    num_attention_heads: Optional[int] = None
-    num_query_groups: Optional[int] = None
-    num_moe_experts: Optional[int] = None
-    moe_ffn_hidden_size: Optional[int] = None
-    moe_shared_expert_intermediate_size: Optional[int] = None
+    num_layers: Optional[int] = None  # depth target (Megatron-LM: TARGET_NUM_LAYERS)
+    hidden_size: Optional[int] = None  # width target (TARGET_HIDDEN_SIZE)
+    ffn_hidden_size: Optional[int] = None  # dense MLP size (TARGET_FFN_HIDDEN_SIZE)
+    num_attention_heads: Optional[int] = None  # query heads, cut within their groups
+    num_query_groups: Optional[int] = None  # KV heads (GQA groups)
+    num_moe_experts: Optional[int] = None  # routed experts per MoE layer
+    moe_ffn_hidden_size: Optional[int] = None  # per-expert MLP size
+    moe_shared_expert_intermediate_size: Optional[int] = None  # shared-expert MLP size
 
 
 def export_dict(task) -> Dict[str, int]:

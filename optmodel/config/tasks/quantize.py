@@ -19,7 +19,7 @@ from optmodel.rundir import read_origin
 
 @dataclass
 class AutoQuantizeConfig:
-    enabled: bool = False
+    enabled: bool = False  # per-layer format search under effective_bits (mtq.auto_quantize)
     effective_bits: float = 4.8  # budget: weight bits per parameter over all quantizable layers
     formats: List[str] = field(default_factory=lambda: ["NVFP4_DEFAULT_CFG", "FP8_DEFAULT_CFG"])
     method: str = "gradient"  # gradient | kl_div
