@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -61,3 +62,54 @@ def no_process_group_left_behind():
         from optmodel.distributed import destroy_model_parallel
 
         destroy_model_parallel()
+
+
+def stand_in(key: str, tmp_path, model: str = "tiny_qwen3", what: str = "") -> str:
+    """A value for an input a recipe or README command leaves to the user (`key=<what>`),
+    good enough for its config checks, which read the file: run dirs, chats, a features dump."""
+    import json
+
+    def chats(name):
+        path = tmp_path / name
+        path.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"},
+                                                 {"role": "assistant", "content": "hello"}]}) + "\n")
+        return str(path)
+
+    if key == "run.load" and "eagle3" in what:  # an eagle3 run: its manifest names the exported draft
+        run = tmp_path / "eagle3_run"
+        (run / "draft").mkdir(parents=True, exist_ok=True)
+        (run / "draft" / "config.json").write_text("{}")
+        (run / "optmodel.json").write_text(json.dumps({"outputs": {"draft": str(run / "draft")}}))
+        return str(run)
+    if key in ("run.load", "task.load", "model.checkpoint"):
+        return str(tmp_path)
+    if key in ("run.output_dir", "task.output_dir"):
+        return str(tmp_path / "out")
+    if key in ("task.conversations", "data.calib_path", "data.eval_path"):
+        return chats(key.split(".")[-1] + ".jsonl")
+    if key == "task.acceptance.prompts":
+        (tmp_path / "prompts.jsonl").write_text(json.dumps({"turns": ["Why is the sky blue?"]}) + "\n")
+        return str(tmp_path / "prompts.jsonl")
+    if key == "task.prompts_file":
+        (tmp_path / "prompts.txt").write_text("Once upon a time\n")
+        return str(tmp_path / "prompts.txt")
+    if key == "task.scores":
+        (tmp_path / "prune_scores.pt").write_bytes(b"")
+        return str(tmp_path)
+    if key == "task.data_dir":  # the cais/mmlu layout, every subject (validation reads only the listing)
+        from optmodel.data.mmlu import SUBJECTS
+
+        for subject in SUBJECTS:
+            (tmp_path / "mmlu" / subject).mkdir(parents=True, exist_ok=True)
+            for split in ("test", "dev"):
+                (tmp_path / "mmlu" / subject / f"{split}-00000-of-00001.parquet").write_bytes(b"")
+        return str(tmp_path / "mmlu")
+    if key == "task.offline_data":  # an eagle3_features dump of `model`
+        shape = compose_cfg(f"model={model}").model
+        features = tmp_path / "features"
+        features.mkdir(exist_ok=True)
+        (features / "features.json").write_text(json.dumps(
+            {"complete": True, "target": str(tmp_path), "hidden_size": shape.hidden_size,
+             "num_layers": shape.num_layers, "aux_layer_ids": [1, 2, 3]}))
+        return str(features)
+    raise AssertionError(f"no stand-in for {key}=<{what}>")

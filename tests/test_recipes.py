@@ -4,7 +4,6 @@ and without their checkpoints (check_inputs=False)."""
 
 from __future__ import annotations
 
-import json
 import re
 
 import pytest
@@ -14,7 +13,7 @@ from optmodel.config.resolve import resolve_run_config
 from optmodel.config.validate import config_problems
 from optmodel.paths import conf_dir
 
-from conftest import compose_cfg
+from conftest import compose_cfg, stand_in
 
 RECIPES = sorted(p.stem for p in (conf_dir() / "experiment").glob("*.yaml"))
 
@@ -24,28 +23,10 @@ def header(name: str, key: str):
     return match.group(1) if match else None
 
 
-def required_input(key: str, recipe: str, tmp_path) -> str:
-    """A stand-in for what the user passes (`# requires: <key>`): its checks read the file."""
-    if key == "run.load":
-        return str(tmp_path)
-    if key == "task.conversations":
-        chats = tmp_path / "chats.jsonl"
-        chats.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"},
-                                                  {"role": "assistant", "content": "hello"}]}) + "\n")
-        return str(chats)
-    if key == "task.offline_data":  # an eagle3_features dump of the recipe's model
-        shape = compose_cfg(f"experiment={recipe}").model
-        features = tmp_path / "features"
-        features.mkdir(exist_ok=True)
-        (features / "features.json").write_text(json.dumps(
-            {"complete": True, "target": str(tmp_path), "hidden_size": shape.hidden_size,
-             "num_layers": shape.num_layers, "aux_layer_ids": [1, 7, 12]}))
-        return str(features)
-    raise AssertionError(f"no stand-in for '# requires: {key}'")
-
-
 def recipe_cfg(name: str, tmp_path):
-    extra = [f"{key}={required_input(key, name, tmp_path)}" for key in (header(name, "requires") or "").split(",") if key]
+    keys = [key for key in (header(name, "requires") or "").split(",") if key]
+    model = compose_cfg(f"experiment={name}").model.name if keys else None
+    extra = [f"{key}={stand_in(key, tmp_path, model)}" for key in keys]
     return resolve_run_config(compose_cfg(f"experiment={name}", *extra), typed_model=True)
 
 
