@@ -11,7 +11,7 @@ import pytest
 from optmodel.config.layout import pipeline_stage_layers
 from optmodel.config.resolve import resolve_run_config
 from optmodel.config.validate import config_problems
-from optmodel.paths import conf_dir
+from optmodel.paths import PACKAGE_DIR, conf_dir
 
 from conftest import compose_cfg, stand_in
 
@@ -80,3 +80,21 @@ def test_a_kimi_k2_eagle3_recipe_on_megatron_would_not_validate():
     for task in ("eagle3", "eagle3_features"):
         cfg = compose_cfg("model=kimi_k2_instruct", "parallel=kimi_k2", "backend=megatron", f"task={task}")
         assert any(p.startswith("backend: ") and "EAGLE" in p for p in problems_on(cfg, 64)), task
+
+
+def readme_recipe_rows():
+    readme = (PACKAGE_DIR.parent / "README.md").read_text()
+    section = readme[readme.index("### Recipes"):]
+    section = section[: section.index("\n#", 4)]
+    rows = [[c.strip() for c in line.strip().strip("|").split(" | ")] for line in section.splitlines()
+            if line.startswith("| `")]
+    return {row[0].strip("`"): row for row in rows}
+
+
+def test_the_readme_recipe_table_says_what_each_recipe_composes_to(tmp_path):
+    table = readme_recipe_rows()
+    assert sorted(table) == RECIPES
+    for name, (_, model, task, backend, world) in table.items():
+        cfg = recipe_cfg(name, tmp_path)
+        said = (model, task.split()[0].rstrip(":"), backend.split(",")[0], int(re.match(r"\d+", world).group()))
+        assert said == (cfg.model.name, cfg.task.name, cfg.backend.name, int(header(name, "world") or 1)), name
