@@ -4,10 +4,12 @@ experiment's, wins (and is checked)."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 
 import yaml
+from hydra import compose, initialize_config_dir
 
 from optmodel.config.tasks import task_specs
 from optmodel.config.validate import config_problems
@@ -28,6 +30,17 @@ def test_a_typed_backend_wins_in_either_order_and_tasks_on_several_backends_keep
     assert compose_cfg("backend=hf", "task=convert").backend.name == "hf"
     assert compose_cfg("task=quantize").backend.name == "hf"
     assert compose_cfg("task=quantize", "backend=megatron").backend.name == "megatron"
+
+
+def test_an_experiment_s_backend_wins_over_its_task_s_pick(tmp_path):
+    conf = shutil.copytree(conf_dir(), tmp_path / "conf")
+    header = "# @package _global_\ndefaults:\n  - override /task: convert\n"
+    (conf / "experiment" / "convert_only.yaml").write_text(header)
+    (conf / "experiment" / "convert_on_hf.yaml").write_text(header + "  - override /backend: hf\n")
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        picked = {name: compose("config", overrides=[f"experiment={name}"]).backend.name
+                  for name in ("convert_only", "convert_on_hf")}
+    assert picked == {"convert_only": "megatron", "convert_on_hf": "hf"}
 
 
 def test_a_task_yaml_picks_only_a_backend_its_spec_runs_on():
