@@ -30,9 +30,15 @@ def recipe_cfg(name: str, tmp_path):
     return resolve_run_config(compose_cfg(f"experiment={name}", *extra), typed_model=True)
 
 
+@pytest.fixture(scope="module")
+def recipes(tmp_path_factory):
+    """Every recipe composed once (with stand-ins for what it requires), shared by the tests."""
+    return {name: recipe_cfg(name, tmp_path_factory.mktemp(name)) for name in RECIPES}
+
+
 @pytest.mark.parametrize("name", RECIPES)
-def test_every_recipe_composes_and_validates_on_its_world(name, tmp_path):
-    cfg = recipe_cfg(name, tmp_path)
+def test_every_recipe_composes_and_validates_on_its_world(name, recipes):
+    cfg = recipes[name]
     world = int(header(name, "world") or 1)
     assert problems_on(cfg, world) == []
     if world > 1:  # the named world is the one the layout needs, not just one that fits
@@ -44,26 +50,21 @@ def problems_on(cfg, world):
     return [p for p in problems if not p.startswith("backend.device: cuda was asked for")]
 
 
-def test_recipes_say_what_they_run(tmp_path):
-    summary = {}
-    for name in RECIPES:
-        cfg = recipe_cfg(name, tmp_path)
-        summary[name] = (cfg.model.name, cfg.task.name, cfg.backend.name)
+def test_recipes_say_what_they_run(recipes):
+    summary = {name: (cfg.model.name, cfg.task.name, cfg.backend.name) for name, cfg in recipes.items()}
     assert summary["llama3_2_1b_nvfp4"] == ("llama3_2_1b_instruct", "quantize", "hf")
     assert summary["kimi_k2_pp16_export"] == ("kimi_k2_instruct", "convert", "megatron")
     assert summary["qwen3_8b_prune_depth24"] == ("qwen3_8b", "prune", "hf")
-    assert compose_cfg("experiment=llama3_2_1b_auto_quantize").task.auto_quantize.effective_bits == 4.0
-    assert compose_cfg("experiment=qwen3_8b_prune_depth24").task.export_config.num_layers == 24
-    kimi = recipe_cfg("kimi_k2_pp16_export", tmp_path)
+    assert recipes["llama3_2_1b_auto_quantize"].task.auto_quantize.effective_bits == 4.0
+    assert recipes["qwen3_8b_prune_depth24"].task.export_config.num_layers == 24
+    kimi = recipes["kimi_k2_pp16_export"]
     assert pipeline_stage_layers(kimi.model.num_layers, kimi.parallel) == [3] + [4] * 14 + [2]
-    ep = compose_cfg("experiment=qwen3_30b_a3b_nvfp4_ep").parallel
+    ep = recipes["qwen3_30b_a3b_nvfp4_ep"].parallel
     assert (ep.tensor, ep.expert, ep.expert_tensor) == (1, 8, 1)
 
 
-def test_eagle3_recipes_train_online_or_from_the_dump_they_are_paired_with(tmp_path):
-    online = recipe_cfg("llama3_2_1b_eagle3", tmp_path)
-    dump = recipe_cfg("llama3_2_1b_eagle3_features", tmp_path)
-    offline = recipe_cfg("llama3_2_1b_eagle3_offline", tmp_path)
+def test_eagle3_recipes_train_online_or_from_the_dump_they_are_paired_with(recipes):
+    online, dump, offline = (recipes[f"llama3_2_1b_eagle3{suffix}"] for suffix in ("", "_features", "_offline"))
     assert [c.task.name for c in (online, dump, offline)] == ["eagle3", "eagle3_features", "eagle3"]
     assert {c.model.name for c in (online, dump, offline)} == {"llama3_2_1b_instruct"}
     assert online.task.offline_data is None and online.task.al_every > 0
@@ -91,10 +92,10 @@ def readme_recipe_rows():
     return {row[0].strip("`"): row for row in rows}
 
 
-def test_the_readme_recipe_table_says_what_each_recipe_composes_to(tmp_path):
+def test_the_readme_recipe_table_says_what_each_recipe_composes_to(recipes):
     table = readme_recipe_rows()
     assert sorted(table) == RECIPES
     for name, (_, model, task, backend, world) in table.items():
-        cfg = recipe_cfg(name, tmp_path)
+        cfg = recipes[name]
         said = (model, task.split()[0].rstrip(":"), backend.split(",")[0], int(re.match(r"\d+", world).group()))
         assert said == (cfg.model.name, cfg.task.name, cfg.backend.name, int(header(name, "world") or 1)), name
