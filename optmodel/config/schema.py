@@ -48,7 +48,7 @@ class MLAConfig:
 @dataclass
 class ModelConfig:
     name: str = MISSING
-    family: str = MISSING  # see optmodel.models.families.FAMILIES
+    family: str = MISSING  # llama | qwen2 | qwen3 | qwen3_moe | llama4 | deepseek_v3 | deepseek_v2 | gpt_oss
     checkpoint: Optional[str] = None  # local Hugging Face checkpoint directory
     tiny: bool = False  # built into the package (optmodel/assets/tiny_models/<name>)
     trust_remote_code: bool = False  # only models whose config opts in (e.g. Kimi-K2)

@@ -38,9 +38,9 @@ class GenerationCheckConfig:
 @dataclass
 class QuantizeTaskConfig(TaskConfig):
     name: str = "quantize"
-    quant_cfg: str = "FP8_DEFAULT_CFG"  # any name in modelopt's mtq.config.choices
+    quant_cfg: str = "FP8_DEFAULT_CFG"  # any name in modelopt's mtq.config.choices, or an hf_ptq short name (nvfp4)
     recipe: Optional[str] = None  # a ModelOpt PTQ recipe YAML (path or built-in name); replaces quant_cfg
-    kv_cache: str = "none"  # KV-cache quantization: see choices.KV_CACHE_FORMATS
+    kv_cache: str = "none"  # none | fp8 | fp8_affine | nvfp4 | nvfp4_affine | nvfp4_rotate (choices.KV_CACHE_FORMATS)
     weight_only: bool = False  # keep activations in high precision
     disable_qkv: bool = False  # leave the attention q/k/v projections unquantized
     compress: bool = False  # store real low-bit weights in memory (mtq.compress) after calibration
