@@ -6,11 +6,12 @@ from __future__ import annotations
 import re
 
 import pytest
+from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from optmodel.config import reference
 from optmodel.config.tasks import task_specs
-from optmodel.paths import PACKAGE_DIR
+from optmodel.paths import PACKAGE_DIR, conf_dir
 
 from conftest import compose_cfg
 
@@ -49,6 +50,15 @@ def test_every_group_table_lists_the_default_run_s_fields_and_values(tables):
         # listed beyond the run's: only the fields of sections the default model leaves unset (moe, mla)
         assert {n.split(".")[1] for n in set(listed) - set(composed)} <= {"moe", "mla"}, group
         assert {n: listed[n][0] for n in composed} == {n: reference._default_text(v) for n, v in composed.items()}
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in (conf_dir() / "hydra" / "launcher").glob("*.yaml")))
+def test_every_launcher_table_lists_the_composed_preset(tables, preset):
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = compose("config", overrides=[f"hydra/launcher={preset}"], return_hydra_config=True)
+    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=False)
+    composed = {f"hydra.launcher.{k}": reference._default_text(v) for k, v in launcher.items() if k != "_target_"}
+    assert {n: d for n, (d, _) in tables[f"hydra/launcher={preset}"].items()} == composed
 
 
 @pytest.mark.parametrize("task", sorted(task_specs()))

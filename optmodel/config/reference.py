@@ -4,8 +4,9 @@
     python -m optmodel.config.reference --check   # exit 1 when README.md is stale
     python -m optmodel.config.reference --print   # the markdown on stdout
 
-One table per config group (its default option's values: what a run gets with nothing typed)
-and per task (the task schema's defaults; conf/task/*.yaml restate none). The help column is
+One table per config group (its default option's values: what a run gets with nothing typed),
+per launcher preset (conf/hydra/launcher/) and per task (the task schema's defaults;
+conf/task/*.yaml restate none). The help column is
 the field's `metadata={"help": ...}`, else the comment on its line in the dataclass.
 Light imports only (omegaconf, yaml), like the rest of optmodel.config.
 """
@@ -112,6 +113,19 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def launcher_values(preset: str) -> Tuple[type, dict]:
+    """A conf/hydra/launcher preset merged over what its defaults list names (another preset,
+    or one of the launcher plugin's schemas)."""
+    from hydra_plugins.optmodel_launchers import config as launchers
+
+    schemas = {"optmodel_local": launchers.LocalConf, "optmodel_local_ranks": launchers.LocalRanksConf,
+               "optmodel_slurm": launchers.SlurmConf}
+    node = OmegaConf.load(conf_dir() / "hydra" / "launcher" / f"{preset}.yaml")
+    base = next(d for d in node.pop("defaults") if d != "_self_")
+    cls, values = (schemas[base], OmegaConf.structured(schemas[base])) if base in schemas else launcher_values(base)
+    return cls, OmegaConf.to_container(OmegaConf.merge(values, node), resolve=False)
+
+
 def _table(rows: List[Row]) -> List[str]:
     lines = ["| option | default | what |", "| --- | --- | --- |"]
     lines += [f"| `{name}` | {default} | {_cell(what)} |" for name, default, what in rows]
@@ -119,13 +133,17 @@ def _table(rows: List[Row]) -> List[str]:
 
 
 def tables() -> List[Tuple[str, List[Row]]]:
-    """(heading, rows) for every group, `run` and every task."""
+    """(heading, rows) for every group, `run`, every launcher preset and every task."""
     choices = default_choices()
     out = []
     for group, cls in GROUPS:
         rows = list(option_rows(cls, group_values(group, cls, choices[group]), f"{group}."))
         out.append((f"`{group}` (defaults of `{group}={choices[group]}`)", rows))
     out.append(("`run`", list(option_rows(schema.RunConfig, None, "run."))))
+    for path in sorted((conf_dir() / "hydra" / "launcher").glob("*.yaml")):
+        cls, values = launcher_values(path.stem)
+        rows = [row for row in option_rows(cls, values, "hydra.launcher.") if row[0] != "hydra.launcher._target_"]
+        out.append((f"`hydra/launcher={path.stem}`", rows))
     for name, spec in task_specs().items():
         out.append((f"`task={name}`", list(option_rows(spec.schema, None, "task."))))
     return out
