@@ -99,3 +99,12 @@ def test_the_readme_recipe_table_says_what_each_recipe_composes_to(recipes):
         cfg = recipes[name]
         said = (model, task.split()[0].rstrip(":"), backend.split(",")[0], int(re.match(r"\d+", world).group()))
         assert said == (cfg.model.name, cfg.task.name, cfg.backend.name, int(header(name, "world") or 1)), name
+        layout = backend.split(",", 1)[1]  # "single", "`pp16_kimi` (...)" or "TP 1 EP 8 ETP 1"
+        sizes = dict(re.findall(r"\b(TP|PP|EP|ETP|CP) (\d+)", layout))
+        par = cfg.parallel
+        actual = {"TP": par.tensor, "PP": par.pipeline, "EP": par.expert, "CP": par.context,
+                  "ETP": par.tensor if par.expert_tensor is None else par.expert_tensor}
+        if sizes:
+            assert {k: int(v) for k, v in sizes.items()} == {k: actual[k] for k in sizes}, name
+        else:
+            assert layout.split()[0].strip("`") == par.name, name
