@@ -156,6 +156,23 @@ def test_prune_then_distill_learns_from_the_input_model_and_saves_one_model():
     assert config_problems(cfg) == []
 
 
+def test_prune_then_distill_trains_the_pruned_model_in_memory_against_the_input_model(tmp_path, one_thread):
+    cfg = compose_cfg("task=pipeline", "task.steps=[prune,distill]", "task.prune.export_config.num_layers=2",
+                      "task.prune.save_model=false", "task.prune.depth_batches=1", "task.distill.training.max_steps=1",
+                      "task.distill.training.micro_batch_size=2", "task.distill.training.global_batch_size=2",
+                      *SMALL[:3], f"run.output_dir={tmp_path}")
+    _, loads = counted_execute(cfg, tmp_path)
+    manifest = json.loads((tmp_path / "optmodel.json").read_text())
+    ckpt = str(Path(optmodel.__file__).parent / "assets" / "tiny_models" / "tiny_qwen3")
+    assert loads == [None, ckpt] and manifest["model_loads"] == 2 and manifest["other_model_loads"] == [ckpt]
+    prune, distill = manifest["steps"]["prune"]["metrics"], manifest["steps"]["distill"]["metrics"]
+    # the student is the pruned model handed over in memory; the teacher is the unpruned input
+    assert distill["perplexity_before"] == pytest.approx(prune["perplexity_after"], rel=1e-6)
+    assert distill["perplexity_teacher"] == pytest.approx(prune["perplexity_before"], rel=1e-6)
+    assert json.loads((tmp_path / "model" / "config.json").read_text())["num_hidden_layers"] == 2
+    assert manifest["model_config"]["num_layers"] == 2 and manifest["training"]["teacher"] == ckpt
+
+
 def test_pipeline_config_error_of_a_step_stays_a_config_error():
     from optmodel.tasks.pipeline import step_error
 
