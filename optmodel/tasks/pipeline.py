@@ -68,24 +68,24 @@ def run(ctx) -> Dict[str, Any]:
         ctx.record(steps=record)
         log.info("pipeline step %d/%d: %s", i + 1, len(steps), name)
         step_start = time.perf_counter()
+
+        def finish(status: str, **fields) -> None:
+            other_loads.extend(step.sources)
+            record[name] = {"status": status, "seconds": round(time.perf_counter() - step_start, 3), **fields,
+                            "outputs": new_outputs(outputs_before, ctx.manifest.data.get("outputs"))}
+            ctx.record(steps=record, model_loads=1 + len(other_loads), other_model_loads=other_loads)
+
         try:
             step_metrics = task_runner(name)(step)
         except BaseException as err:
-            record[name] = {"status": "failed", "seconds": round(time.perf_counter() - step_start, 3),
-                            "error": f"{type(err).__name__}: {err}",
-                            "outputs": new_outputs(outputs_before, ctx.manifest.data.get("outputs"))}
-            other_loads += step.sources
-            ctx.record(steps=record, model_loads=1 + len(other_loads), other_model_loads=other_loads)
+            finish("failed", error=f"{type(err).__name__}: {err}")
             named = step_error(err, i, len(steps), name)
             if named is err:
                 raise
             raise named from err
-        other_loads += step.sources
-        record[name] = {"status": "completed", "seconds": round(time.perf_counter() - step_start, 3),
-                        "metrics": step_metrics,
-                        "outputs": new_outputs(outputs_before, ctx.manifest.data.get("outputs"))}
+        finish("completed", metrics=step_metrics)
         metrics.update(step_metrics)
-        ctx.record(steps=record, metrics=step_metrics, model_loads=1 + len(other_loads), other_model_loads=other_loads)
+        ctx.record(metrics=step_metrics)
         arch = handle.architecture()
         model_cfg = with_model_fields(model_cfg, {k: v for k, v in arch.items() if k in model_cfg})
         handle.origin = dict(ctx.manifest.data)  # the next step's model comes from this run's record
