@@ -95,7 +95,7 @@ def stand_in(key: str, tmp_path, model: str = "tiny_qwen3", what: str = "") -> s
     if key == "task.scores":
         (tmp_path / "prune_scores.pt").write_bytes(b"")
         return str(tmp_path)
-    if key == "task.data_dir":  # the cais/mmlu layout, every subject (validation reads only the listing)
+    if key in ("task.data_dir", "task.mmlu.data_dir"):  # the cais/mmlu layout, every subject (validation reads only the listing)
         from optmodel.data.mmlu import SUBJECTS
 
         for subject in SUBJECTS:

@@ -57,6 +57,12 @@ def test_recipes_say_what_they_run(recipes):
     assert summary["qwen3_8b_prune_depth24"] == ("qwen3_8b", "prune", "hf")
     assert recipes["llama3_2_1b_auto_quantize"].task.auto_quantize.effective_bits == 4.0
     assert recipes["qwen3_8b_prune_depth24"].task.export_config.num_layers == 24
+    assert summary["qwen3_8b_prune_distill"] == ("qwen3_8b", "pipeline", "hf")
+    assert summary["llama3_2_1b_nvfp4_pipeline"] == ("llama3_2_1b_instruct", "pipeline", "hf")
+    prune_distill = recipes["qwen3_8b_prune_distill"].task
+    assert list(prune_distill.steps) == ["prune", "distill"] and prune_distill.prune.export_config.num_layers == 24
+    nvfp4 = recipes["llama3_2_1b_nvfp4_pipeline"].task
+    assert list(nvfp4.steps) == ["quantize", "mmlu", "export"] and nvfp4.quantize.quant_cfg == "NVFP4_DEFAULT_CFG"
     kimi = recipes["kimi_k2_pp16_export"]
     assert pipeline_stage_layers(kimi.model.num_layers, kimi.parallel) == [3] + [4] * 14 + [2]
     ep = recipes["qwen3_30b_a3b_nvfp4_ep"].parallel

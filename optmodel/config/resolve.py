@@ -1,6 +1,6 @@
 """The composed config made concrete before it is validated and run: the model a run dir
 produced (run.load), the architecture of model=auto (its config.json), and canonical format
-names. The run, the dry run and the launchers' per-job checks all go through here, so every
+names (of every step of a task=pipeline). The run, the dry run and the launchers' per-job checks all go through here, so every
 one of them validates and records the same config. (The backend of a task that runs on one
 backend is picked earlier, by its conf/task YAML, so `--cfg job` shows it.)"""
 
@@ -11,9 +11,10 @@ from omegaconf import DictConfig
 from optmodel.config.auto_model import resolve_auto_model
 from optmodel.config.format_aliases import resolve_format_aliases
 from optmodel.config.inherit import inherit_run_model
+from optmodel.config.pipeline import resolve_pipeline
 
 
 def resolve_run_config(cfg: DictConfig, typed_model: bool = False) -> DictConfig:
     cfg = resolve_auto_model(cfg)
     cfg = inherit_run_model(cfg, typed_model)
-    return resolve_format_aliases(cfg)
+    return resolve_pipeline(resolve_format_aliases(cfg))  # task=pipeline: each step as its own task

@@ -218,6 +218,8 @@ def task_problems(cfg: DictConfig) -> List[str]:
             f"run.resume: task={spec.name} does not resume; it starts over. Fix: run.output_dir=<a new dir> (a "
             f"finished model of the earlier run stays loadable there with run.load=<its dir>, e.g. task=export)."
         )
+    if spec.needs_earlier_model and not cfg.run.get("load"):
+        problems.append(f"run.load: task={spec.name} {spec.needs_earlier_model}")
     if cfg.run.get("load") and not spec.reads_model:
         problems.append(f"run.load: task={spec.name} does not start from a model. Fix: run.load=null.")
     return problems + spec.problems(cfg)

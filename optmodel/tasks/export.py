@@ -20,12 +20,13 @@ def run(ctx) -> Dict[str, Any]:
     cfg, task = ctx.cfg, ctx.cfg.task
     handle = ctx.load_model()
     source = handle.origin or {}
+    loaded_from = cfg.run.load or "the earlier pipeline steps"  # task=pipeline hands the model over in memory
     summary = quantizer_summary(handle.model)
-    check_restored(summary, source.get("quantization"), cfg.run.load)
-    ctx.record(quantization={**(source.get("quantization") or {}), **summary, "loaded_from": str(cfg.run.load)})
+    check_restored(summary, source.get("quantization"), loaded_from)
+    ctx.record(quantization={**(source.get("quantization") or {}), **summary, "loaded_from": str(loaded_from)})
     ctx.record_model(handle)
     export_dir = ctx.export_model(handle, task.format, task.dtype)
     if is_rank0():
-        print(f"optmodel export: {cfg.model.name} ({(source.get('quantization') or {}).get('format')}) from {cfg.run.load}\n"
+        print(f"optmodel export: {cfg.model.name} ({(source.get('quantization') or {}).get('format')}) from {loaded_from}\n"
               f"  {task.format} checkpoint ({task.dtype}) -> {export_dir}", flush=True)
     return {"effective_bits": summary["effective_bits"]}

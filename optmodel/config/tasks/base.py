@@ -32,6 +32,12 @@ class TaskSpec:
     reads_model: bool = True  # starts from a model (accepts run.load=<run dir>)
     resumable: bool = False  # continues an unfinished run in its dir (run.resume=true), e.g. from training checkpoints
     preflight: Optional[str] = None  # "module:function(cfg)": heavier input checks run before the run dir is claimed
+    # task=pipeline step: the manifest output keys it writes, given its config and whether the model it
+    # starts from is quantized (None: the task is not a pipeline step)
+    outputs: Optional[Callable[[DictConfig, bool], Tuple[str, ...]]] = None
+    # starts from a model an earlier run made (run.load; in a pipeline: an earlier step), e.g. export:
+    # the refusal's sentence when there is none
+    needs_earlier_model: Optional[str] = None
 
 
 def no_problems(cfg: DictConfig) -> List[str]:

@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional
 from omegaconf import DictConfig
 
 from optmodel.config.tasks.base import TaskSpec
-from optmodel.config.tasks.finetune import FinetuneTaskConfig, training_task_problems
+from optmodel.config.tasks.finetune import FinetuneTaskConfig, training_outputs, training_task_problems
 from optmodel.rundir import read_origin, recorded_model_config, run_dir_problems, saved_model_path
 from optmodel.training.config import DistillationConfig, distillation_problems
 
@@ -73,4 +73,4 @@ def problems(cfg: DictConfig) -> List[str]:
 
 
 SPEC = TaskSpec(name="distill", schema=DistillTaskConfig, problems=problems, runner="optmodel.tasks.distill",
-                backends=("hf", "megatron"), resumable=True)
+                backends=("hf", "megatron"), resumable=True, outputs=training_outputs)

@@ -37,4 +37,5 @@ def problems(cfg: DictConfig) -> List[str]:
 
 
 SPEC = TaskSpec(name="eval", schema=EvalTaskConfig, problems=problems, runner="optmodel.tasks.eval",
-                backends=("hf", "megatron"), preflight="optmodel.tasks.eval:preflight")  # lm-eval task names, datasets
+                backends=("hf", "megatron"), preflight="optmodel.tasks.eval:preflight",
+                outputs=lambda cfg, quantized: ("eval_results", "eval_table"))  # lm-eval task names, datasets

@@ -23,10 +23,7 @@ class ExportTaskConfig(TaskConfig):
 
 
 def problems(cfg: DictConfig) -> List[str]:
-    found = []
-    if not cfg.run.get("load"):
-        found.append("run.load: task=export exports the model of an earlier run. Fix: run.load=<quantize (or prune, "
-                     "distill) run dir>.")
+    found = []  # without run.load: refused by validate.task_problems (SPEC.needs_earlier_model)
     if (p := one_of("task.format", cfg.task.format, choices.EXPORT_FORMATS)):
         found.append(p)
     if (p := one_of("task.dtype", cfg.task.dtype, ("bfloat16", "float16"))):
@@ -53,4 +50,7 @@ def _deploy_problems(cfg: DictConfig) -> List[str]:
                            bool(quant.get("weight_only")), mixed=mixed, export_format=cfg.task.format)
 
 
-SPEC = TaskSpec(name="export", schema=ExportTaskConfig, problems=problems, runner="optmodel.tasks.export")
+SPEC = TaskSpec(name="export", schema=ExportTaskConfig, problems=problems, runner="optmodel.tasks.export",
+                outputs=lambda cfg, quantized: ("export",),
+                needs_earlier_model="exports the model of an earlier run. Fix: run.load=<quantize (or prune, distill) "
+                                    "run dir>.")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from omegaconf import DictConfig
 
@@ -36,6 +36,12 @@ def student_is_quantized(cfg: DictConfig) -> bool:
     return bool(origin and origin.get("quantization")) or bool(cfg.task.get("quant_cfg"))
 
 
+def training_outputs(cfg: DictConfig, quantized: bool = False) -> Tuple[str, ...]:
+    """saved_model, and the export when the student is (or becomes) quantized."""
+    exports = cfg.task.export and (quantized or student_is_quantized(cfg))
+    return ("saved_model",) + ("export",) * bool(exports)
+
+
 def training_task_problems(cfg: DictConfig) -> List[str]:
     """The checks finetune and distill share."""
     from optmodel.config.tasks.quantize import quant_format_problems
@@ -62,4 +68,5 @@ def training_task_problems(cfg: DictConfig) -> List[str]:
 
 
 SPEC = TaskSpec(name="finetune", schema=FinetuneTaskConfig, problems=training_task_problems,
-                runner="optmodel.tasks.finetune", backends=("hf", "megatron"), resumable=True)
+                runner="optmodel.tasks.finetune", backends=("hf", "megatron"), resumable=True,
+                outputs=training_outputs)

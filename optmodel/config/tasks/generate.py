@@ -46,4 +46,5 @@ def problems(cfg: DictConfig) -> List[str]:
     return found
 
 
-SPEC = TaskSpec(name="generate", schema=GenerateTaskConfig, problems=problems, runner="optmodel.tasks.generate")
+SPEC = TaskSpec(name="generate", schema=GenerateTaskConfig, problems=problems, runner="optmodel.tasks.generate",
+                outputs=lambda cfg, quantized: ("generations",))

@@ -27,4 +27,4 @@ def problems(cfg: DictConfig) -> List[str]:
 
 
 SPEC = TaskSpec(name="mmlu", schema=MmluTaskConfig, problems=problems, runner="optmodel.tasks.mmlu",
-                backends=("hf", "megatron"))
+                backends=("hf", "megatron"), outputs=lambda cfg, quantized: ("mmlu", "mmlu_table"))

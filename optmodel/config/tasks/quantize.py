@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from omegaconf import DictConfig
 
@@ -174,5 +174,11 @@ def problems(cfg: DictConfig) -> List[str]:
     return found + evaluate_problems(task.evaluate)
 
 
+def outputs(cfg: DictConfig, quantized: bool = False) -> Tuple[str, ...]:
+    task = cfg.task
+    return (("saved_model",) * task.save_model + ("export",) * task.export
+            + ("generations",) * bool(task.generate.prompts))
+
+
 SPEC = TaskSpec(name="quantize", schema=QuantizeTaskConfig, problems=problems, runner="optmodel.tasks.quantize",
-                backends=("hf", "megatron"))
+                backends=("hf", "megatron"), outputs=outputs)

@@ -1,0 +1,43 @@
+"""task=pipeline: several tasks on one model load (see optmodel/tasks/pipeline.py).
+
+    optmodel task=pipeline task.steps=[quantize,mmlu,export] task.quantize.quant_cfg=fp8 task.mmlu.data_dir=DIR
+
+Each step's settings are `task.<step>`, that task's own schema, checked as `task=<step>`
+would be (optmodel/config/pipeline.py); in a pipeline the quantize step exports nothing by
+default (task.quantize.export=false): the export is a step of its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List
+
+from optmodel.config.pipeline import pipeline_problems
+from optmodel.config.tasks.base import TaskConfig, TaskSpec
+from optmodel.config.tasks.distill import DistillTaskConfig
+from optmodel.config.tasks.eval import EvalTaskConfig
+from optmodel.config.tasks.export import ExportTaskConfig
+from optmodel.config.tasks.finetune import FinetuneTaskConfig
+from optmodel.config.tasks.generate import GenerateTaskConfig
+from optmodel.config.tasks.mmlu import MmluTaskConfig
+from optmodel.config.tasks.prune import PruneTaskConfig
+from optmodel.config.tasks.quantize import QuantizeTaskConfig
+
+
+@dataclass
+class PipelineTaskConfig(TaskConfig):
+    name: str = "pipeline"
+    steps: List[str] = field(default_factory=lambda: ["quantize", "mmlu", "export"])  # in order, each task once
+    # the settings of each step (used only when it is in steps); a step task's spec declares its outputs
+    quantize: QuantizeTaskConfig = field(default_factory=lambda: QuantizeTaskConfig(export=False))
+    prune: PruneTaskConfig = field(default_factory=PruneTaskConfig)
+    distill: DistillTaskConfig = field(default_factory=DistillTaskConfig)  # teacher null: the pipeline's input model
+    finetune: FinetuneTaskConfig = field(default_factory=FinetuneTaskConfig)
+    mmlu: MmluTaskConfig = field(default_factory=MmluTaskConfig)
+    eval: EvalTaskConfig = field(default_factory=EvalTaskConfig)
+    generate: GenerateTaskConfig = field(default_factory=GenerateTaskConfig)
+    export: ExportTaskConfig = field(default_factory=ExportTaskConfig)
+
+
+SPEC = TaskSpec(name="pipeline", schema=PipelineTaskConfig, problems=pipeline_problems, runner="optmodel.tasks.pipeline",
+                backends=("hf", "megatron"), preflight="optmodel.tasks.pipeline:preflight")
