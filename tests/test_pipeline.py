@@ -56,7 +56,7 @@ def pipeline_run(tmp_path_factory, one_thread):
 
 
 def problems(*overrides):
-    cfg = resolve_run_config(compose_cfg("task=pipeline", *overrides), typed_model=False, typed_backend=False)
+    cfg = resolve_run_config(compose_cfg("task=pipeline", *overrides), typed_model=False)
     return config_problems(cfg)
 
 
@@ -126,7 +126,7 @@ def test_each_step_is_validated_as_its_own_task():
     found = problems("task.steps=[quantize,export]", "task.quantize.quant_cfg=nvfp4x", "task.quantize.kv_cache=fp9")
     assert any(p.startswith("task.quantize.quant_cfg: unknown value 'nvfp4x'") for p in found)
     assert any(p.startswith("task.quantize.kv_cache: unknown value 'fp9'") for p in found)
-    cfg = resolve_run_config(compose_cfg("task=pipeline", "task.quantize.quant_cfg=nvfp4"), typed_backend=False)
+    cfg = resolve_run_config(compose_cfg("task=pipeline", "task.quantize.quant_cfg=nvfp4"))
     assert cfg.task.quantize.quant_cfg == "NVFP4_DEFAULT_CFG"  # the short name resolved as task=quantize does
     vllm = problems("task.steps=[quantize,export]", "task.quantize.quant_cfg=int4_awq", "task.export.deploy=vllm")
     assert len(vllm) == 1 and "task.export.deploy=vllm" in vllm[0] and "NVFP4_DEFAULT_CFG" in vllm[0]
@@ -151,7 +151,7 @@ def test_prune_then_distill_learns_from_the_input_model_and_saves_one_model():
     assert both == [p for p in both if "outputs.saved_model, which step prune writes too" in p] and len(both) == 1
     overrides = ("task=pipeline", "task.steps=[prune,distill]", "task.prune.export_config.num_layers=2",
                  "task.prune.save_model=false")
-    cfg = resolve_run_config(compose_cfg(*overrides), typed_backend=False)
+    cfg = resolve_run_config(compose_cfg(*overrides))
     assert cfg.task.distill.teacher == str(Path(optmodel.__file__).parent / "assets" / "tiny_models" / "tiny_qwen3")
     assert config_problems(cfg) == []
 
