@@ -27,5 +27,6 @@ class HoldUntilReleased(Callback):
         if str(OmegaConf.select(config, self.key)) != self.value:
             return
         Path(f"{self.release}.held").touch()
-        while not self.release.exists():  # a cancelled job's SIGINT ends this wait
+        deadline = time.monotonic() + 600  # a cancelled job's SIGINT ends this wait; never left behind
+        while not self.release.exists() and time.monotonic() < deadline:
             time.sleep(0.05)

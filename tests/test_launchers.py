@@ -285,6 +285,19 @@ def test_failed_job_is_listed_with_its_error_and_the_others_summarized(tmp_path)
     assert rows[0]["status"] == "failed" and "fewer than one sequence of data.seq_len=512" in rows[0]["error"]
     assert rows[1]["status"] == "completed" and rows[1]["metrics"]["calib_tokens"] == 64
     assert "1 of 2 job(s) completed." in (sweep_dir / "summary.md").read_text()
+    assert proc.stdout.count("launching job ") == 2
+
+    # Resume: the failed job runs again (and fails again: same data), the completed one is skipped.
+    failed_before, done = read_manifest(sweep_dir / "0"), (sweep_dir / "1" / "optmodel.json").read_bytes()
+    again = optmodel("-m", *_short_text(tmp_path), "data.seq_len=512,64", "task.export=false", "task.perplexity=false",
+                     "data.num_samples=1", f"hydra.sweep.dir={sweep_dir}")
+    assert again.returncode != 0
+    assert again.stdout.count("launching job ") == 1 and "launching job 0: " in again.stdout, "exactly job 0 ran"
+    assert re.search(r"job 1 \(.*\) already completed in .*: skipped", again.stdout)
+    assert [j["state"] for j in json.loads((sweep_dir / "sweep.json").read_text())["jobs"]] == ["failed", "skipped"]
+    rerun = read_manifest(sweep_dir / "0")
+    assert rerun["status"] == "failed" and (rerun["pid"], rerun["started_at"]) != (failed_before["pid"], failed_before["started_at"])
+    assert (sweep_dir / "1" / "optmodel.json").read_bytes() == done, "the completed job did not run again"
 
 
 def test_fail_fast_stops_the_sweep_at_the_first_failure(tmp_path):
@@ -368,8 +381,10 @@ class CountingTask:
                 if step == self.hold_at and start == 0:
                     Path(f"{self.state}.pid").write_text(str(os.getpid()))
                     Path(f"{self.state}.pid").replace(f"{self.state}.held")  # whole, when seen
-                    while True:  # submitit's USR2 handler requeues (exits) or raises from here
-                        sig.pause()
+                    deadline = time.monotonic() + 600  # never left behind if the test is gone
+                    while time.monotonic() < deadline:  # submitit's USR2 handler exits or raises in here
+                        time.sleep(1)
+                    raise TimeoutError("no USR2 within 600 s")
                 step += 1
         return {"resumed_from": start, "steps": step}
 
