@@ -48,16 +48,17 @@ def test_a_quantizer_calibration_never_reached_fails_the_run_and_exports_nothing
 
 def test_auto_quantize_picks_only_listed_formats_and_leaves_disabled_layers_unquantized(tmp_path):
     # INT8 (W8A8, exported as int8_sq) is not a default candidate (NVFP4, FP8): seeing it proves the list is read.
-    metrics = execute(compose_cfg(*TINY, "data.num_samples=4", "task.auto_quantize.enabled=true",
+    metrics = execute(compose_cfg(*TINY, "task.auto_quantize.enabled=true",
                                   "task.auto_quantize.formats=[INT8_DEFAULT_CFG,NVFP4_DEFAULT_CFG]",
-                                  "task.auto_quantize.disabled_layers=[*layers.0.*]", "task.auto_quantize.score_size=4",
+                                  "task.auto_quantize.disabled_layers=[*layers.0.*]", "task.auto_quantize.score_size=2",
                                   "task.auto_quantize.effective_bits=8.5", "task.save_model=false", "task.export=false"),
                       tmp_path)
     layers = read_manifest(tmp_path)["quantization"]["layers"]
     first = {name: fmt for name, fmt in layers.items() if ".layers.0." in name}
     rest = {name: fmt for name, fmt in layers.items() if ".layers." in name and name not in first}
     assert len(first) == 7 and set(first.values()) == {"none"}, first  # q k v o gate up down
-    assert len(rest) == 3 * 7 and set(rest.values()) == {"int8_sq", "nvfp4"}, rest  # a real mix, from the list only
+    # A real mix, from the list only ("none": ModelOpt's search may keep a layer in 16 bits).
+    assert len(rest) == 3 * 7 and set(rest.values()) - {"none"} == {"int8_sq", "nvfp4"}, rest
     assert metrics["effective_bits"] <= 8.5
 
 
