@@ -407,8 +407,8 @@ def local_executor(tmp_path):
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     executor = submitit.LocalExecutor(folder=tmp_path / "submitit", max_num_timeout=2)
-    # A 10 min limit reads as "timed out" to submitit's handler whenever USR2 comes (its grace is
-    # 10 min); signal_delay_s=0: the controller never sends USR2 itself, the test does.
+    # submitit's handler counts USR2 as a time-out once the job ran min(0.8 x limit, limit - 10 min):
+    # at a 10 min limit, always. signal_delay_s=0: the controller never sends USR2 itself, the test does.
     executor.update_parameters(timeout_min=10, signal_delay_s=0)
     return executor
 
