@@ -111,3 +111,31 @@ def test_nvfp4_ties_round_to_even_on_the_e2m1_grid():
     got = cpu_fakequant._fake_quant_2d(ties, (2, 1), (4, 3), 16, torch.tensor(6.0))
     assert got[0, :10].tolist() == [0.0, 1.0, 1.0, 2.0, 2.0, 4.0, 4.0, -1.0, -2.0, -4.0]
     assert torch.equal(got, e2m1(ties).float())
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("fmt_name", sorted(REFERENCES))
+def test_cpu_block_fake_quant_equals_modelopt_cuda_kernels_bit_for_bit(fmt_name):
+    """The same random blocks through the CPU path and through ModelOpt's own CUDA quantizer
+    (the config unrouted, calibrated on the same data): every value equal."""
+    import copy
+
+    import modelopt.torch.quantization as mtq
+
+    weight = spread(32, 64, seed=1)
+    cpu_linear, calib = quantized_linear(fmt_name, weight)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 32, bias=False)).cuda()
+    with torch.no_grad():
+        model[0].weight.copy_(weight)
+    mtq.quantize(model, copy.deepcopy(getattr(mtq, fmt_name)), forward_loop=lambda m: m(calib.cuda()))
+    for attr, x in (("weight_quantizer", weight), ("input_quantizer", spread(8, 64, seed=3))):
+        cpu_q, cuda_q = getattr(cpu_linear, attr), getattr(model[0], attr)
+        assert cuda_q.is_enabled and cuda_q.backend is None, "the CUDA side runs ModelOpt's own kernels"
+        with torch.no_grad():
+            got, want = cpu_q(x), cuda_q(x.cuda()).cpu()
+        assert (want != x).float().mean().item() > 0.5, f"{fmt_name}: the CUDA quantizer left the values alone"
+        mismatch = (got != want).nonzero()
+        assert mismatch.numel() == 0, (
+            f"{fmt_name} {attr}: {len(mismatch)} of {x.numel()} values differ from the CUDA kernel, first at "
+            f"{mismatch[0].tolist()}: CPU {got[tuple(mismatch[0])].item()!r}, CUDA {want[tuple(mismatch[0])].item()!r}"
+        )

@@ -8,6 +8,7 @@ import csv
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -22,6 +23,7 @@ from optmodel.manifest import Manifest, read_manifest
 from optmodel.paths import CORPUS_DIR, conf_dir
 
 from conftest import compose_cfg
+from slurm_cluster import await_true
 
 QUICK = ["task.export=false", "data.num_samples=4", "data.eval_max_sequences=4", "data.seq_len=64"]
 FORMATS = ["FP8_DEFAULT_CFG", "INT8_SMOOTHQUANT_CFG", "INT4_AWQ_CFG"]
@@ -283,6 +285,19 @@ def test_failed_job_is_listed_with_its_error_and_the_others_summarized(tmp_path)
     assert rows[0]["status"] == "failed" and "fewer than one sequence of data.seq_len=512" in rows[0]["error"]
     assert rows[1]["status"] == "completed" and rows[1]["metrics"]["calib_tokens"] == 64
     assert "1 of 2 job(s) completed." in (sweep_dir / "summary.md").read_text()
+    assert proc.stdout.count("launching job ") == 2
+
+    # Resume: the failed job runs again (and fails again: same data), the completed one is skipped.
+    failed_before, done = read_manifest(sweep_dir / "0"), (sweep_dir / "1" / "optmodel.json").read_bytes()
+    again = optmodel("-m", *_short_text(tmp_path), "data.seq_len=512,64", "task.export=false", "task.perplexity=false",
+                     "data.num_samples=1", f"hydra.sweep.dir={sweep_dir}")
+    assert again.returncode != 0
+    assert again.stdout.count("launching job ") == 1 and "launching job 0: " in again.stdout, "exactly job 0 ran"
+    assert re.search(r"job 1 \(.*\) already completed in .*: skipped", again.stdout)
+    assert [j["state"] for j in json.loads((sweep_dir / "sweep.json").read_text())["jobs"]] == ["failed", "skipped"]
+    rerun = read_manifest(sweep_dir / "0")
+    assert rerun["status"] == "failed" and (rerun["pid"], rerun["started_at"]) != (failed_before["pid"], failed_before["started_at"])
+    assert (sweep_dir / "1" / "optmodel.json").read_bytes() == done, "the completed job did not run again"
 
 
 def test_fail_fast_stops_the_sweep_at_the_first_failure(tmp_path):
@@ -304,21 +319,24 @@ def test_a_sweep_with_a_bad_job_is_refused_before_the_first_job_starts(tmp_path)
 
 
 def test_fail_fast_cancels_running_rank_jobs_at_the_first_failure(tmp_path):
-    """The submitit launchers run jobs side by side: fail_fast cancels the ones still running."""
-    short = tmp_path / "short.txt"
-    short.write_text((CORPUS_DIR / "heldout.txt").read_text()[:600])  # ~150 tokens
+    """The submitit launchers run jobs side by side: fail_fast cancels the ones still running.
+    Job 1 is held at its start (a Hydra callback) until a release file this test never writes,
+    so it is surely running when job 0 fails."""
     sweep_dir = tmp_path / "sweep"
-    # seq_len=512 fails when packing (after loading); seq_len=16 would go on to calibrate.
-    proc = optmodel("-m", "data=text", f"data.calib_path={short}", f"data.eval_path={short}", "data.seq_len=512,16",
-                    "hydra/launcher=local_ranks", "hydra.launcher.fail_fast=true", "task.export=false",
-                    f"hydra.sweep.dir={sweep_dir}")
+    release = tmp_path / "release"
+    hold = ["+hydra.callbacks.hold._target_=launch_holds.HoldUntilReleased", "+hydra.callbacks.hold.key=data.seq_len",
+            "+hydra.callbacks.hold.value=16", f"+hydra.callbacks.hold.release={release}"]
+    # seq_len=512 fails when packing (after loading); seq_len=16 is held.
+    proc = optmodel("-m", *_short_text(tmp_path), "data.seq_len=512,16", "hydra/launcher=local_ranks",
+                    "hydra.launcher.fail_fast=true", "task.export=false", *hold, f"hydra.sweep.dir={sweep_dir}",
+                    env={"PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])})
     assert proc.returncode != 0
     jobs = json.loads((sweep_dir / "sweep.json").read_text())["jobs"]
-    assert jobs[0]["state"] == "failed" and "fewer than one sequence of data.seq_len=512" in jobs[0]["error"]
+    assert jobs[0]["state"] == "failed" and "fewer than one sequence of data.seq_len=512" in jobs[0]["error"], jobs
     assert jobs[1]["state"] == "not run" and "cancelled: fail_fast after job 0 failed" in jobs[1]["error"]
-    second = sweep_dir / "1" / "optmodel.json"
-    assert not second.exists() or read_manifest(sweep_dir / "1")["status"] != "completed"
+    assert not (sweep_dir / "1" / "optmodel.json").exists(), "the held job never reached its task"
     assert "| not run | cancelled: fail_fast" in (sweep_dir / "summary.md").read_text()
+    assert not release.exists()
 
 
 def test_summary_sorts_by_effective_bits_and_keeps_formats_without_them(tmp_path):
@@ -343,10 +361,13 @@ def test_summary_sorts_by_effective_bits_and_keeps_formats_without_them(tmp_path
 # -- preemption: submitit's checkpoint / requeue protocol ---------------------------------
 
 class CountingTask:
-    """A resumable stand-in for a training loop: counts to `steps`, saving progress on preemption."""
+    """A resumable stand-in for a training loop: counts to `steps`, saving progress on preemption.
 
-    def __init__(self, state: str, steps: int, resumable: bool = True):
-        self.state, self.steps, self.resumable = Path(state), steps, resumable
+    The first attempt stops at `hold_at`, writes its pid to `<state>.held` and waits there for
+    the signal (no step depends on how fast the machine is); a requeued attempt runs through."""
+
+    def __init__(self, state: str, steps: int, hold_at: int, resumable: bool = True):
+        self.state, self.steps, self.hold_at, self.resumable = Path(state), steps, hold_at, resumable
 
     def __call__(self):
         import signal as sig
@@ -357,7 +378,13 @@ class CountingTask:
         save = lambda: self.state.write_text(str(step))  # noqa: E731
         with preemption.resumable(save) if self.resumable else _nothing():
             while step < self.steps:
-                time.sleep(0.1)
+                if step == self.hold_at and start == 0:
+                    Path(f"{self.state}.pid").write_text(str(os.getpid()))
+                    Path(f"{self.state}.pid").replace(f"{self.state}.held")  # whole, when seen
+                    deadline = time.monotonic() + 600  # never left behind if the test is gone
+                    while time.monotonic() < deadline:  # submitit's USR2 handler exits or raises in here
+                        time.sleep(1)
+                    raise TimeoutError("no USR2 within 600 s")
                 step += 1
         return {"resumed_from": start, "steps": step}
 
@@ -380,24 +407,37 @@ def local_executor(tmp_path):
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     executor = submitit.LocalExecutor(folder=tmp_path / "submitit", max_num_timeout=2)
-    # USR2 ("about to time out") after ~4 s of a 10 s limit.
-    executor.update_parameters(timeout_min=10 / 60, signal_delay_s=6)
+    # submitit's handler counts USR2 as a time-out once the job ran min(0.8 x limit, limit - 10 min):
+    # at a 10 min limit, always. signal_delay_s=0: the controller never sends USR2 itself, the test does.
+    executor.update_parameters(timeout_min=10, signal_delay_s=0)
     return executor
 
 
+def _interrupt_when_held(job, state: Path) -> None:
+    """USR2 to the task once it waits at its hold step: what submitit's controller forwards to
+    its tasks `signal_delay_s` before the time limit."""
+    held = Path(f"{state}.held")
+    await_true("the task holding for the signal", lambda: held.is_file() or job.done(), 300, 0.05)
+    assert not job.done(), job.stderr()
+    os.kill(int(held.read_text()), signal.SIGUSR2)
+
+
 def test_resumable_task_is_checkpointed_and_requeued_on_timeout(local_executor, tmp_path):
-    job = local_executor.submit(CountingTask(str(tmp_path / "step"), steps=60))
-    result = job.result()
-    assert result["steps"] == 60
-    assert 0 < result["resumed_from"] < 60, "the requeued job continued from the saved step"
-    assert "Requeued job" in job.stderr() or "requeue" in (job.stderr() or "").lower()
+    state = tmp_path / "step"
+    job = local_executor.submit(CountingTask(str(state), steps=60, hold_at=25))
+    _interrupt_when_held(job, state)
+    assert job.result() == {"resumed_from": 25, "steps": 60}, "the requeued job continued from the saved step"
+    # Counted as one of max_num_timeout=2 time-outs: one left.
+    assert "this job is timed-out" in job.stderr() and f"Requeued job {job.job_id} (1 remaining timeouts)" in job.stdout()
 
 
 def test_task_that_is_not_resumable_is_not_requeued(local_executor, tmp_path):
-    job = local_executor.submit(CountingTask(str(tmp_path / "step"), steps=200, resumable=False))
+    state = tmp_path / "step"
+    job = local_executor.submit(CountingTask(str(state), steps=60, hold_at=25, resumable=False))
+    _interrupt_when_held(job, state)
     with pytest.raises(Exception, match="checkpoint function returned None"):
         job.result()
-    assert not (tmp_path / "step").exists()
+    assert not state.exists()
 
 
 def test_launcher_checkpoint_resubmits_itself_only_for_resumable_work(monkeypatch):
@@ -432,15 +472,12 @@ def test_run_saved_for_a_requeue_is_marked_requeued_not_failed(tmp_path, monkeyp
 
 
 def test_sigterm_inside_resumable_work_goes_to_submitits_requeue_handler():
-    import signal
-
     calls = []
     preemption.remember_submitit_handler(lambda signum, frame: calls.append(signum))
     before = signal.getsignal(signal.SIGTERM)
     try:
         with preemption.resumable(lambda: None):
-            os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(0.1)
+            signal.raise_signal(signal.SIGTERM)  # handled in this thread before it returns
         assert calls == [signal.SIGTERM]
         assert signal.getsignal(signal.SIGTERM) == before, "the previous SIGTERM handler is back"
     finally:

@@ -45,3 +45,23 @@ def test_a_gpu_run_sees_cuda_unpatched():
     handle = megatron.build(compose_cfg("model=tiny_qwen3", "backend=megatron", "backend.device=cuda"))
     assert not cpu_patches_active() and isinstance(torch.cuda.current_device(), int)
     assert next(handle.model.parameters()).is_cuda
+
+
+def test_cpu_init_keeps_the_weights_in_host_memory_and_exports_them(tmp_path):
+    """backend.cpu_init=true on a GPU run: the weights are built and stay in host memory (convert /
+    export of stages larger than a GPU), and the HF export from there is the checkpoint."""
+    from safetensors.torch import load_file
+
+    from optmodel.backends import megatron
+
+    handle = megatron.load(compose_cfg("model=tiny_qwen3", "backend=megatron", "backend.device=cuda",
+                                       "backend.cpu_init=true", "backend.dtype=bfloat16"))
+    assert handle.device.type == "cuda"
+    assert not any(p.is_cuda for p in handle.model.parameters()), "cpu_init: no weight on the GPU"
+    out = megatron.export_hf(handle, tmp_path / "export", dtype="bfloat16")
+    exported = {}
+    for shard in out.glob("*.safetensors"):
+        exported.update(load_file(str(shard)))
+    original = load_file(str(TINY_MODELS_DIR / "tiny_qwen3" / "model.safetensors"))
+    assert set(exported) == set(original)
+    assert all(torch.equal(exported[k], original[k]) for k in original)

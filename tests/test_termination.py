@@ -9,7 +9,6 @@ import logging
 import os
 import signal
 import stat
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -38,8 +37,7 @@ def test_signal_inside_a_libraries_except_exception_fails_the_run(monkeypatch, t
 
     def task(ctx):
         try:
-            os.kill(os.getpid(), getattr(signal, sig))
-            time.sleep(0.5)
+            signal.raise_signal(getattr(signal, sig))  # handled in this thread before it returns
         except Exception as err:  # noqa: BLE001  (the library's catch-all)
             seen.append(err)
         return {"ran_to_the_end": 1}
@@ -55,8 +53,7 @@ def test_signal_inside_a_libraries_except_exception_fails_the_run(monkeypatch, t
 def test_termination_swallowed_even_by_except_baseexception_still_fails(monkeypatch, tmp_path):
     def task(ctx):
         try:
-            os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(0.5)
+            signal.raise_signal(signal.SIGTERM)  # handled in this thread before it returns
         except BaseException:  # noqa: BLE001  (worst case: drops everything)
             pass
         return {"ran_to_the_end": 1}
