@@ -39,6 +39,16 @@ def test_auto_quantize_meets_the_bit_budget_and_resumes_from_its_search_state(tm
     assert second["layers"] == layers
     assert json.loads((tmp_path / "second" / "export" / "hf_quant_config.json").read_text())["quantization"]["quant_algo"] == "MIXED_PRECISION"
 
+    # A run killed while ModelOpt wrote the state (in place, not atomic) leaves it cut short:
+    # the next run is refused at validation, naming the file, instead of failing after loading.
+    cut = tmp_path / "cut.pth"
+    cut.write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size // 2])
+    from optmodel.config.tasks.quantize import problems
+
+    found = problems(compose_cfg(*overrides, f"task.auto_quantize.checkpoint={cut}"))
+    assert [p for p in found if p.startswith(f"task.auto_quantize.checkpoint: {cut} is not a complete search state")]
+    assert not problems(compose_cfg(*overrides, f"task.auto_quantize.checkpoint={checkpoint}"))
+
 
 @pytest.fixture(scope="module")
 def quantized_run(tmp_path_factory):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import List, Optional, Tuple
 
 from omegaconf import DictConfig
@@ -88,6 +89,7 @@ def _auto_quantize_problems(cfg: DictConfig) -> List[str]:
         problems.append(f"task.auto_quantize.effective_bits: must be in (0, 16], got {auto.effective_bits}.")
     if auto.score_size < 1:
         problems.append(f"task.auto_quantize.score_size: must be >= 1, got {auto.score_size}.")
+    problems += _search_state_problems(auto.checkpoint)
     if cfg.parallel.pipeline > 1:
         problems.append(
             f"task.auto_quantize.enabled: auto-quantize scores every layer with one forward/backward through the "
@@ -95,6 +97,22 @@ def _auto_quantize_problems(cfg: DictConfig) -> List[str]:
             f"{cfg.parallel.pipeline}). Fix: a layout with pipeline=1 (more tensor/expert parallelism), or a fixed format."
         )
     return problems
+
+
+def _search_state_problems(checkpoint: Optional[str]) -> List[str]:
+    """A search state given to resume from must be whole: ModelOpt writes it in place (torch.save,
+    not atomic), so a run killed while saving leaves a truncated zip that would fail late."""
+    import zipfile
+
+    if not checkpoint or not Path(checkpoint).expanduser().is_file():
+        return []  # none yet: scored and saved there
+    try:
+        with zipfile.ZipFile(Path(checkpoint).expanduser()) as archive:
+            archive.namelist()
+    except (zipfile.BadZipFile, OSError) as err:
+        return [f"task.auto_quantize.checkpoint: {checkpoint} is not a complete search state ({err}; a run killed "
+                f"while saving it?). Fix: delete it to score the layers again, or name a complete one."]
+    return []
 
 
 def _megatron_problems(cfg: DictConfig) -> List[str]:
