@@ -12,6 +12,7 @@ from typing import Any, Callable, Dict, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
+from optmodel.allocator import return_large_frees_to_os
 from optmodel.config.resolve import resolve_run_config
 from optmodel.config.tasks import task_spec
 from optmodel.config.validate import validate
@@ -195,6 +196,7 @@ def _run_claimed(cfg: DictConfig, run_dir: Path, launch, ranks) -> Dict[str, Any
     failed = True
     previous_handlers = signals.install()  # SIGTERM / SIGINT / USR2 raise Terminated
     try:
+        return_large_frees_to_os()  # peak RSS = what the task holds (optmodel/allocator.py)
         seed_everything(cfg.run.seed)
         task = task_runner(cfg.task.name)
         metrics = task(RunContext(cfg=cfg, run_dir=run_dir, manifest=manifest, tracker=tracker))

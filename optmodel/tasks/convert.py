@@ -1,18 +1,27 @@
 """task=convert: HF checkpoint <-> megatron-core distributed checkpoint (backend=megatron).
 
 hf_to_megatron builds this rank's GPTModel at the parallel= layout, fills it with
-ModelOpt's HF importer (each rank reads only its shards) and saves a megatron
-distributed checkpoint (with the ModelOpt state, if any) under <run dir>/model.
+ModelOpt's HF importer (each rank reads only its shards, tensor by tensor) and saves a
+megatron distributed checkpoint (with the ModelOpt state, if any) under <run dir>/model.
 megatron_to_hf loads such a checkpoint (at any layout: they reshard on load; from
 `run.load=<convert run dir>` or `task.load=<checkpoint dir>`) and writes a Hugging Face
 checkpoint with ModelOpt's exporter under <run dir>/export.
+
+Conversion does no arithmetic: with `backend.dtype=auto` the model holds the weights in
+the dtype they are stored in (`weights_dtype`), so a bf16 checkpoint costs its own bytes
+per rank, not twice them in a float32 copy that the save then casts back.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, Optional
 
+from omegaconf import open_dict
+
+from optmodel.config.dtype import AUTO, checkpoint_dtype
 from optmodel.distributed import is_rank0
 
 
@@ -25,16 +34,51 @@ def distributed_checkpoint_dir(load: Optional[str]) -> Optional[Path]:
     return nested if (nested / "metadata.json").is_file() else path
 
 
+def weights_dtype(cfg, source: Optional[Path]) -> Optional[str]:
+    """The dtype the source's weights are stored in: a HF checkpoint's config.json dtype, or
+    the one dtype of every floating tensor of a distributed checkpoint; None when they are
+    mixed (weights a quantizer folded scales into stay float32): the compute dtype then."""
+    from optmodel.backends import resolve_source
+    from optmodel.rundir import is_distributed_checkpoint
+
+    path, _, model_cfg = resolve_source(cfg, source)
+    if path is None or not is_distributed_checkpoint(Path(path)):
+        return checkpoint_dtype(model_cfg, path)
+    from megatron.core import dist_checkpointing
+
+    stored = {str(t.dtype).removeprefix("torch.") for t in dist_checkpointing.load_tensors_metadata(str(path)).values()
+              if t.dtype.is_floating_point}
+    return stored.pop() if len(stored) == 1 else None
+
+
+def holding_stored_dtype(ctx, source: Optional[Path]):
+    """ctx whose backend.dtype is the source's stored dtype, when backend.dtype=auto."""
+    dtype = weights_dtype(ctx.cfg, source) if ctx.cfg.backend.dtype == AUTO else None
+    if dtype is None:
+        return ctx
+    cfg = ctx.cfg.copy()
+    with open_dict(cfg):
+        cfg.backend.dtype = dtype
+    return dataclasses.replace(ctx, cfg=cfg)
+
+
 def run(ctx) -> Dict[str, Any]:
-    cfg, task = ctx.cfg, ctx.cfg.task
+    task = ctx.cfg.task
+    source = None if task.direction == "hf_to_megatron" else distributed_checkpoint_dir(task.load)
+    ctx = holding_stored_dtype(ctx, source)
+    cfg = ctx.cfg
     if task.direction == "hf_to_megatron":
         handle = ctx.load_model()
         out = ctx.save_model(handle, name="model")
     else:
-        handle = ctx.load_model(source=distributed_checkpoint_dir(task.load))
+        handle = ctx.load_model(source=source)
         ctx.record_model(handle)
         out = ctx.export_model(handle, "hf", task.export_dtype)
-    params = sum(p.numel() for p in handle.model.parameters())
+    elements = Counter()  # megatron-core's local-spec norms stay float32 whatever params_dtype says
+    for param in handle.model.parameters():
+        elements[str(param.dtype).removeprefix("torch.")] += param.numel()
+    held = elements.most_common(1)[0][0]
     if is_rank0():
-        print(f"optmodel convert ({task.direction}): {cfg.model.name} at parallel={cfg.parallel.name} -> {out}", flush=True)
-    return {"params_this_rank": params}
+        print(f"optmodel convert ({task.direction}): {cfg.model.name} at parallel={cfg.parallel.name}, "
+              f"{held} weights -> {out}", flush=True)
+    return {"params_this_rank": sum(elements.values()), "weights_dtype": held}
