@@ -37,13 +37,16 @@ def distributed_checkpoint_dir(load: Optional[str]) -> Optional[Path]:
 def weights_dtype(cfg, source: Optional[Path]) -> Optional[str]:
     """The dtype the source's weights are stored in: a HF checkpoint's config.json dtype, or
     the one dtype of every floating tensor of a distributed checkpoint; None when they are
-    mixed (weights a quantizer folded scales into stay float32): the compute dtype then."""
+    mixed (weights a quantizer folded scales into stay float32) or the checkpoint holds ModelOpt
+    state: the compute dtype then."""
     from optmodel.backends import resolve_source
     from optmodel.rundir import is_distributed_checkpoint
 
     path, _, model_cfg = resolve_source(cfg, source)
     if path is None or not is_distributed_checkpoint(Path(path)):
         return checkpoint_dtype(model_cfg, path)
+    if (Path(path) / "modelopt_state").is_dir():  # quantizers: their amax / scales stay as computed
+        return None
     from megatron.core import dist_checkpointing
 
     stored = {str(t.dtype).removeprefix("torch.") for t in dist_checkpointing.load_tensors_metadata(str(path)).values()
