@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from optmodel.allocator import return_large_frees_to_os
+from optmodel.allocator import release_freed_memory
 from optmodel.config.resolve import resolve_run_config
 from optmodel.config.tasks import task_spec
 from optmodel.config.validate import validate
@@ -80,12 +80,14 @@ class RunContext:
     def save_model(self, handle, name: str = "model", key: str = "saved_model") -> Path:
         """The restorable model (every rank calls: the handle decides who writes), recorded
         with the architecture and model config it has, so `run.load=<this run>` rebuilds it."""
+        release_freed_memory()  # a save adds copies of the weights: not on top of freed activations
         path = handle.save(self.run_dir / name)
         self.record(outputs={key: str(path)})
         self.record_model(handle)
         return path
 
     def export_model(self, handle, fmt: str, dtype: str, name: str = "export") -> Path:
+        release_freed_memory()
         path = handle.export(self.run_dir / name, format=fmt, dtype=dtype)
         self.record(outputs={"export": str(path), "export_format": fmt, "export_dtype": dtype})
         return path
@@ -196,7 +198,6 @@ def _run_claimed(cfg: DictConfig, run_dir: Path, launch, ranks) -> Dict[str, Any
     failed = True
     previous_handlers = signals.install()  # SIGTERM / SIGINT / USR2 raise Terminated
     try:
-        return_large_frees_to_os()  # peak RSS = what the task holds (optmodel/allocator.py)
         seed_everything(cfg.run.seed)
         task = task_runner(cfg.task.name)
         metrics = task(RunContext(cfg=cfg, run_dir=run_dir, manifest=manifest, tracker=tracker))
