@@ -27,6 +27,9 @@ DEFAULT_STAGES = (
     "optmodel.backends.megatron:load_distributed", "optmodel.backends.megatron:save_distributed",
     "optmodel.backends.megatron:export_hf",
 )
+# What a run imports before its model exists (optmodel.cli last: the order the CLI loads them in).
+LIBRARIES = ("torch", "transformers", "modelopt.torch.quantization", "modelopt.torch.export", "megatron.core",
+             "optmodel.cli")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 GIB = 2**30
 
@@ -94,14 +97,8 @@ def main() -> None:
     stages = Stages()
     threading.Thread(target=stages.sample_forever, daemon=True).start()
     stages.mark("bare interpreter")
-    import megatron.core  # noqa: F401
-    import modelopt.torch.export  # noqa: F401
-    import modelopt.torch.quantization  # noqa: F401
-    import torch  # noqa: F401
-    import transformers  # noqa: F401
-
-    import optmodel.cli  # noqa: F401
-
+    for module in LIBRARIES:
+        importlib.import_module(module)
     stages.mark("libraries imported (fixed overhead)")
     stages.active.append("run")
     stages.seen.append("run")

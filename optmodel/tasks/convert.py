@@ -8,8 +8,8 @@ megatron_to_hf loads such a checkpoint (at any layout: they reshard on load; fro
 checkpoint with ModelOpt's exporter under <run dir>/export.
 
 Conversion does no arithmetic: with `backend.dtype=auto` the model holds the weights in
-the dtype they are stored in (`weights_dtype`), so a bf16 checkpoint costs its own bytes
-per rank, not twice them in a float32 copy that the save then casts back.
+the dtype they are stored in (optmodel/backends/stored_dtype.py), so a bf16 checkpoint
+costs its own bytes per rank, not twice them in a float32 copy that the save casts back.
 """
 
 from __future__ import annotations
@@ -19,9 +19,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from omegaconf import open_dict
-
-from optmodel.config.dtype import AUTO, checkpoint_dtype
+from optmodel.backends.stored_dtype import holding_stored_dtype
 from optmodel.distributed import is_rank0
 
 
@@ -34,41 +32,10 @@ def distributed_checkpoint_dir(load: Optional[str]) -> Optional[Path]:
     return nested if (nested / "metadata.json").is_file() else path
 
 
-def weights_dtype(cfg, source: Optional[Path]) -> Optional[str]:
-    """The dtype the source's weights are stored in: a HF checkpoint's config.json dtype, or
-    the one dtype of every floating tensor of a distributed checkpoint; None when they are
-    mixed (weights a quantizer folded scales into stay float32) or the checkpoint holds ModelOpt
-    state: the compute dtype then."""
-    from optmodel.backends import resolve_source
-    from optmodel.rundir import is_distributed_checkpoint
-
-    path, _, model_cfg = resolve_source(cfg, source)
-    if path is None or not is_distributed_checkpoint(Path(path)):
-        return checkpoint_dtype(model_cfg, path)
-    if (Path(path) / "modelopt_state").is_dir():  # quantizers: their amax / scales stay as computed
-        return None
-    from megatron.core import dist_checkpointing
-
-    stored = {str(t.dtype).removeprefix("torch.") for t in dist_checkpointing.load_tensors_metadata(str(path)).values()
-              if t.dtype.is_floating_point}
-    return stored.pop() if len(stored) == 1 else None
-
-
-def holding_stored_dtype(ctx, source: Optional[Path]):
-    """ctx whose backend.dtype is the source's stored dtype, when backend.dtype=auto."""
-    dtype = weights_dtype(ctx.cfg, source) if ctx.cfg.backend.dtype == AUTO else None
-    if dtype is None:
-        return ctx
-    cfg = ctx.cfg.copy()
-    with open_dict(cfg):
-        cfg.backend.dtype = dtype
-    return dataclasses.replace(ctx, cfg=cfg)
-
-
 def run(ctx) -> Dict[str, Any]:
     task = ctx.cfg.task
     source = None if task.direction == "hf_to_megatron" else distributed_checkpoint_dir(task.load)
-    ctx = holding_stored_dtype(ctx, source)
+    ctx = dataclasses.replace(ctx, cfg=holding_stored_dtype(ctx.cfg, source))
     cfg = ctx.cfg
     if task.direction == "hf_to_megatron":
         handle = ctx.load_model()
