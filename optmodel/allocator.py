@@ -8,8 +8,8 @@ therefore live on the heap, where freed blocks stay resident. Measured on the Qw
 architecture at 4 layers (float32 compute, 0.81 GiB of weights, 1.47 GiB RSS once loaded):
 RSS after perplexity and FP8 calibration was 1.95 GiB, 0.45 GiB of it free memory that the
 save then added its copies to. Fixing the threshold instead (mallopt M_MMAP_THRESHOLD = 1 MiB)
-gave the same RSS but 10x the page faults and 1.5x the wall time of calibration; one
-malloc_trim per stage costs nothing measurable.
+gave the same RSS but 10x the page faults and 1.5x the wall time of calibration;
+malloc_trim runs only between stages (a few calls per run).
 """
 
 from __future__ import annotations
