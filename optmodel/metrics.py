@@ -32,6 +32,9 @@ def chunked_perplexity(chunks_of: Callable, sequences, batch_size: int, device, 
     covering positions [0, stop): no more than one block of logits exists at a time."""
     import torch
 
+    from optmodel.allocator import release_freed_memory
+
+    release_freed_memory()  # what earlier stages freed is not held through this one's peak
     total_nll, total_tokens = 0.0, 0
     with torch.no_grad():
         for start in tqdm(range(0, len(sequences), batch_size), desc=desc, unit="batch", leave=False):

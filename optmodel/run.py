@@ -12,6 +12,7 @@ from typing import Any, Callable, Dict, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
+from optmodel.allocator import release_freed_memory
 from optmodel.config.resolve import resolve_run_config
 from optmodel.config.tasks import task_spec
 from optmodel.config.validate import validate
@@ -79,12 +80,14 @@ class RunContext:
     def save_model(self, handle, name: str = "model", key: str = "saved_model") -> Path:
         """The restorable model (every rank calls: the handle decides who writes), recorded
         with the architecture and model config it has, so `run.load=<this run>` rebuilds it."""
+        release_freed_memory()  # a save adds copies of the weights: not on top of freed activations
         path = handle.save(self.run_dir / name)
         self.record(outputs={key: str(path)})
         self.record_model(handle)
         return path
 
     def export_model(self, handle, fmt: str, dtype: str, name: str = "export") -> Path:
+        release_freed_memory()
         path = handle.export(self.run_dir / name, format=fmt, dtype=dtype)
         self.record(outputs={"export": str(path), "export_format": fmt, "export_dtype": dtype})
         return path

@@ -53,14 +53,19 @@ def test_convert_round_trip_reloads_in_transformers_with_identical_logits(tmp_pa
     execute(megatron_cfg("tiny_llama", "task=convert"), tmp_path / "to_megatron")
     ckpt = tmp_path / "to_megatron" / "model"
     assert (ckpt / "metadata.json").is_file()
+    # back with backend.dtype=auto: conversion holds the weights in the dtype the checkpoint stores (bf16)
     execute(
-        megatron_cfg("tiny_llama", "task=convert", "task.direction=megatron_to_hf", f"task.load={tmp_path / 'to_megatron'}"),
+        megatron_cfg("tiny_llama", "task=convert", "task.direction=megatron_to_hf", f"task.load={tmp_path / 'to_megatron'}",
+                     "backend.dtype=auto"),
         tmp_path / "to_hf",
     )
     export = tmp_path / "to_hf" / "export"
     manifest = json.loads((tmp_path / "to_hf" / "optmodel.json").read_text())
     assert manifest["status"] == "completed" and manifest["outputs"]["export"] == str(export)
-    # bf16 source weights survive fp32 megatron, a bf16 distributed checkpoint and a bf16 export bit for bit
+    assert manifest["metrics"]["weights_dtype"] == "bfloat16"
+    assert json.loads((tmp_path / "to_megatron" / "optmodel.json").read_text())["metrics"]["weights_dtype"] == "float32"
+    # bf16 source weights survive fp32 megatron, a bf16 distributed checkpoint, a bf16 megatron model and a
+    # bf16 export bit for bit
     assert torch.equal(hf_logits(export), hf_logits(TINY_MODELS_DIR / "tiny_llama"))
     # the distributed checkpoint is stored in the checkpoint's dtype (bf16), not the fp32 compute dtype
     input_bytes = sum(f.stat().st_size for f in (TINY_MODELS_DIR / "tiny_llama").glob("*.safetensors"))

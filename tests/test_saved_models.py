@@ -88,3 +88,16 @@ def test_tied_weights_stay_tied_in_the_stored_dtype(tmp_path):
     compute = AutoModelForCausalLM.from_pretrained(tmp_path / "in", dtype=torch.float32)
     compute.save_pretrained(tmp_path / "out", state_dict=stored_state_dict(compute, "bfloat16"))
     assert weight_bytes(tmp_path / "out") <= 1.01 * weight_bytes(tmp_path / "in")
+
+
+def test_exact_cast_finds_an_inexact_value_in_any_block():
+    """The round-trip check runs block by block (no whole float32 temporary): a value bf16 cannot
+    hold, past the first block, still keeps the tensor in float32; an exact tensor narrows."""
+    from optmodel.backends.storage import CAST_CHECK_ELEMENTS, exact_cast
+
+    exact = torch.arange(CAST_CHECK_ELEMENTS + 7, dtype=torch.float32) % 256  # integers < 256: exact in bf16
+    narrow = exact_cast(exact, torch.bfloat16)
+    assert narrow.dtype == torch.bfloat16 and torch.equal(narrow.float(), exact)
+    inexact = exact.clone()
+    inexact[-1] = 1 + 2**-20  # bf16 keeps 8 mantissa bits
+    assert exact_cast(inexact, torch.bfloat16) is None

@@ -279,14 +279,16 @@ def stored_sharded_state_dict(sharded, dtype_name: str):
     from megatron.core.dist_checkpointing.dict_utils import dict_list_map_inplace
     from megatron.core.dist_checkpointing.mapping import ShardedTensor, ShardedTensorFactory
 
+    from optmodel.backends.storage import exact_cast
+
     target = getattr(torch, dtype_name)
 
     def cast(item):
         data = getattr(item, "data", None)
         if (isinstance(item, (ShardedTensor, ShardedTensorFactory)) and isinstance(data, torch.Tensor)
                 and data.is_floating_point() and data.dtype != target):
-            narrow = data.detach().to(target)
-            if torch.equal(narrow.to(data.dtype), data):
+            narrow = exact_cast(data, target)
+            if narrow is not None:
                 item.data = narrow  # a factory (fused QKV / gate-up) builds its shards from this
                 if isinstance(item, ShardedTensor):
                     item.dtype = target

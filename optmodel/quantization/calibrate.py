@@ -53,6 +53,9 @@ def quantize(handle, task, batches: List[dict], run_dir: Path) -> CalibrationRes
     """Quantize `handle.model` in place (handle.model is the quantized model afterwards)."""
     import modelopt.torch.quantization as mtq
 
+    from optmodel.allocator import release_freed_memory
+
+    release_freed_memory()  # the baseline measurement's freed activations: not held through calibration
     on_cpu = handle.device.type == "cpu"
     if task.auto_quantize.enabled:
         handle.model, report = _auto_quantize(handle, task, batches, run_dir, on_cpu)
