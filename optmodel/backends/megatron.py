@@ -61,6 +61,18 @@ class MegatronHandle(ModelHandle):
     def architecture(self) -> dict:
         return architecture_as_loaded(self)
 
+    def train(self, training, train_dataset, eval_dataset=None, *, output_dir, seed: int, teacher=None,
+              distillation=None, resume: bool = False, tracker=None):
+        """megatron-core's schedule, DDP and optimizer; KD through ModelOpt's Megatron plugin
+        (optmodel.training.megatron)."""
+        from optmodel.config.tasks.finetune import MEGATRON_RESUME_REFUSAL
+        from optmodel.training.megatron import fit_megatron
+
+        if resume:  # validation refuses it first; a direct caller gets the reason too
+            raise ValueError(MEGATRON_RESUME_REFUSAL)
+        return fit_megatron(self, training, train_dataset, eval_dataset, output_dir=output_dir, seed=seed,
+                            teacher=teacher, distillation=distillation, tracker=tracker)
+
     def forward_loop(self, batches, batch_size: int = 1, desc: str = "calibrate"):
         """The `forward_loop` of `mtq.quantize(handle.model, cfg, forward_loop)`: every batch
         through the whole model (all stages, all ranks in step).

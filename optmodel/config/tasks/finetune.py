@@ -12,10 +12,14 @@ from optmodel.config.tasks.base import EvaluateConfig, TaskConfig, TaskSpec, eva
 from optmodel.rundir import read_origin
 from optmodel.training.config import TrainingConfig, training_problems
 
-MEGATRON_TRAINING_REFUSAL = (
-    "training on backend=megatron (ModelOpt's Megatron distillation plugin under megatron-core's forward-backward "
-    "schedule and distributed optimizer) is not wired into optmodel yet; finetune and distill train the "
-    "transformers model through ModelOpt's HF trainers. Fix: backend=hf (one process or torchrun DDP)."
+MEGATRON_RESUME_REFUSAL = (
+    "run.resume: backend=megatron writes resumable checkpoints (task.training.save_every: model, optimizer and "
+    "scheduler state in megatron's distributed format) but does not continue from them yet. Fix: run.resume=false "
+    "(a new run), or backend=hf to resume."
+)
+MEGATRON_AUTOCAST_REFUSAL = (
+    "task.training.bf16: bf16 autocast is backend=hf's; backend=megatron trains in its weights' dtype (bf16 weights "
+    "with megatron-core's fp32 main copy, on CUDA). Fix: task.training.bf16=false and backend.dtype=bfloat16."
 )
 
 
@@ -41,8 +45,13 @@ def training_task_problems(cfg: DictConfig) -> List[str]:
     from optmodel.config.tasks.quantize import quant_format_problems
 
     task = cfg.task
-    # backend=hf under torchrun is data parallel: each rank takes micro_batch_size of the global batch
+    # every data-parallel rank takes micro_batch_size of the global batch (backend=hf under torchrun:
+    # every rank; megatron: the ranks the model-parallel layout leaves)
     world = cfg.run.get("world_size") or int(os.environ.get("WORLD_SIZE", "1"))
+    megatron = cfg.backend.name == "megatron"
+    if megatron:
+        p = cfg.parallel
+        world = max(1, world // max(1, p.tensor * p.pipeline * p.context))
     found = training_problems(task.training, "task.training", data_parallel=world)
     if task.quant_cfg:
         found += quant_format_problems("task.quant_cfg", task.quant_cfg, cfg)
@@ -56,8 +65,10 @@ def training_task_problems(cfg: DictConfig) -> List[str]:
     if cfg.run.get("resume") and not cfg.run.get("output_dir"):
         found.append("run.resume: continues the training checkpoints of an interrupted run dir, but run.output_dir "
                      "is unset (a new run dir holds none). Fix: run.output_dir=<the interrupted run dir>.")
-    if cfg.backend.name == "megatron":
-        found.append(f"backend: {MEGATRON_TRAINING_REFUSAL}")
+    if megatron and cfg.run.get("resume"):
+        found.append(MEGATRON_RESUME_REFUSAL)
+    if megatron and task.training.bf16:
+        found.append(MEGATRON_AUTOCAST_REFUSAL)
     return found + evaluate_problems(task.evaluate)
 
 
