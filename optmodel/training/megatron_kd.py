@@ -100,7 +100,11 @@ def forward_step(device):
         tokens, labels, loss_mask = megatron_batch(next(data_iterator))
         tokens, labels, loss_mask = tokens.to(device), labels.to(device), loss_mask.to(device)
         positions = torch.arange(tokens.shape[1], device=device).unsqueeze(0).expand_as(tokens)
-        output = model(tokens, positions, attention_mask=causal_mask(tokens.shape[1], device), labels=labels)
+        # vocab-parallel logits, as Megatron-LM trains: the handle's model gathers them for scoring
+        # (parallel_output=False), which megatron's vocab-parallel cross entropy and ModelOpt's
+        # LogitsKLLoss would read as one TP shard each (measured: CE + log 2 at TP 2)
+        output = model(tokens, positions, attention_mask=causal_mask(tokens.shape[1], device), labels=labels,
+                       runtime_gather_output=False)
         return output, partial(loss_func, loss_mask, model)
 
     return step
