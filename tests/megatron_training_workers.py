@@ -2,7 +2,8 @@
 
 One spawn of two processes runs each scenario through optmodel.run.execute (the task as a
 user runs it), then loads the run's saved model back with run.load at the same layout and
-scores the held-out text with it. Rank 0 writes the figures to a JSON file the test reads.
+scores the held-out text with it. A scenario naming an earlier run dir resumes a copy of it
+left as a kill during its last checkpoint write leaves it (run.resume=true). Rank 0 writes the figures to a JSON file the test reads.
 """
 
 from __future__ import annotations
@@ -23,6 +24,21 @@ def student_checkpoint(out_dir: str) -> str:
     return out_dir
 
 
+def interrupted_copy(finished: str, run_dir: str) -> None:
+    """`finished`'s run dir as a run killed while writing its last checkpoint leaves it: the
+    newest checkpoint without its completion marker, no saved model, status failed."""
+    import shutil
+    from pathlib import Path
+
+    from optmodel.manifest import MANIFEST_NAME
+    from optmodel.training.checkpoints import COMPLETE_MARKER, checkpoints
+
+    shutil.copytree(finished, run_dir, ignore=shutil.ignore_patterns(".optmodel.lock", "model"))
+    (checkpoints(Path(run_dir) / "checkpoints")[-1] / COMPLETE_MARKER).unlink()
+    manifest = Path(run_dir) / MANIFEST_NAME
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "status": "failed"}))
+
+
 def run_scenarios(rank: int, world: int, port: int, scenarios: list, common: list, out_path: str) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port), HF_HUB_OFFLINE="1", WANDB_MODE="offline")
@@ -39,7 +55,12 @@ def run_scenarios(rank: int, world: int, port: int, scenarios: list, common: lis
 
     results = {}
     try:
-        for name, overrides, run_dir in scenarios:
+        for name, overrides, run_dir, resume_of in scenarios:
+            if resume_of:  # continue a copy of an earlier scenario's run, as if killed while saving
+                if rank == 0:
+                    interrupted_copy(resume_of, run_dir)
+                torch.distributed.barrier()
+                overrides = [*overrides, "run.resume=true", f"run.output_dir={run_dir}"]
             cfg = compose_cfg(*common, *overrides)
             metrics = execute(cfg, run_dir)
             torch.distributed.barrier()

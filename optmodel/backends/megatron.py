@@ -8,7 +8,9 @@ tensor / expert shards). What the tasks call:
   megatron-core's pipeline schedule when PP > 1 (the pipeline is hidden from callers);
 - `handle.save(dir)` / `load_distributed(handle, dir)`: weights and the ModelOpt state
   (quantizers) in megatron's distributed checkpoint format;
-- `handle.export(dir)`: unified HF checkpoint with ModelOpt's exporter (TP=1 only).
+- `handle.export(dir)`: unified HF checkpoint with ModelOpt's exporter (TP=1 only);
+- `handle.train(...)`: SFT / KD on megatron-core's schedule and optimizer
+  (optmodel.training.megatron).
 """
 
 from __future__ import annotations
@@ -65,13 +67,10 @@ class MegatronHandle(ModelHandle):
               distillation=None, resume: bool = False, tracker=None):
         """megatron-core's schedule, DDP and optimizer; KD through ModelOpt's Megatron plugin
         (optmodel.training.megatron)."""
-        from optmodel.config.tasks.finetune import MEGATRON_RESUME_REFUSAL
         from optmodel.training.megatron import fit_megatron
 
-        if resume:  # validation refuses it first; a direct caller gets the reason too
-            raise ValueError(MEGATRON_RESUME_REFUSAL)
         return fit_megatron(self, training, train_dataset, eval_dataset, output_dir=output_dir, seed=seed,
-                            teacher=teacher, distillation=distillation, tracker=tracker)
+                            teacher=teacher, distillation=distillation, resume=resume, tracker=tracker)
 
     def forward_loop(self, batches, batch_size: int = 1, desc: str = "calibrate"):
         """The `forward_loop` of `mtq.quantize(handle.model, cfg, forward_loop)`: every batch

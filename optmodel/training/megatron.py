@@ -15,7 +15,8 @@ and optmodel.backends.megatron_cpu adapts the FP32 one (see _patch_fp32_optimize
 
 Checkpoints every save_every steps: `<output_dir>/checkpoint-<step>` holding megatron's
 distributed checkpoint of model + optimizer + scheduler state, written under a `.partial`
-name, renamed when every rank is done, then marked complete (optmodel.training.checkpoints).
+name, renamed when every rank is done, then marked complete (optmodel.training.checkpoints);
+`resume` continues from the newest complete one (same seed: the same data order).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from typing import Any, Dict, List, Optional
 from tqdm import tqdm
 
 from optmodel.manifest import atomic_write_text
-from optmodel.training.checkpoints import COMPLETE_MARKER, checkpoints, is_complete
+from optmodel.training.checkpoints import (COMPLETE_MARKER, checkpoints, discard_incomplete, is_complete,
+                                           last_complete_checkpoint, requeued_job)
 from optmodel.training.loop import FitResult
 
 log = logging.getLogger("optmodel")
@@ -41,9 +43,11 @@ DECAY_STYLES = {"cosine": "cosine", "linear": "linear", "constant": "constant"}
 
 
 def fit_megatron(handle, training, train_dataset, eval_dataset=None, *, output_dir: Path, seed: int, teacher=None,
-                 distillation=None, tracker=None) -> FitResult:
+                 distillation=None, resume: bool = False, tracker=None) -> FitResult:
     """Train `handle.model` (this rank's stage) per `training` (a TrainingConfig node); with
-    `teacher` (a MegatronHandle at the same layout), distillation per `distillation`."""
+    `teacher` (a MegatronHandle at the same layout), distillation per `distillation`.
+    `resume` (or a requeued Slurm job): continue from the newest complete checkpoint in
+    `output_dir` — weights, optimizer, scheduler, and the data order from that step on."""
     import torch
     from megatron.core import parallel_state
     from megatron.core.distributed import finalize_model_grads
@@ -57,7 +61,8 @@ def fit_megatron(handle, training, train_dataset, eval_dataset=None, *, output_d
     kind = ("qad" if is_quantized(model) else "kd") if teacher is not None else ("qat" if is_quantized(model) else "sft")
     if teacher is not None:
         model = distillation_model(model, teacher.model, distillation)
-    ddp, optimizer, scheduler = build_optimizer(model, training, handle.device)
+    steps = total_steps(training, len(train_dataset), int(training.global_batch_size))
+    ddp, optimizer, scheduler = build_optimizer(model, training, handle.device, steps)
     config = model.config
     config.finalize_model_grads_func = finalize_model_grads
     config.grad_scale_func = optimizer.scale_loss
@@ -66,7 +71,6 @@ def fit_megatron(handle, training, train_dataset, eval_dataset=None, *, output_d
     micro = int(training.micro_batch_size)
     num_microbatches = max(1, int(training.global_batch_size) // (micro * dp))
     seq = int(train_dataset.input_ids.shape[1])
-    steps = total_steps(training, len(train_dataset), int(training.global_batch_size))
     batches = microbatches(train_dataset, micro, seed)
     adjust = get_tensor_shapes_adjust_fn_for_distillation(
         [ddp], seq_length=seq, micro_batch_size=micro, decoder_seq_length=seq) if teacher is not None else None
@@ -75,12 +79,20 @@ def fit_megatron(handle, training, train_dataset, eval_dataset=None, *, output_d
     history: List[Dict[str, Any]] = []
     times: List[float] = []
     output_dir = Path(output_dir)
+    resumed_from = newest_checkpoint(output_dir) if resume or requeued_job() else None
+    first = 1
+    if resumed_from is not None:
+        first = load_checkpoint(ddp, optimizer, scheduler, resumed_from) + 1
+        for _ in range(num_microbatches * (first - 1)):  # the micro-batches the finished steps took
+            next(batches)
+        log.info("resuming %s training from %s (step %d of %d)", kind, resumed_from, first, steps)
     log.info("training (%s, megatron): %d steps of %d sequences (%d micro-batches of %d per DP rank), lr %g",
              kind, steps, training.global_batch_size, num_microbatches, micro, training.lr)
     start = time.perf_counter()
     ddp.train()
     last: Dict[str, float] = {}
-    for step in tqdm(range(1, steps + 1), desc=f"train ({kind})", unit="step", disable=not _rank0()):
+    for step in tqdm(range(first, steps + 1), desc=f"train ({kind})", unit="step", disable=not _rank0(),
+                     initial=first - 1, total=steps):
         began = time.perf_counter()
         ddp.zero_grad_buffer()
         optimizer.zero_grad()
@@ -110,7 +122,7 @@ def fit_megatron(handle, training, train_dataset, eval_dataset=None, *, output_d
         "train_loss": round(float(last.get("kd_loss", last.get("lm_loss", float("nan")))), 6),
         "train_seconds": round(seconds, 3),
         "train_step_seconds": round(sum(times[1:] or times) / len(times[1:] or times), 6) if times else None,
-        "train_resumed_from_step": 0,
+        "train_resumed_from_step": first - 1,
         "train_first_loss": history[0]["loss"] if history else None,
     }
     if eval_dataset is not None:
@@ -120,10 +132,10 @@ def fit_megatron(handle, training, train_dataset, eval_dataset=None, *, output_d
     trained = student_of(model)
     trained.eval()
     handle.model = trained
-    return FitResult(model=trained, kind=kind, metrics=metrics, history=history)
+    return FitResult(model=trained, kind=kind, metrics=metrics, history=history, resumed_from=resumed_from)
 
 
-def build_optimizer(model, training, device):
+def build_optimizer(model, training, device, steps: int):
     """megatron-core DDP wrapper, megatron optimizer and LR / weight-decay scheduler."""
     import torch
     from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
@@ -146,7 +158,6 @@ def build_optimizer(model, training, device):
         use_distributed_optimizer=on_cuda)
     # the CPU world has no gloo side groups (optmodel.distributed: its main groups are gloo)
     optimizer = get_megatron_optimizer(opt_config, [ddp], use_gloo_process_groups=False)
-    steps = max(1, int(training.max_steps))
     scheduler = OptimizerParamScheduler(
         optimizer, init_lr=0.0, max_lr=float(training.lr), min_lr=opt_config.min_lr,
         lr_warmup_steps=int(training.warmup_steps), lr_decay_steps=max(steps, int(training.warmup_steps) + 1),
@@ -266,7 +277,7 @@ def save_checkpoint(ddp, optimizer, scheduler, folder: Path, step: int, keep: in
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
     dist.barrier()
-    model_state = ddp.sharded_state_dict()
+    model_state = ddp.module.sharded_state_dict()  # the student alone, keyed as a saved model
     state = {"model": model_state, "optimizer": optimizer.sharded_state_dict(model_state),
              "scheduler": scheduler.state_dict(), "step": step}
     dist_checkpointing.save(state, str(partial))
@@ -278,6 +289,35 @@ def save_checkpoint(ddp, optimizer, scheduler, folder: Path, step: int, keep: in
             shutil.rmtree(old, ignore_errors=True)
     dist.barrier()
     return final
+
+
+def newest_checkpoint(folder: Path) -> Optional[Path]:
+    """The newest complete checkpoint (rank 0 removes half-written ones first), the same on every rank."""
+    import torch.distributed as dist
+
+    from optmodel.distributed import broadcast_from_rank0
+
+    if _rank0():
+        discard_incomplete(folder)
+        for stale in Path(folder).glob(".checkpoint-*.partial"):  # a save killed before its rename
+            shutil.rmtree(stale, ignore_errors=True)
+    dist.barrier()
+    found = broadcast_from_rank0(str(last_complete_checkpoint(folder) or "") if _rank0() else None)
+    if not found:
+        log.info("resume requested but %s holds no complete checkpoint: training from the start", folder)
+    return Path(found) if found else None
+
+
+def load_checkpoint(ddp, optimizer, scheduler, path: Path) -> int:
+    """Restore a `save_checkpoint` into the freshly built training state; returns its step."""
+    from megatron.core import dist_checkpointing
+    model_state = ddp.module.sharded_state_dict()  # the student alone, keyed as a saved model
+    loaded = dist_checkpointing.load(
+        {"model": model_state, "optimizer": optimizer.sharded_state_dict(model_state, is_loading=True)}, str(path))
+    ddp.module.load_state_dict(loaded["model"])  # a DistillationModel loads a student-only state as such
+    optimizer.load_state_dict(loaded["optimizer"])
+    scheduler.load_state_dict(loaded["scheduler"])
+    return int(loaded["step"])
 
 
 def _rank0() -> bool:

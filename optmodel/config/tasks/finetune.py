@@ -12,11 +12,6 @@ from optmodel.config.tasks.base import EvaluateConfig, TaskConfig, TaskSpec, eva
 from optmodel.rundir import read_origin
 from optmodel.training.config import TrainingConfig, training_problems
 
-MEGATRON_RESUME_REFUSAL = (
-    "run.resume: backend=megatron writes resumable checkpoints (task.training.save_every: model, optimizer and "
-    "scheduler state in megatron's distributed format) but does not continue from them yet. Fix: run.resume=false "
-    "(a new run), or backend=hf to resume."
-)
 MEGATRON_AUTOCAST_REFUSAL = (
     "task.training.bf16: bf16 autocast is backend=hf's; backend=megatron trains in its weights' dtype (bf16 weights "
     "with megatron-core's fp32 main copy, on CUDA). Fix: task.training.bf16=false and backend.dtype=bfloat16."
@@ -65,8 +60,6 @@ def training_task_problems(cfg: DictConfig) -> List[str]:
     if cfg.run.get("resume") and not cfg.run.get("output_dir"):
         found.append("run.resume: continues the training checkpoints of an interrupted run dir, but run.output_dir "
                      "is unset (a new run dir holds none). Fix: run.output_dir=<the interrupted run dir>.")
-    if megatron and cfg.run.get("resume"):
-        found.append(MEGATRON_RESUME_REFUSAL)
     if megatron and task.training.bf16:
         found.append(MEGATRON_AUTOCAST_REFUSAL)
     return found + evaluate_problems(task.evaluate)
