@@ -25,6 +25,7 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from optmodel.backends.handle import ModelHandle, pick_device
+from optmodel.backends.megatron_cpu import causal_mask
 from optmodel.config.dtype import checkpoint_dtype, compute_dtype
 from optmodel.config.tasks.base import EXPORT_TP_REFUSAL
 from optmodel.models.checkpoint import resolve_checkpoint
@@ -183,17 +184,6 @@ def import_hf(handle: MegatronHandle, hf_dir: Optional[os.PathLike] = None) -> N
             trust_remote_code=bool(handle.cfg.model.trust_remote_code),
             moe_router_dtype=router_dtype,
         )
-
-
-def causal_mask(seq_len: int, device):
-    """The attention mask megatron gets: None on GPU (its attention is causal by type); on
-    CPU an explicit one (True = may NOT attend), because without a mask megatron-core 0.16
-    builds its default causal mask on device="cuda" (transformer/utils.py)."""
-    import torch
-
-    if torch.device(device).type != "cpu":
-        return None
-    return torch.triu(torch.ones(seq_len, seq_len, dtype=torch.bool, device=device), diagonal=1)[None, None]
 
 
 def _stage_forward(model, input_ids, device):

@@ -222,3 +222,14 @@ def seed_model_parallel_rng(seed: int) -> None:
     from megatron.core.tensor_parallel import model_parallel_cuda_manual_seed
 
     model_parallel_cuda_manual_seed(seed, inference_rng_tracker=cpu_patches_active(), force_reset_rng=True)
+
+
+def causal_mask(seq_len: int, device):
+    """The attention mask megatron gets: None on GPU (its attention is causal by type); on
+    CPU an explicit one (True = may NOT attend), because without a mask megatron-core 0.16
+    builds its default causal mask on device="cuda" (transformer/utils.py)."""
+    import torch
+
+    if torch.device(device).type != "cpu":
+        return None
+    return torch.triu(torch.ones(seq_len, seq_len, dtype=torch.bool, device=device), diagonal=1)[None, None]

@@ -94,7 +94,7 @@ def forward_step(device):
     """megatron-core's forward_step_func over an iterator of SFT batches."""
     import torch
 
-    from optmodel.backends.megatron import causal_mask
+    from optmodel.backends.megatron_cpu import causal_mask
 
     def step(data_iterator, model):
         tokens, labels, loss_mask = megatron_batch(next(data_iterator))
