@@ -102,7 +102,7 @@ def fit_megatron(handle, training, train_dataset, eval_dataset=None, *, output_d
         if updated:
             scheduler.step(increment=1)
         times.append(time.perf_counter() - began)
-        last = mean_report(reports)
+        last = mean_report(reports, handle.device)
         if step % int(training.log_every) == 0 or step == steps:
             row = {"step": step, "loss": last.get("kd_loss", last.get("lm_loss")), "grad_norm": grad_norm,
                    "learning_rate": lr, **last}
@@ -110,7 +110,7 @@ def fit_megatron(handle, training, train_dataset, eval_dataset=None, *, output_d
             if tracker is not None and _rank0():
                 tracker.log({f"train/{k}": v for k, v in row.items() if k != "step" and v is not None})
         if eval_dataset is not None and training.eval_every and step % int(training.eval_every) == 0:
-            history.append({"step": step, **evaluate(ddp, schedule, eval_dataset, micro, tracker)})
+            history.append({"step": step, **evaluate(ddp, schedule, eval_dataset, micro, tracker, handle.device)})
             ddp.train()
         if training.save_every and step % int(training.save_every) == 0:
             save_checkpoint(ddp, optimizer, scheduler, output_dir, step, int(training.keep_checkpoints))
@@ -126,7 +126,7 @@ def fit_megatron(handle, training, train_dataset, eval_dataset=None, *, output_d
         "train_first_loss": history[0]["loss"] if history else None,
     }
     if eval_dataset is not None:
-        final = evaluate(ddp, schedule, eval_dataset, micro, None)
+        final = evaluate(ddp, schedule, eval_dataset, micro, None, handle.device)
         metrics.update(eval_loss=final["eval_loss"], eval_lm_loss=final["eval_loss"],
                        eval_perplexity=final["eval_perplexity"])
     trained = student_of(model)
@@ -202,15 +202,15 @@ def _schedule(step_fn, seq: int, micro: int, adjust):
     return run
 
 
-def mean_report(reports) -> Dict[str, float]:
+def mean_report(reports, device) -> Dict[str, float]:
     """Per-token means of the micro-batch reports, on every rank (the schedule returns them
-    on the last pipeline stage only)."""
+    on the last pipeline stage only); `device`: where the collectives run (NCCL: CUDA)."""
     import torch
     import torch.distributed as dist
     from megatron.core import parallel_state
 
     names = ("lm_loss", "kd_loss", "logits_loss", "intermediate_loss")
-    values = torch.zeros(len(names) + 1, dtype=torch.float64)
+    values = torch.zeros(len(names) + 1, dtype=torch.float64, device=device)
     if parallel_state.is_pipeline_last_stage() and reports:
         for r in reports:
             for i, name in enumerate(names):
@@ -218,7 +218,7 @@ def mean_report(reports) -> Dict[str, float]:
                     values[i] += float(r[name])
         values[-1] = len(reports)
     present = [name in (reports[0] if reports and isinstance(reports[0], dict) else {}) for name in names]
-    flags = torch.tensor(present, dtype=torch.float64)
+    flags = torch.tensor(present, dtype=torch.float64, device=device)
     last = parallel_state.get_pipeline_model_parallel_last_rank()
     group = parallel_state.get_pipeline_model_parallel_group()
     dist.broadcast(values, src=last, group=group)
@@ -228,7 +228,7 @@ def mean_report(reports) -> Dict[str, float]:
     return {name: round(float(values[i]) / count, 6) for i, name in enumerate(names) if flags[i] > 0}
 
 
-def evaluate(ddp, schedule, dataset, micro: int, tracker) -> Dict[str, float]:
+def evaluate(ddp, schedule, dataset, micro: int, tracker, device) -> Dict[str, float]:
     """Held-out LM loss of the student (per target token) and its perplexity."""
     import torch
 
@@ -242,7 +242,7 @@ def evaluate(ddp, schedule, dataset, micro: int, tracker) -> Dict[str, float]:
         return {}
     with torch.no_grad():
         reports = schedule([ddp], iter(data), len(data), True)
-    loss = mean_report(reports).get("lm_loss", float("nan"))
+    loss = mean_report(reports, device).get("lm_loss", float("nan"))
     out = {"eval_loss": round(loss, 6), "eval_perplexity": round(perplexity_of_loss(loss), 6)}
     if tracker is not None and _rank0():
         tracker.log({f"train/{k}": v for k, v in out.items()})
