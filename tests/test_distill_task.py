@@ -129,7 +129,6 @@ def test_quantized_teacher_is_refused_unless_intended(tmp_path):
 
 
 def test_sigterm_saves_a_checkpoint_at_the_step_end_and_resume_finishes(tmp_path):
-    import torch
     from transformers import TrainerCallback
 
     from optmodel.data.sft import build_sft_dataset

@@ -19,9 +19,10 @@ log = logging.getLogger("optmodel")
 
 
 def te_available() -> bool:
+    import importlib
+
     try:
-        import transformer_engine  # noqa: F401
-        import transformer_engine.pytorch  # noqa: F401
+        importlib.import_module("transformer_engine.pytorch")  # imports the package first
     except Exception:  # ImportError, or TE present but its CUDA libraries are not
         return False
     return True
