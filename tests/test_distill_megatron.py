@@ -21,6 +21,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from megatron_training_workers import spawn, student_checkpoint  # noqa: E402
 
 STEPS, SAVE_EVERY = 4, 2
+LAYER_PAIR = ["task.distillation.intermediate_layer_pairs=[[decoder.layers.1,decoder.layers.3]]",
+              "task.distillation.skip_lm_loss=false"]
 # dp2: two model replicas, each its half of every global batch (megatron DDP's gradient all-reduce)
 LAYOUTS = {"tp2": ["parallel=tp2"], "pp2": ["parallel=export_pp"], "dp2": ["parallel=single"]}
 
@@ -36,6 +38,9 @@ def runs(tmp_path_factory):
               "task.training.lr=1e-3", "task.training.max_train_sequences=16", f"task.training.max_steps={STEPS}",
               f"task.training.save_every={SAVE_EVERY}", "task.training.log_every=1"]
     scenarios = [[name, overrides, str(base / name), None] for name, overrides in LAYOUTS.items()]
+    # intermediate pair + LM loss kept (megatron module names); perplexity scoring skipped
+    scenarios.append(["tp2_layers", [*LAYOUTS["tp2"], *LAYER_PAIR, "task.perplexity=false"], str(base / "tp2_layers"),
+                      None])
     # the resumed run is compared through its restored model: its own before / after scoring is skipped
     scenarios.append(["pp2_resumed", [*LAYOUTS["pp2"], "task.perplexity=false"], str(base / "pp2_resumed"),
                       str(base / "pp2")])
@@ -96,3 +101,16 @@ def test_resume_after_a_kill_during_a_checkpoint_write_ends_where_the_uninterrup
     # same weights at the end: the same held-out perplexity from the restored model, to the last bit
     assert resumed["reloaded_perplexity"] == straight["reloaded_perplexity"]
     assert (base / "pp2_resumed" / "checkpoints" / f"checkpoint-{STEPS}" / "optmodel_complete").is_file()
+
+
+def test_layer_pairs_with_the_lm_loss_kept_add_a_cosine_loss_and_keep_the_logits_kl(runs):
+    _, results = runs
+    plain, layered = results["tp2"]["history"], results["tp2_layers"]["history"]
+    # step 1 runs on the untrained student: the logits KL is the logits-only run's, untouched by
+    # the LM loss computed beside it (megatron's cross entropy works in place on fp32 logits)
+    assert layered[0]["logits_loss"] == pytest.approx(plain[0]["logits_loss"], rel=1e-5)
+    for row in layered:
+        assert 0 < row["intermediate_loss"] < 2  # 1 - cosine per token
+        # ModelOpt's balancer: LM loss + kd_loss_scale (1) x the KD loss scaled to the LM loss's size
+        assert row["lm_loss"] > 0 and row["kd_loss"] == pytest.approx(2 * row["lm_loss"], rel=1e-4)
+    assert results["tp2_layers"]["layers"] == 2
