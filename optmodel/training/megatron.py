@@ -144,9 +144,10 @@ def build_optimizer(model, training, device, steps: int):
 
     on_cuda = device.type == "cuda"
     bf16 = any(p.dtype == torch.bfloat16 for p in model.parameters())
-    if bf16 and not on_cuda:
-        raise ValueError("backend=megatron trains bf16 weights with megatron-core's mixed-precision optimizer, which "
-                         "needs CUDA. Fix: backend.dtype=float32 on CPU.")
+    if bf16 and not on_cuda:  # validation refuses it first; a direct caller gets the reason too
+        from optmodel.config.tasks.finetune import MEGATRON_CPU_DTYPE_REFUSAL
+
+        raise ValueError(MEGATRON_CPU_DTYPE_REFUSAL)
     ddp = DistributedDataParallel(
         config=model.config, module=model,
         ddp_config=DistributedDataParallelConfig(grad_reduce_in_fp32=True, use_distributed_optimizer=on_cuda))

@@ -8,10 +8,16 @@ from typing import List, Optional
 
 from omegaconf import DictConfig
 
+from optmodel.config.dtype import compute_dtype, expected_device
 from optmodel.config.tasks.base import EvaluateConfig, TaskConfig, TaskSpec, evaluate_problems
 from optmodel.rundir import read_origin
 from optmodel.training.config import TrainingConfig, training_problems
 
+MEGATRON_CPU_DTYPE_REFUSAL = (
+    "backend.dtype: backend=megatron trains on CPU with megatron-core's FP32 optimizer; its mixed-precision and "
+    "distributed optimizers (bf16 / fp16 weights) take CUDA tensors only (\"Wrapped parameters must be one of "
+    "torch.cuda.FloatTensor, ...\"). Fix: backend.dtype=float32 on CPU, or a GPU."
+)
 MEGATRON_AUTOCAST_REFUSAL = (
     "task.training.bf16: bf16 autocast is backend=hf's; backend=megatron trains in its weights' dtype (bf16 weights "
     "with megatron-core's fp32 main copy, on CUDA). Fix: task.training.bf16=false and backend.dtype=bfloat16."
@@ -62,6 +68,8 @@ def training_task_problems(cfg: DictConfig) -> List[str]:
                      "is unset (a new run dir holds none). Fix: run.output_dir=<the interrupted run dir>.")
     if megatron and task.training.bf16:
         found.append(MEGATRON_AUTOCAST_REFUSAL)
+    if megatron and expected_device(cfg.backend) == "cpu" and compute_dtype(cfg.backend, cfg.model, "cpu") != "float32":
+        found.append(MEGATRON_CPU_DTYPE_REFUSAL)
     return found + evaluate_problems(task.evaluate)
 
 
