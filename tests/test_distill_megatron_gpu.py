@@ -1,13 +1,20 @@
-"""The building block task=distill needs on backend=megatron, on a GPU: ModelOpt's Megatron
-distillation plugin (logits KL through its loss balancer) on megatron-core GPTModels, a few
-optimizer steps with Megatron-LM's loss masking. backend=megatron training is refused at
-validation until this is wired into a forward-backward schedule (see
-optmodel/config/tasks/finetune.py); this test is where that work starts. Skipped without CUDA."""
+"""task=distill on backend=megatron on one GPU, through optmodel.run.execute: what the CPU
+test (tests/test_distill_megatron.py) cannot reach — megatron-core's distributed optimizer,
+and for bf16 weights its mixed-precision optimizer with fp32 main parameters (both refuse
+CPU tensors). Skipped without CUDA."""
+
+import sys
+from pathlib import Path
 
 import pytest
-import torch
 
 from conftest import compose_cfg
+from optmodel.manifest import read_manifest
+from optmodel.paths import TINY_MODELS_DIR
+from optmodel.run import execute
+
+sys.path.insert(0, str(Path(__file__).parent))
+from megatron_training_workers import student_checkpoint  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 
@@ -20,42 +27,22 @@ def megatron_world():
     destroy_model_parallel()
 
 
-def _masked_sum(output, mask):
-    """Megatron-LM's post-training loss masking: the plugin's losses come as (loss, tp_reduce, sp)."""
-    if isinstance(output, tuple):
-        output = output[0]
-    return (output.float().reshape(-1) * mask.reshape(-1)).sum() / mask.sum()
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_megatron_distill_on_gpu_lowers_the_kd_loss_and_saves_a_loadable_student(tmp_path, dtype):
+    student = student_checkpoint(str(tmp_path / "student"))
+    run_dir = tmp_path / "run"
+    overrides = ["task=distill", "model=auto", f"model.checkpoint={student}",
+                 f"task.teacher={TINY_MODELS_DIR / 'tiny_qwen3'}", "backend=megatron", "backend.device=cuda",
+                 f"backend.dtype={dtype}", "data.seq_len=64", "data.eval_max_sequences=8", "data.batch_size=4",
+                 "task.training.micro_batch_size=2", "task.training.global_batch_size=4", "task.training.lr=1e-3",
+                 "task.training.max_steps=8", "task.training.log_every=1", "task.training.save_every=4"]
+    metrics = execute(compose_cfg(*overrides), run_dir)
+    kd = [row["kd_loss"] for row in read_manifest(run_dir)["training"]["history"]]
+    assert len(kd) == 8 and kd[-1] < kd[0], kd
+    assert metrics["perplexity_after"] < metrics["perplexity_before"]
+    assert (run_dir / "checkpoints" / "checkpoint-8" / "optmodel_complete").is_file()
+    from optmodel.backends import load
+    from optmodel.config.inherit import inherit_run_model
 
-
-def test_megatron_logit_distillation_lowers_the_kd_loss():
-    import modelopt.torch.distill as mtd
-    from modelopt.torch.distill.plugins.megatron import adjust_distillation_model_for_mcore, setup_distillation_config
-
-    from optmodel.backends import megatron
-
-    cfg = compose_cfg("model=tiny_qwen3", "backend=megatron", "backend.device=cuda", "backend.dtype=float32")
-    teacher, student = megatron.load(cfg), megatron.load(cfg)
-    with torch.no_grad():  # a student that differs from its teacher
-        for p in student.model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    kd = setup_distillation_config(None, student.model.config, teacher.model.config)
-    model = mtd.convert(student.model, mode=[("kd_loss", {"teacher_model": teacher.model, "criterion": kd.criterion,
-                                                          "loss_balancer": kd.loss_balancer})])
-    adjust_distillation_model_for_mcore(model, kd)
-    model.train()
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-    gen = torch.Generator().manual_seed(0)
-    ids = torch.randint(0, 1000, (4, 64), generator=gen).cuda()
-    position_ids = torch.arange(64, device=ids.device).expand_as(ids)
-    mask = torch.ones_like(ids, dtype=torch.float32)
-    losses = []
-    for _ in range(6):
-        lm_loss = model(input_ids=ids, position_ids=position_ids, attention_mask=None, labels=ids)
-        out = model.compute_kd_loss(student_loss=_masked_sum(lm_loss, mask),
-                                    loss_reduction_fn=lambda x: _masked_sum(x, mask))
-        loss = out["kd_loss"] if isinstance(out, dict) else out
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    assert losses[-1] < losses[0]
+    handle = load(inherit_run_model(compose_cfg(*overrides, f"run.load={run_dir}")))
+    assert handle.architecture()["num_layers"] == 2

@@ -102,8 +102,21 @@ def test_validation_names_teacher_batch_resume_and_backend_problems(pruned_run, 
     (other / "config.json").write_text(json.dumps({**json.loads((TINY / "config.json").read_text()), "vocab_size": 2048}))
     found = problems_of("task=distill", f"task.teacher={other}", f"run.load={pruned_run}")
     assert len(found) == 1 and found[0].startswith("task.teacher:") and "2048 tokens" in found[0]
-    found = problems_of("task=finetune", "backend=megatron")
-    assert any(p.startswith("backend:") and "not wired" in p and "backend=hf" in p for p in found)
+    # backend=megatron trains; hf's bf16 autocast is refused there with the fix
+    found = problems_of("task=distill", "backend=megatron", "backend.dtype=float32", "task.training.bf16=true",
+                        f"task.teacher={TINY}")
+    assert len(found) == 1 and found[0].startswith("task.training.bf16:") and "backend.dtype=bfloat16" in found[0]
+    found = problems_of("task=distill", "backend=megatron", "backend.device=cpu", "backend.dtype=bfloat16",
+                        f"task.teacher={TINY}")
+    assert len(found) == 1 and found[0].startswith("backend.dtype:") and "Fix: backend.dtype=float32" in found[0]
+    found = problems_of("task=distill", "backend=megatron", "backend.dtype=float32", f"task.teacher={TINY}",
+                        "task.distillation.intermediate_layer_pairs=[[model.layers.1,decoder.layers.1]]")
+    assert len(found) == 1 and "'model.layers.1' is not a megatron-core module name" in found[0], found
+    found = problems_of("task=distill", "backend=megatron", "backend.dtype=float32", "parallel=tp2", "run.world_size=4",
+                        f"task.teacher={TINY}",
+                        "task.training.micro_batch_size=4", "task.training.global_batch_size=4")
+    # TP 2 of 4 ranks leaves 2 data-parallel ranks: a global batch of 4 is not 4 x 2
+    assert len(found) == 1 and "micro_batch_size x data-parallel ranks = 4 x 2" in found[0], found
 
 
 def test_quantized_teacher_is_refused_unless_intended(tmp_path):
@@ -121,7 +134,6 @@ def test_quantized_teacher_is_refused_unless_intended(tmp_path):
 
 
 def test_sigterm_saves_a_checkpoint_at_the_step_end_and_resume_finishes(tmp_path):
-    import torch
     from transformers import TrainerCallback
 
     from optmodel.data.sft import build_sft_dataset

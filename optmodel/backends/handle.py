@@ -9,6 +9,7 @@
     handle.save(dir)                               -> restorable model (weights + ModelOpt state)
     handle.export(dir, format, dtype)              -> deployable checkpoint
     handle.architecture()                          -> the shape as produced, in ModelConfig field names
+    handle.train(training, train, held, ...)       -> FitResult; the handle holds the trained model after
 
 Collective methods (logits, save, export on a multi-rank world) are called by every rank
 with the same arguments; the handle decides which rank writes, and writes atomically.
@@ -114,6 +115,14 @@ class ModelHandle:
         new = generate_ids(forward, tok, ids, opts, batch_size, stop_token_ids=[tok.eos_token_id],
                            generator=generator, desc=desc)
         return ids, new
+
+    # --- training -------------------------------------------------------------------------
+    def train(self, training, train_dataset, eval_dataset=None, *, output_dir, seed: int, teacher=None,
+              distillation=None, resume: bool = False, tracker=None):
+        """Train this model per `training` (a TrainingConfig node) on SFT datasets; with
+        `teacher` (a handle of the same backend) distill per `distillation`. Collective.
+        Returns optmodel.training.loop.FitResult; `self.model` is the trained model after."""
+        raise NotImplementedError
 
     # --- persistence ----------------------------------------------------------------------
     def save(self, out_dir) -> Path:

@@ -115,6 +115,17 @@ class HFHandle(ModelHandle):
         value = getattr(self.model.config, "max_position_embeddings", None)
         return int(value) if isinstance(value, int) and value > 0 else super().max_length
 
+    def train(self, training, train_dataset, eval_dataset=None, *, output_dir, seed: int, teacher=None,
+              distillation=None, resume: bool = False, tracker=None):
+        """transformers' Trainer through ModelOpt's trainers (optmodel.training.loop.fit)."""
+        from optmodel.training.loop import fit
+
+        result = fit(self.model, training, train_dataset, eval_dataset, output_dir=output_dir, seed=seed,
+                     teacher=teacher.model if teacher is not None else None, distillation=distillation,
+                     resume=resume, tracker=tracker)
+        self.model = result.model
+        return result
+
     # --- persistence ----------------------------------------------------------------------
     def save(self, out_dir) -> Path:
         """Restorable copy: weights, ModelOpt state (when quantized), tokenizer and chat template.

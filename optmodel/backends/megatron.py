@@ -8,7 +8,9 @@ tensor / expert shards). What the tasks call:
   megatron-core's pipeline schedule when PP > 1 (the pipeline is hidden from callers);
 - `handle.save(dir)` / `load_distributed(handle, dir)`: weights and the ModelOpt state
   (quantizers) in megatron's distributed checkpoint format;
-- `handle.export(dir)`: unified HF checkpoint with ModelOpt's exporter (TP=1 only).
+- `handle.export(dir)`: unified HF checkpoint with ModelOpt's exporter (TP=1 only);
+- `handle.train(...)`: SFT / KD on megatron-core's schedule and optimizer
+  (optmodel.training.megatron).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from optmodel.backends.handle import ModelHandle, pick_device
+from optmodel.backends.megatron_cpu import causal_mask
 from optmodel.config.dtype import checkpoint_dtype, compute_dtype
 from optmodel.config.tasks.base import EXPORT_TP_REFUSAL
 from optmodel.models.checkpoint import resolve_checkpoint
@@ -60,6 +63,15 @@ class MegatronHandle(ModelHandle):
 
     def architecture(self) -> dict:
         return architecture_as_loaded(self)
+
+    def train(self, training, train_dataset, eval_dataset=None, *, output_dir, seed: int, teacher=None,
+              distillation=None, resume: bool = False, tracker=None):
+        """megatron-core's schedule, DDP and optimizer; KD through ModelOpt's Megatron plugin
+        (optmodel.training.megatron)."""
+        from optmodel.training.megatron import fit_megatron
+
+        return fit_megatron(self, training, train_dataset, eval_dataset, output_dir=output_dir, seed=seed,
+                            teacher=teacher, distillation=distillation, resume=resume, tracker=tracker)
 
     def forward_loop(self, batches, batch_size: int = 1, desc: str = "calibrate"):
         """The `forward_loop` of `mtq.quantize(handle.model, cfg, forward_loop)`: every batch
@@ -172,17 +184,6 @@ def import_hf(handle: MegatronHandle, hf_dir: Optional[os.PathLike] = None) -> N
             trust_remote_code=bool(handle.cfg.model.trust_remote_code),
             moe_router_dtype=router_dtype,
         )
-
-
-def causal_mask(seq_len: int, device):
-    """The attention mask megatron gets: None on GPU (its attention is causal by type); on
-    CPU an explicit one (True = may NOT attend), because without a mask megatron-core 0.16
-    builds its default causal mask on device="cuda" (transformer/utils.py)."""
-    import torch
-
-    if torch.device(device).type != "cpu":
-        return None
-    return torch.triu(torch.ones(seq_len, seq_len, dtype=torch.bool, device=device), diagonal=1)[None, None]
 
 
 def _stage_forward(model, input_ids, device):

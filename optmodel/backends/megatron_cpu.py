@@ -19,9 +19,10 @@ log = logging.getLogger("optmodel")
 
 
 def te_available() -> bool:
+    import importlib
+
     try:
-        import transformer_engine  # noqa: F401
-        import transformer_engine.pytorch  # noqa: F401
+        importlib.import_module("transformer_engine.pytorch")  # imports the package first
     except Exception:  # ImportError, or TE present but its CUDA libraries are not
         return False
     return True
@@ -75,8 +76,54 @@ def apply_cpu_patches() -> bool:
     from megatron.core.fusions import fused_softmax
 
     _patch(fused_softmax, "get_sliding_window_causal_mask", _sliding_window_causal_mask_cpu)
+    _patch_fp32_optimizer(torch)
     log.info("megatron-core on CPU: using the adaptations of optmodel.backends.megatron_cpu")
     return True
+
+
+def _patch_fp32_optimizer(torch) -> None:
+    """megatron-core's FP32Optimizer (what `get_megatron_optimizer` returns for fp32 weights)
+    and its gradient clipping, on CPU. Measured here without these: FP32Optimizer() raises
+    "Torch not compiled with CUDA enabled" (optimizer.py: `_scale = torch.tensor([1.0],
+    device='cuda')`), and so does its step (clip_grads.py's zeros(device='cuda') and
+    utils.local_multi_tensor_l2_norm's tensor(device='cuda')); clip_grad_by_total_norm_fp32
+    asserts `grad.type() == 'torch.cuda.FloatTensor'`. The same math on CPU tensors below.
+    (The distributed and bf16 optimizers check `param.type()` against CUDA type names when
+    built — "Wrapped parameters must be one of torch.cuda.FloatTensor, ..." — so they stay
+    CUDA-only; optmodel.training.megatron picks them on a GPU.)"""
+    from megatron.core.optimizer import clip_grads
+    from megatron.core.optimizer import optimizer as optimizers
+
+    _patch(optimizers, "torch", _TorchWithCpuZeros(torch))
+    _patch(clip_grads, "torch", _TorchWithCpuZeros(torch))
+    _patch(clip_grads, "l2_norm_impl", _l2_norm_cpu)
+    _patch(clip_grads, "multi_tensor_applier", _apply_cpu)
+    _patch(optimizers, "clip_grad_by_total_norm_fp32", _clip_grad_by_total_norm_cpu)
+
+
+def _apply_cpu(op, noop_flag, tensor_lists, *args):
+    return op(0, noop_flag, tensor_lists, *args)
+
+
+def _l2_norm_cpu(chunk_size, noop_flag, tensor_lists, per_tensor, *args):
+    """multi_tensor_l2norm's result: ([1] global L2 norm, None)."""
+    import torch
+
+    norms = torch.stack([torch.linalg.vector_norm(t.float()) for t in tensor_lists[0]])
+    return torch.linalg.vector_norm(norms).reshape(1), None
+
+
+def _clip_grad_by_total_norm_cpu(parameters, max_norm, total_norm, use_decoupled_grad=False):
+    """megatron-core's clip_grad_by_total_norm_fp32 without its CUDA type assertion."""
+    import torch
+
+    if isinstance(parameters, torch.Tensor):
+        parameters = [parameters]
+    attr = "decoupled_grad" if use_decoupled_grad else "grad"
+    grads = [getattr(p, attr).detach() for p in parameters if getattr(p, attr, None) is not None]
+    clip_coeff = max_norm / (total_norm + 1.0e-6)
+    if clip_coeff < 1.0 and grads:
+        torch._foreach_mul_(grads, clip_coeff)
 
 
 def remove_cpu_patches() -> None:
@@ -126,7 +173,7 @@ def _sliding_window_causal_mask_cpu(sq, skv, window_size):
 
 
 class _TorchWithCpuZeros(types.ModuleType):
-    """`torch` as megatron's pipeline schedules see it: zeros(device="cuda") lands on CPU."""
+    """`torch` as one megatron module sees it: zeros / tensor(device="cuda") land on CPU."""
 
     def __init__(self, torch_module):
         super().__init__("torch")
@@ -137,6 +184,9 @@ class _TorchWithCpuZeros(types.ModuleType):
 
     def zeros(self, *args, device=None, **kwargs):
         return self._torch.zeros(*args, device="cpu" if device == "cuda" else device, **kwargs)
+
+    def tensor(self, *args, device=None, **kwargs):
+        return self._torch.tensor(*args, device="cpu" if device == "cuda" else device, **kwargs)
 
 
 @contextlib.contextmanager
@@ -173,3 +223,14 @@ def seed_model_parallel_rng(seed: int) -> None:
     from megatron.core.tensor_parallel import model_parallel_cuda_manual_seed
 
     model_parallel_cuda_manual_seed(seed, inference_rng_tracker=cpu_patches_active(), force_reset_rng=True)
+
+
+def causal_mask(seq_len: int, device):
+    """The attention mask megatron gets: None on GPU (its attention is causal by type); on
+    CPU an explicit one (True = may NOT attend), because without a mask megatron-core 0.16
+    builds its default causal mask on device="cuda" (transformer/utils.py)."""
+    import torch
+
+    if torch.device(device).type != "cpu":
+        return None
+    return torch.triu(torch.ones(seq_len, seq_len, dtype=torch.bool, device=device), diagonal=1)[None, None]

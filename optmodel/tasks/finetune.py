@@ -3,8 +3,10 @@
     data -> student (-> PTQ with task.quant_cfg) -> before -> train -> after -> outputs
 
 The student is the run's model (run.load=<run dir>, e.g. a quantize run, or the checkpoint).
-Training is transformers' Trainer through ModelOpt's trainers (optmodel.training.fit):
-ModelOptHFTrainer for SFT, QATTrainer for a fake-quant student. Checkpoints every
+Training is the handle's (`handle.train`): on backend=hf transformers' Trainer through
+ModelOpt's trainers (optmodel.training.loop.fit: ModelOptHFTrainer for SFT, QATTrainer for a
+fake-quant student); on backend=megatron megatron-core's forward-backward schedule, DDP and
+optimizer (optmodel.training.megatron). Checkpoints every
 task.training.save_every steps into <run dir>/checkpoints resume with run.resume=true (or
 a requeued Slurm job). Outputs: the trained model restorable by run.load (quantizer state
 included) and, for a quantized one, the unified HF export. task=distill runs the same
@@ -44,7 +46,6 @@ def quantize_student(handle, task, records, data) -> Dict[str, Any]:
 
 def train_task(ctx, teacher_source: Optional[str] = None, task_name: str = "finetune") -> Dict[str, Any]:
     from optmodel.quantization.summary import quantizer_summary
-    from optmodel.training.loop import fit
     from optmodel.training.trainers import is_quantized
 
     cfg, task, data = ctx.cfg, ctx.cfg.task, ctx.cfg.data
@@ -81,10 +82,9 @@ def train_task(ctx, teacher_source: Optional[str] = None, task_name: str = "fine
     ctx.log_metrics(metrics)
 
     # train
-    result = fit(handle.model, training, train, held, output_dir=ctx.run_dir / CHECKPOINTS_DIR, seed=cfg.run.seed,
-                 teacher=teacher.model if teacher is not None else None,
-                 distillation=task.get("distillation"), resume=bool(cfg.run.get("resume")), tracker=ctx.tracker)
-    handle.model = result.model
+    result = handle.train(training, train, held, output_dir=ctx.run_dir / CHECKPOINTS_DIR, seed=cfg.run.seed,
+                          teacher=teacher, distillation=task.get("distillation"), resume=bool(cfg.run.get("resume")),
+                          tracker=ctx.tracker)
     metrics.update(result.metrics)
     ctx.record(training={"kind": result.kind, "history": result.history, "teacher": teacher_source,
                          "resumed_from": str(result.resumed_from) if result.resumed_from else None})

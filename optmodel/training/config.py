@@ -28,7 +28,7 @@ class TrainingConfig:
     adam_beta2: float = 0.95
     adam_eps: float = 1e-8
     clip_grad: float = 1.0  # max gradient norm; 0 = no clipping
-    bf16: bool = False  # bf16 autocast (weights stay in backend.dtype)
+    bf16: bool = False  # bf16 autocast, backend=hf (weights stay in backend.dtype; megatron trains in backend.dtype)
     eval_every: int = 0  # held-out loss / perplexity every N steps; 0 = at the end only
     eval_max_sequences: int = 0  # 0: data.eval_max_sequences
     log_every: int = 10

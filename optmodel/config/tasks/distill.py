@@ -69,7 +69,23 @@ def problems(cfg: DictConfig) -> List[str]:
                      f"{student_vocab}; logit distillation needs one tokenizer. Fix: a teacher of the same family.")
     found += distillation_problems(task.distillation, "task.distillation", cfg.model.get("num_layers"),
                                    shape.get("num_layers"))
+    if cfg.backend.name == "megatron":
+        found += megatron_layer_name_problems(task.distillation)
     return found
+
+
+MEGATRON_MODULES = ("decoder.", "embedding", "output_layer")
+
+
+def megatron_layer_name_problems(d) -> List[str]:
+    """KD layers on backend=megatron are megatron-core module names (ModelOpt's Megatron plugin
+    hooks them by name): `decoder.layers.<i>`, `output_layer`, not the HF `model.layers.<i>`."""
+    named = [("logit_layers", name) for name in (d.logit_layers or [])]
+    named += [(f"intermediate_layer_pairs[{i}]", name) for i, pair in enumerate(d.intermediate_layer_pairs)
+              for name in list(pair)[:2]]
+    return [f"task.distillation.{where}: {name!r} is not a megatron-core module name (backend=megatron). "
+            f"Fix: decoder.layers.<i> (or output_layer for the logits)."
+            for where, name in named if not str(name).startswith(MEGATRON_MODULES)]
 
 
 SPEC = TaskSpec(name="distill", schema=DistillTaskConfig, problems=problems, runner="optmodel.tasks.distill",

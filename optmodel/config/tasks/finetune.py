@@ -8,14 +8,19 @@ from typing import List, Optional, Tuple
 
 from omegaconf import DictConfig
 
+from optmodel.config.dtype import compute_dtype, expected_device
 from optmodel.config.tasks.base import EvaluateConfig, TaskConfig, TaskSpec, evaluate_problems
 from optmodel.rundir import read_origin
 from optmodel.training.config import TrainingConfig, training_problems
 
-MEGATRON_TRAINING_REFUSAL = (
-    "training on backend=megatron (ModelOpt's Megatron distillation plugin under megatron-core's forward-backward "
-    "schedule and distributed optimizer) is not wired into optmodel yet; finetune and distill train the "
-    "transformers model through ModelOpt's HF trainers. Fix: backend=hf (one process or torchrun DDP)."
+MEGATRON_CPU_DTYPE_REFUSAL = (
+    "backend.dtype: backend=megatron trains on CPU with megatron-core's FP32 optimizer; its mixed-precision and "
+    "distributed optimizers (bf16 / fp16 weights) take CUDA tensors only (\"Wrapped parameters must be one of "
+    "torch.cuda.FloatTensor, ...\"). Fix: backend.dtype=float32 on CPU, or a GPU."
+)
+MEGATRON_AUTOCAST_REFUSAL = (
+    "task.training.bf16: bf16 autocast is backend=hf's; backend=megatron trains in its weights' dtype (bf16 weights "
+    "with megatron-core's fp32 main copy, on CUDA). Fix: task.training.bf16=false and backend.dtype=bfloat16."
 )
 
 
@@ -47,8 +52,13 @@ def training_task_problems(cfg: DictConfig) -> List[str]:
     from optmodel.config.tasks.quantize import quant_format_problems
 
     task = cfg.task
-    # backend=hf under torchrun is data parallel: each rank takes micro_batch_size of the global batch
+    # every data-parallel rank takes micro_batch_size of the global batch (backend=hf under torchrun:
+    # every rank; megatron: the ranks the model-parallel layout leaves)
     world = cfg.run.get("world_size") or int(os.environ.get("WORLD_SIZE", "1"))
+    megatron = cfg.backend.name == "megatron"
+    if megatron:
+        p = cfg.parallel
+        world = max(1, world // max(1, p.tensor * p.pipeline * p.context))
     found = training_problems(task.training, "task.training", data_parallel=world)
     if task.quant_cfg:
         found += quant_format_problems("task.quant_cfg", task.quant_cfg, cfg)
@@ -62,8 +72,10 @@ def training_task_problems(cfg: DictConfig) -> List[str]:
     if cfg.run.get("resume") and not cfg.run.get("output_dir"):
         found.append("run.resume: continues the training checkpoints of an interrupted run dir, but run.output_dir "
                      "is unset (a new run dir holds none). Fix: run.output_dir=<the interrupted run dir>.")
-    if cfg.backend.name == "megatron":
-        found.append(f"backend: {MEGATRON_TRAINING_REFUSAL}")
+    if megatron and task.training.bf16:
+        found.append(MEGATRON_AUTOCAST_REFUSAL)
+    if megatron and expected_device(cfg.backend) == "cpu" and compute_dtype(cfg.backend, cfg.model, "cpu") != "float32":
+        found.append(MEGATRON_CPU_DTYPE_REFUSAL)
     return found + evaluate_problems(task.evaluate)
 
 
