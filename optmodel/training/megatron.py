@@ -32,6 +32,7 @@ from typing import Any, Dict, List, Optional
 
 from tqdm import tqdm
 
+from optmodel.distributed import broadcast_from_rank0, is_rank0
 from optmodel.manifest import atomic_write_text
 from optmodel.training.checkpoints import (COMPLETE_MARKER, checkpoints, discard_incomplete, is_complete,
                                            last_complete_checkpoint, requeued_job)
@@ -91,7 +92,7 @@ def fit_megatron(handle, training, train_dataset, eval_dataset=None, *, output_d
     start = time.perf_counter()
     ddp.train()
     last: Dict[str, float] = {}
-    for step in tqdm(range(first, steps + 1), desc=f"train ({kind})", unit="step", disable=not _rank0(),
+    for step in tqdm(range(first, steps + 1), desc=f"train ({kind})", unit="step", disable=not is_rank0(),
                      initial=first - 1, total=steps):
         began = time.perf_counter()
         ddp.zero_grad_buffer()
@@ -107,7 +108,7 @@ def fit_megatron(handle, training, train_dataset, eval_dataset=None, *, output_d
             row = {"step": step, "loss": last.get("kd_loss", last.get("lm_loss")), "grad_norm": grad_norm,
                    "learning_rate": lr, **last}
             history.append(row)
-            if tracker is not None and _rank0():
+            if tracker is not None and is_rank0():
                 tracker.log({f"train/{k}": v for k, v in row.items() if k != "step" and v is not None})
         if eval_dataset is not None and training.eval_every and step % int(training.eval_every) == 0:
             history.append({"step": step, **evaluate(ddp, schedule, eval_dataset, micro, tracker, handle.device)})
@@ -245,7 +246,7 @@ def evaluate(ddp, schedule, dataset, micro: int, tracker, device) -> Dict[str, f
         reports = schedule([ddp], iter(data), len(data), True)
     loss = mean_report(reports, device).get("lm_loss", float("nan"))
     out = {"eval_loss": round(loss, 6), "eval_perplexity": round(perplexity_of_loss(loss), 6)}
-    if tracker is not None and _rank0():
+    if tracker is not None and is_rank0():
         tracker.log({f"train/{k}": v for k, v in out.items()})
     return out
 
@@ -273,7 +274,7 @@ def save_checkpoint(ddp, optimizer, scheduler, folder: Path, step: int, keep: in
 
     final = Path(folder) / f"checkpoint-{step}"
     partial = final.with_name(f".{final.name}.partial")
-    rank0 = _rank0()
+    rank0 = is_rank0()
     if rank0:
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
@@ -296,14 +297,12 @@ def newest_checkpoint(folder: Path) -> Optional[Path]:
     """The newest complete checkpoint (rank 0 removes half-written ones first), the same on every rank."""
     import torch.distributed as dist
 
-    from optmodel.distributed import broadcast_from_rank0
-
-    if _rank0():
+    if is_rank0():
         discard_incomplete(folder)
         for stale in Path(folder).glob(".checkpoint-*.partial"):  # a save killed before its rename
             shutil.rmtree(stale, ignore_errors=True)
     dist.barrier()
-    found = broadcast_from_rank0(str(last_complete_checkpoint(folder) or "") if _rank0() else None)
+    found = broadcast_from_rank0(str(last_complete_checkpoint(folder) or "") if is_rank0() else None)
     if not found:
         log.info("resume requested but %s holds no complete checkpoint: training from the start", folder)
     return Path(found) if found else None
@@ -319,9 +318,3 @@ def load_checkpoint(ddp, optimizer, scheduler, path: Path) -> int:
     optimizer.load_state_dict(loaded["optimizer"])
     scheduler.load_state_dict(loaded["scheduler"])
     return int(loaded["step"])
-
-
-def _rank0() -> bool:
-    from optmodel.distributed import is_rank0
-
-    return is_rank0()

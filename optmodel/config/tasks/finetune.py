@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
 from omegaconf import DictConfig
 
 from optmodel.config.dtype import compute_dtype, expected_device
+from optmodel.config.layout import dense_group_size, launched_world_size
 from optmodel.config.tasks.base import EvaluateConfig, TaskConfig, TaskSpec, evaluate_problems
 from optmodel.rundir import read_origin
 from optmodel.training.config import TrainingConfig, training_problems
@@ -54,12 +54,11 @@ def training_task_problems(cfg: DictConfig) -> List[str]:
     task = cfg.task
     # every data-parallel rank takes micro_batch_size of the global batch (backend=hf under torchrun:
     # every rank; megatron: the ranks the model-parallel layout leaves)
-    world = cfg.run.get("world_size") or int(os.environ.get("WORLD_SIZE", "1"))
+    data_parallel = max(1, launched_world_size(cfg))
     megatron = cfg.backend.name == "megatron"
     if megatron:
-        p = cfg.parallel
-        world = max(1, world // max(1, p.tensor * p.pipeline * p.context))
-    found = training_problems(task.training, "task.training", data_parallel=world)
+        data_parallel = max(1, data_parallel // dense_group_size(cfg.parallel))
+    found = training_problems(task.training, "task.training", data_parallel=data_parallel)
     if task.quant_cfg:
         found += quant_format_problems("task.quant_cfg", task.quant_cfg, cfg)
         origin = read_origin(cfg.run.get("load"))
