@@ -31,7 +31,12 @@ def in_sweep() -> bool:
 
 
 def main() -> None:
-    """Check the command line's overrides against the schemas, then let Hydra run."""
+    """Check the command line's overrides against the schemas, then let Hydra run
+    (`optmodel compare ...` is a subcommand of its own, not a Hydra run)."""
+    if sys.argv[1:2] == ["compare"]:
+        from optmodel.compare.cli import main as compare
+
+        sys.exit(compare(sys.argv[2:]))
     from optmodel.config.overrides import override_problems
 
     problems = override_problems(sys.argv[1:]) or run_dir_problems(sys.argv[1:])
