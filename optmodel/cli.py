@@ -66,6 +66,7 @@ def run_dir_problems(argv) -> list:
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
 def hydra_main(cfg: DictConfig) -> None:
     from optmodel.config.errors import ConfigError
+    from optmodel.gate import EXIT_GATED, Gated
     from optmodel.launch.plain import hand_to_launcher
     from optmodel.run import execute
 
@@ -83,6 +84,11 @@ def hydra_main(cfg: DictConfig) -> None:
         # A config problem is the user's to fix: the message, no traceback.
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except Gated as err:
+        if in_sweep():  # the launcher records the job as gated; the sweep goes on
+            raise
+        print(f"gated: {err}", file=sys.stderr)
+        sys.exit(EXIT_GATED)
 
 
 if __name__ == "__main__":

@@ -138,12 +138,27 @@ class OptmodelLocalLauncher(BasicLauncher):
                           job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
             configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
             job.state = "completed" if ret.status == JobStatus.COMPLETED else "failed"
-            if ret.status != JobStatus.COMPLETED:
+            if _gated(ret):  # over its accuracy budget: an answer of the sweep, not a failure
+                job.state, job.error = "gated", f"gated: {ret._return_value}"
+                ret = _returned(job, value=job.error)
+            elif ret.status != JobStatus.COMPLETED:
                 job.error = f"{type(ret._return_value).__name__}: {ret._return_value}"
                 stop = self.fail_fast
             returns.append(ret)
         finish_sweep(self.config, "local", [j for j, _ in planned], summarize=True)
+        ran = [j for j, _ in planned if j.state != "skipped"]
+        if ran and all(j.state == "gated" for j in ran):  # no job within its budget
+            from optmodel.gate import EXIT_GATED
+
+            print("gated: every job of the sweep is over its accuracy budget (task.gate)", file=sys.stderr, flush=True)
+            sys.exit(EXIT_GATED)
         return returns
+
+
+def _gated(ret: JobReturn) -> bool:
+    from optmodel.gate import Gated
+
+    return ret.status == JobStatus.FAILED and isinstance(ret._return_value, Gated)
 
 
 class _SubmititLauncher(BaseSubmititLauncher):

@@ -57,7 +57,7 @@ def collect_rows(sweep_dir: Path) -> List[Dict[str, Any]]:
         manifest = _manifest(Path(job["run_dir"])) or {}
         quant = manifest.get("quantization") or {}
         status = (effective_status(manifest) if manifest else None) or job.get("state") or "unknown"  # a killed run: interrupted
-        if job.get("state") not in (None, "completed", "skipped", "submitted", "pending") and status != "completed":
+        if job.get("state") not in (None, "completed", "skipped", "submitted", "pending") and status not in ("completed", "gated"):
             status = job["state"]  # how the launcher saw it end: failed, not run, cancelled, ...
         rows.append({
             "job": job["num"],
