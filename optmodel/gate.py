@@ -34,7 +34,7 @@ def verdict(gate, metric_dicts: Iterable[Dict[str, Any]]) -> Optional[Dict[str, 
     if metric not in base or metric not in value:
         return None
     change = drop(metric, base[metric], value[metric])
-    passed = change <= budget
+    passed = change <= budget + 1e-9  # exactly at the budget passes (float rounding of the ratio)
     unit = drop_unit(metric).split(" ")[0]
     text = (f"{metric} {base[metric]:.4g} -> {value[metric]:.4g}: {'worse' if change > 0 else 'change'} by "
             f"{change:.3g}{unit if unit == '%' else ' ' + unit}, max_drop {budget:g}{unit if unit == '%' else ' ' + unit}: "

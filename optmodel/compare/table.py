@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -25,7 +26,7 @@ SHIPPABLE = "completed"
 
 @dataclass
 class Row:
-    name: str  # the run dir as given (a sweep's jobs: <sweep dir>/<job>), or "base (<model>)"
+    name: str  # the run dir relative to the dir the compared runs share, or "base (<model>)"
     kind: str  # what made the model, e.g. "quantize NVFP4_DEFAULT_CFG", "prune num_layers=2 -> distill"
     task: str
     status: str
@@ -71,6 +72,15 @@ def run_dirs(paths: Sequence[str]) -> List[Path]:
     if problems:
         raise ConfigError(problems)
     return list(dict.fromkeys(p.resolve() for p in found))
+
+
+def labels(dirs: Sequence[Path]) -> Dict[Path, str]:
+    """Each run dir relative to the dir all of them share (a sweep's jobs: <sweep>/<job>)."""
+    if not dirs:
+        return {}
+    common = Path(os.path.commonpath([str(d.parent) for d in dirs]))
+    common = common.parent if len(dirs) == 1 or common in dirs else common
+    return {d: str(d.relative_to(common)) for d in dirs}
 
 
 def describe(manifest: Dict[str, Any]) -> str:
@@ -119,7 +129,9 @@ def collect(paths: Sequence[str]) -> List[Row]:
 
     rows: List[Row] = []
     bases: Dict[str, Dict[str, Any]] = {}  # base key -> sizes and every run's base values
-    for run_dir in run_dirs(paths):
+    found = run_dirs(paths)
+    names = labels(found)
+    for run_dir in found:
         manifest = _read(run_dir)
         chain = lineage(run_dir, manifest)
         root = chain[0]
@@ -131,7 +143,7 @@ def collect(paths: Sequence[str]) -> List[Row]:
         for metric, v in base_values.items():
             base["values"].setdefault(metric, []).append(v)
         kind = " -> ".join(describe(m) for m in chain)
-        rows.append(Row(name=str(run_dir), kind=kind, task=manifest.get("task") or "?",
+        rows.append(Row(name=names[run_dir], kind=kind, task=manifest.get("task") or "?",
                         status=effective_status(manifest) or "unknown", sizes=measures.sizes(manifest),
                         values=values if manifest.get("status") in (SHIPPABLE, "gated") else {},
                         base_key=key, run_dir=str(run_dir), gate=gate_text(manifest)))
@@ -194,21 +206,22 @@ def changes(rows: List[Row], metrics: List[str]) -> Dict[int, Dict[str, Optional
     return out
 
 
-def header(metrics: List[str]) -> List[str]:
+def header(metrics: List[str], full: bool) -> List[str]:
     cols = ["run", "kind", "status", *SIZE_COLUMNS]
     for m in metrics:
         cols += [m, f"{m}_drop", f"pareto_{m}"]
-    return cols + ["gate"]
+    return cols + ["gate"] + ["run_dir"] * full
 
 
-def cells(rows: List[Row], metrics: List[str], fmt) -> List[List[str]]:
+def cells(rows: List[Row], metrics: List[str], fmt, full: bool) -> List[List[str]]:
+    """full: with the run dir (csv); the Markdown table names runs by their short label."""
     drops = changes(rows, metrics)
     out = []
     for i, r in enumerate(rows):
         line = [r.name, r.kind, r.status, *[fmt(r.sizes.get(c)) for c in SIZE_COLUMNS]]
         for m in metrics:
             line += [fmt(r.values.get(m)), fmt(drops[i][m]), "yes" if m in r.pareto else ""]
-        out.append(line + [r.gate])
+        out.append(line + [r.gate] + [r.run_dir] * full)
     return out
 
 
@@ -227,15 +240,15 @@ def _short(value: Any) -> str:
 def to_csv(rows: List[Row], metrics: List[str]) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(header(metrics))
-    writer.writerows(cells(rows, metrics, _plain))
+    writer.writerow(header(metrics, full=True))
+    writer.writerows(cells(rows, metrics, _plain, full=True))
     return out.getvalue()
 
 
 def to_markdown(rows: List[Row], metrics: List[str], size: str = "model_bytes") -> str:
-    head = header(metrics)
+    head = header(metrics, full=False)
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for line in cells(rows, metrics, _short):
+    for line in cells(rows, metrics, _short, full=False):
         lines.append("| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in line) + " |")
     lines.append("")
     units = ", ".join(f"{m}_drop in {measures.drop_unit(m)}" for m in metrics)
