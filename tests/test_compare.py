@@ -172,6 +172,9 @@ def test_compare_table_holds_every_run_the_base_and_the_right_pareto_marks(sweep
         size, ppl = points[r["run"]]
         beaten = any(s <= size and p <= ppl and (s, p) != (size, ppl) for name, (s, p) in points.items() if name != r["run"])
         assert (r["pareto_perplexity"] == "yes") is (not beaten), r
+    pruned = list(csv.DictReader((prune / "summary.csv").open()))  # the prune sweep's own summary
+    assert [int(r["parameters_after"]) for r in pruned] == sorted(int(r["parameters_after"]) for r in pruned)
+    assert len({r["parameters_after"] for r in pruned}) == len(DEPTHS) and all(r["task"] == "prune" for r in pruned)
     kinds = {r["kind"] for r in runs}
     assert {f"quantize {f}" for f in FORMATS} | {f"prune num_layers={d}" for d in DEPTHS} == kinds
     table = (out / "compare.md").read_text()
@@ -222,3 +225,50 @@ def test_compare_follows_run_load_to_the_base_and_reads_pipeline_steps(tmp_path)
     assert rows["base (tiny_qwen3)"].values == {"perplexity": 4.0}
     assert rows["distill"].values == {"perplexity": 5.0} and rows["distill"].kind == "prune ? -> distill 3 steps"
     assert rows["pipe"].values == {"perplexity": 4.5} and rows["pipe"].kind == "pipeline prune -> distill"
+
+
+# -- sweep summaries of every task ---------------------------------------------------------
+
+def _sweep(tmp_path: Path, manifests: list) -> Path:
+    for num, data in enumerate(manifests):
+        (tmp_path / str(num)).mkdir()
+        (tmp_path / str(num) / "optmodel.json").write_text(json.dumps({"status": "completed", "error": None, **data}))
+    return tmp_path
+
+
+@pytest.mark.parametrize("task, runs, order, columns, axis", [
+    ("prune", [{"metrics": {"parameters_after": p, "active_parameters_after": p, "perplexity_after": 9.0 - p / 1e5}}
+               for p in (600000, 300000, 450000)], [1, 2, 0], ["parameters_after", "active_parameters_after"],
+     "parameters after"),
+    ("eagle3", [{"speculative": {"draft_layers": n, "ttt_steps": 3, "draft_vocab_size": 512},
+                 "metrics": {"al_before": 1.0, "al_after": 1 + n / 4, "train_steps": 20}} for n in (2, 1)],
+     [1, 0], ["draft_layers", "ttt_steps", "draft_vocab_size", "al_after"], "draft layers"),
+    ("distill", [{"metrics": {"train_steps": n, "perplexity_after": 9 - n / 10, "eval_loss": 1 / n}} for n in (40, 10, 20)],
+     [1, 2, 0], ["train_steps", "perplexity_after", "eval_loss"], "train steps"),
+])
+def test_sweep_summary_of_each_task_follows_what_its_sweeps_vary(tmp_path, task, runs, order, columns, axis):
+    from optmodel.launch.summary import _x_axis, collect_rows, write_summary
+
+    sweep = _sweep(tmp_path, [{"task": task, **r} for r in runs])
+    paths = write_summary(sweep)
+    rows = list(csv.DictReader(paths[0].open()))
+    assert [int(r["job"]) for r in rows] == order
+    assert all(c in rows[0] for c in columns) and all(r["task"] == task for r in rows)
+    assert _x_axis(collect_rows(sweep)).replace("_", " ") == axis
+    assert paths[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sweep_summary_of_a_pipeline_has_one_row_per_step(tmp_path):
+    from optmodel.launch.summary import write_summary
+
+    steps = {"quantize": {"status": "completed", "metrics": {"perplexity_before": 4.0, "perplexity_after": 4.2,
+                                                             "effective_bits": 9.1}},
+             "mmlu": {"status": "gated", "error": "Gated: mmlu ...", "metrics": {}},
+             "export": {"status": "pending"}}
+    sweep = _sweep(tmp_path, [{"task": "pipeline", "steps": steps, "metrics": {"perplexity_after": 4.2}}])
+    paths = write_summary(sweep)
+    rows = list(csv.DictReader(paths[0].open()))
+    assert [(r["task"], r["status"]) for r in rows] == [("pipeline/quantize", "completed"), ("pipeline/mmlu", "gated"),
+                                                        ("pipeline/export", "pending")]
+    assert rows[0]["perplexity_after"] == "4.2" and rows[1]["perplexity_after"] == "" and "Gated" in rows[1]["error"]
+    assert "1 pipeline job(s), one row per step." in paths[1].read_text()
