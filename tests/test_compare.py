@@ -149,7 +149,8 @@ def test_compare_table_holds_every_run_the_base_and_the_right_pareto_marks(sweep
     base, runs = rows[0], rows[1:]
     run_dirs = sorted(str(p.parent) for s in (quant, prune) for p in s.glob("*/optmodel.json"))
     assert base["status"] == "reference" and sorted(r["run_dir"] for r in runs) == run_dirs
-    assert sorted(r["run"] for r in runs) == sorted(str(Path(d).relative_to(quant.parent)) for d in run_dirs)
+    assert sorted(r["run"] for r in runs) == sorted(str(Path(d).relative_to(quant.parent)) for d in run_dirs), \
+        "runs named <sweep>/<job>"
     manifests = {r["run"]: manifest(r["run_dir"]) for r in runs}
     befores = {m["metrics"]["perplexity_before"] for m in manifests.values()}
     assert float(base["perplexity"]) == pytest.approx(sum(befores) / len(befores))
@@ -223,8 +224,10 @@ def test_compare_follows_run_load_to_the_base_and_reads_pipeline_steps(tmp_path)
     (pipeline / "optmodel.json").write_text(json.dumps(data))
     rows = {r.name: r for r in collect([str(pruned), str(distilled), str(pipeline)])}
     assert rows["base (tiny_qwen3)"].values == {"perplexity": 4.0}
-    assert rows["distill"].values == {"perplexity": 5.0} and rows["distill"].kind == "prune ? -> distill 3 steps"
-    assert rows["pipe"].values == {"perplexity": 4.5} and rows["pipe"].kind == "pipeline prune -> distill"
+    name = tmp_path.name
+    assert rows[f"{name}/distill"].values == {"perplexity": 5.0}
+    assert rows[f"{name}/distill"].kind == "prune ? -> distill 3 steps"
+    assert rows[f"{name}/pipe"].values == {"perplexity": 4.5} and rows[f"{name}/pipe"].kind == "pipeline prune -> distill"
 
 
 # -- sweep summaries of every task ---------------------------------------------------------

@@ -92,6 +92,8 @@ def model_bytes(parameters: Optional[int], quantization: Optional[Dict[str, Any]
 def sizes(manifest: Dict[str, Any]) -> Dict[str, Optional[float]]:
     """The produced model's size measures: parameters, active parameters, effective bits, bytes."""
     arch = manifest.get("architecture") or {}
+    if not arch:  # a run that ended before it recorded its model
+        return {"model_bytes": None, "effective_bits": None, "parameters": None, "active_parameters": None}
     quant = manifest.get("quantization") or None
     params, active = arch.get("parameters"), arch.get("active_parameters")
     bits = quant.get("effective_bits") if quant else UNQUANTIZED_BITS

@@ -79,7 +79,8 @@ def labels(dirs: Sequence[Path]) -> Dict[Path, str]:
     if not dirs:
         return {}
     common = Path(os.path.commonpath([str(d.parent) for d in dirs]))
-    common = common.parent if len(dirs) == 1 or common in dirs else common
+    if all(d.parent == common for d in dirs):  # one sweep's jobs: "<sweep>/<job>", not a bare number
+        common = common.parent
     return {d: str(d.relative_to(common)) for d in dirs}
 
 
