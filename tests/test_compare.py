@@ -275,3 +275,20 @@ def test_sweep_summary_of_a_pipeline_has_one_row_per_step(tmp_path):
                                                         ("pipeline/export", "pending")]
     assert rows[0]["perplexity_after"] == "4.2" and rows[1]["perplexity_after"] == "" and "Gated" in rows[1]["error"]
     assert "1 pipeline job(s), one row per step." in paths[1].read_text()
+
+
+def test_a_pipeline_over_budget_stops_before_any_step_writes_a_model(tmp_path, one_thread):
+    from optmodel.gate import Gated
+    from optmodel.run import execute
+
+    run_dir = tmp_path / "run"
+    cfg = compose_cfg("task=pipeline", "task.steps=[quantize,export]", "task.quantize.quant_cfg=INT4_AWQ_CFG", *QUICK,
+                      "task.gate.metric=perplexity", "task.gate.max_drop=0", f"run.output_dir={run_dir}")
+    with pytest.raises(Gated, match="over budget"):
+        execute(cfg, run_dir)
+    m = manifest(run_dir)
+    assert m["status"] == "gated" and {k: s["status"] for k, s in m["steps"].items()} == {"quantize": "gated",
+                                                                                           "export": "pending"}
+    measured = m["steps"]["quantize"]["metrics"]
+    assert m["gate"]["base"] == measured["perplexity_before"] and m["gate"]["value"] == measured["perplexity_after"]
+    assert not (run_dir / "quantized").exists() and not (run_dir / "export").exists() and m["outputs"] == {}

@@ -96,7 +96,8 @@ def run(ctx) -> Dict[str, Any]:
         try:
             step_metrics = task_runner(name)(step)
         except BaseException as err:
-            finish("gated" if isinstance(err, Gated) else "failed", error=f"{type(err).__name__}: {err}")
+            finish("gated" if isinstance(err, Gated) else "failed", error=f"{type(err).__name__}: {err}",
+                   metrics=dict(step.measured))  # what it measured before it stopped
             named = step_error(err, i, len(steps), name)
             if named is err:
                 raise
