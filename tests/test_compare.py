@@ -79,14 +79,18 @@ def test_the_gate_passes_runs_within_budget_and_gates_the_others_without_export(
 
 
 @pytest.mark.slow
-def test_a_single_run_over_budget_exits_3_with_the_reason_and_writes_no_model(tmp_path):
+def test_a_run_over_budget_exits_3_with_the_reason_and_no_step_writes_a_model(tmp_path):
+    """A pipeline [quantize, export]: the gate stops it at the quantize step's save, before the export step."""
     run_dir = tmp_path / "run"
-    proc = optmodel("task.quant_cfg=INT4_AWQ_CFG", "task.gate.metric=perplexity", "task.gate.max_drop=0", *QUICK,
-                    f"run.output_dir={run_dir}")
+    proc = optmodel("task=pipeline", "task.steps=[quantize,export]", "task.quantize.quant_cfg=INT4_AWQ_CFG", *QUICK,
+                    "task.gate.metric=perplexity", "task.gate.max_drop=0", f"run.output_dir={run_dir}")
     assert proc.returncode == 3, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr and "gated: perplexity" in proc.stderr and "over budget" in proc.stderr
     m = manifest(run_dir)
     assert m["status"] == "gated" and m["gate"]["passed"] is False and m["gate"]["drop"] > 0
+    assert {k: s["status"] for k, s in m["steps"].items()} == {"quantize": "gated", "export": "pending"}
+    measured = m["steps"]["quantize"]["metrics"]
+    assert m["gate"]["base"] == measured["perplexity_before"] and m["gate"]["value"] == measured["perplexity_after"]
     assert not (run_dir / "export").exists() and not (run_dir / "quantized").exists() and m["outputs"] == {}
 
 
@@ -276,19 +280,3 @@ def test_sweep_summary_of_a_pipeline_has_one_row_per_step(tmp_path):
     assert rows[0]["perplexity_after"] == "4.2" and rows[1]["perplexity_after"] == "" and "Gated" in rows[1]["error"]
     assert "1 pipeline job(s), one row per step." in paths[1].read_text()
 
-
-def test_a_pipeline_over_budget_stops_before_any_step_writes_a_model(tmp_path, one_thread):
-    from optmodel.gate import Gated
-    from optmodel.run import execute
-
-    run_dir = tmp_path / "run"
-    cfg = compose_cfg("task=pipeline", "task.steps=[quantize,export]", "task.quantize.quant_cfg=INT4_AWQ_CFG", *QUICK,
-                      "task.gate.metric=perplexity", "task.gate.max_drop=0", f"run.output_dir={run_dir}")
-    with pytest.raises(Gated, match="over budget"):
-        execute(cfg, run_dir)
-    m = manifest(run_dir)
-    assert m["status"] == "gated" and {k: s["status"] for k, s in m["steps"].items()} == {"quantize": "gated",
-                                                                                           "export": "pending"}
-    measured = m["steps"]["quantize"]["metrics"]
-    assert m["gate"]["base"] == measured["perplexity_before"] and m["gate"]["value"] == measured["perplexity_after"]
-    assert not (run_dir / "quantized").exists() and not (run_dir / "export").exists() and m["outputs"] == {}
