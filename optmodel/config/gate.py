@@ -17,6 +17,7 @@ from typing import List, Optional, Tuple
 from omegaconf import DictConfig
 
 from optmodel.compare.measures import drop_unit
+from optmodel.config.tasks.base import lm_eval_task_name
 
 # Tasks that measure their model before and after changing it (the gate's base and value).
 GATED_TASKS = ("quantize", "prune", "finetune", "distill")
@@ -39,10 +40,7 @@ def gate_metrics(task: DictConfig) -> Tuple[List[str], List[str]]:
     if evaluate is not None:
         if evaluate.mmlu:
             names += ["mmlu", "mmlu_macro"]
-        if evaluate.tasks:
-            from optmodel.evaluation.harness import split_task_specs
-
-            lm_eval = list(split_task_specs(evaluate.tasks)[0])
+        lm_eval = [lm_eval_task_name(spec) for spec in evaluate.tasks]
     return names, lm_eval
 
 
