@@ -189,19 +189,27 @@ def plot(rows: List[Dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     done = [r for r in rows if r["status"] == "completed"]
-    panels = _panels(done)
-    x_key = _x_axis(done) if done else None
+    measured = [r for r in rows if r["status"] in ("completed", "gated")]  # gated: measured, over budget
+    panels = _panels(measured)
+    x_key = _x_axis(measured) if measured else None
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
     for ax, (metric, label) in zip(axes[0], panels):
-        points = [(r, r["metrics"][metric]) for r in done if metric in r["metrics"] and math.isfinite(r["metrics"][metric])]
+        points = [(r, r["metrics"][metric]) for r in measured
+                  if metric in r["metrics"] and math.isfinite(r["metrics"][metric])]
         xs = [r["metrics"][x_key] if x_key else i for i, (r, _) in enumerate(points)]
-        ax.plot(xs, [y for _, y in points], "o-" if x_key in ("train_steps",) else "o")
+        shown = [(x, y) for x, (r, y) in zip(xs, points) if r["status"] == "completed"]
+        ax.plot([x for x, _ in shown], [y for _, y in shown], "o-" if x_key in ("train_steps",) else "o")
+        gated = [(x, y) for x, (r, y) in zip(xs, points) if r["status"] == "gated"]
+        if gated:
+            ax.plot([x for x, _ in gated], [y for _, y in gated], "x", color="gray", markersize=8, label="gated (over budget)")
         for x, (r, y) in zip(xs, points):
-            ax.annotate(_label(r), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+            ax.annotate(_label(r), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8,
+                        color="black" if r["status"] == "completed" else "gray")
         before = metric.replace("_after", "_before")
-        refs = [r["metrics"][before] for r in done if metric.endswith("_after") and before in r["metrics"]]
+        refs = [r["metrics"][before] for r in measured if metric.endswith("_after") and before in r["metrics"]]
         if refs:
             ax.axhline(refs[0], linestyle="--", color="gray", label="before (the base)")
+        if refs or gated:
             ax.legend(fontsize=8)
         if x_key:
             ax.set_xlabel(x_key.replace("_", " "))
