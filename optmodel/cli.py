@@ -31,7 +31,12 @@ def in_sweep() -> bool:
 
 
 def main() -> None:
-    """Check the command line's overrides against the schemas, then let Hydra run."""
+    """Check the command line's overrides against the schemas, then let Hydra run
+    (`optmodel compare ...` is a subcommand of its own, not a Hydra run)."""
+    if sys.argv[1:2] == ["compare"]:
+        from optmodel.compare.cli import main as compare
+
+        sys.exit(compare(sys.argv[2:]))
     from optmodel.config.overrides import override_problems
 
     problems = override_problems(sys.argv[1:]) or run_dir_problems(sys.argv[1:])
@@ -61,6 +66,7 @@ def run_dir_problems(argv) -> list:
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
 def hydra_main(cfg: DictConfig) -> None:
     from optmodel.config.errors import ConfigError
+    from optmodel.gate import EXIT_GATED, Gated
     from optmodel.launch.plain import hand_to_launcher
     from optmodel.run import execute
 
@@ -78,6 +84,11 @@ def hydra_main(cfg: DictConfig) -> None:
         # A config problem is the user's to fix: the message, no traceback.
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except Gated as err:
+        if in_sweep():  # the launcher records the job as gated; the sweep goes on
+            raise
+        print(f"gated: {err}", file=sys.stderr)
+        sys.exit(EXIT_GATED)
 
 
 if __name__ == "__main__":

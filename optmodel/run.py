@@ -8,7 +8,7 @@ import random
 import signal
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -16,6 +16,7 @@ from optmodel.allocator import release_freed_memory
 from optmodel.config.resolve import resolve_run_config
 from optmodel.config.tasks import task_spec
 from optmodel.config.validate import validate
+from optmodel.gate import Gated
 from optmodel.launch import signals
 from optmodel.launch.preemption import was_requeued
 from optmodel.launch.signals import Terminated  # noqa: F401  (a BaseException: libraries cannot swallow it)
@@ -77,9 +78,24 @@ class RunContext:
         self.record(outputs={key: str(final)})
         return final
 
+    def enforce_gate(self, final: bool = False, current: Optional[Dict[str, Any]] = None) -> None:
+        """task.gate: a run over its accuracy budget stops here (Gated, status `gated`); see
+        optmodel/gate.py. current: metrics measured since the recorded ones (a pipeline step's)."""
+        from optmodel.gate import enforce
+
+        enforce(self.cfg.task.get("gate"), self.gate_measurements() + ([current] if current else []), self.record,
+                final=final)
+
+    def gate_measurements(self) -> List[Dict[str, Any]]:
+        from optmodel.compare.measures import ordered_metrics
+
+        return ordered_metrics(self.manifest.data)
+
     def save_model(self, handle, name: str = "model", key: str = "saved_model") -> Path:
         """The restorable model (every rank calls: the handle decides who writes), recorded
-        with the architecture and model config it has, so `run.load=<this run>` rebuilds it."""
+        with the architecture and model config it has, so `run.load=<this run>` rebuilds it.
+        A run over its accuracy budget writes none (enforce_gate)."""
+        self.enforce_gate(final=True)
         release_freed_memory()  # a save adds copies of the weights: not on top of freed activations
         path = handle.save(self.run_dir / name)
         self.record(outputs={key: str(path)})
@@ -87,6 +103,7 @@ class RunContext:
         return path
 
     def export_model(self, handle, fmt: str, dtype: str, name: str = "export") -> Path:
+        self.enforce_gate(final=True)
         release_freed_memory()
         path = handle.export(self.run_dir / name, format=fmt, dtype=dtype)
         self.record(outputs={"export": str(path), "export_format": fmt, "export_dtype": dtype})
@@ -200,12 +217,18 @@ def _run_claimed(cfg: DictConfig, run_dir: Path, launch, ranks) -> Dict[str, Any
     try:
         seed_everything(cfg.run.seed)
         task = task_runner(cfg.task.name)
-        metrics = task(RunContext(cfg=cfg, run_dir=run_dir, manifest=manifest, tracker=tracker))
+        ctx = RunContext(cfg=cfg, run_dir=run_dir, manifest=manifest, tracker=tracker)
+        metrics = task(ctx)
         signals.raise_if_requested()  # a termination the task swallowed still fails the run
+        ctx.enforce_gate(final=True)  # a run that wrote no model is gated all the same
         manifest.update(metrics={**manifest.data["metrics"], **metrics})
         manifest.finish("completed")
         failed = False
         return metrics
+    except Gated as err:  # over its accuracy budget: an answer, not a failure
+        manifest.finish("gated", error=f"gated: {err}")
+        log.warning("gated: %s", err)
+        raise
     except BaseException as err:
         # A resumable task saved for a Slurm requeue is not failed: it continues in the requeued job.
         ctrl_c = isinstance(err, KeyboardInterrupt) or signals.requested() == signal.SIGINT

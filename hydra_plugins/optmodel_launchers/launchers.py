@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from optmodel.launch import preemption, resources, sweep, watch
 from optmodel.launch.signals import Terminated
+from optmodel.manifest import read_manifest
 
 log = logging.getLogger("optmodel")
 
@@ -138,12 +139,39 @@ class OptmodelLocalLauncher(BasicLauncher):
                           job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
             configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
             job.state = "completed" if ret.status == JobStatus.COMPLETED else "failed"
-            if ret.status != JobStatus.COMPLETED:
+            if _gated(ret):  # over its accuracy budget: an answer of the sweep, not a failure
+                job.state, job.error = "gated", f"gated: {ret._return_value}"
+                ret = _returned(job, value=job.error)
+            elif ret.status != JobStatus.COMPLETED:
                 job.error = f"{type(ret._return_value).__name__}: {ret._return_value}"
                 stop = self.fail_fast
             returns.append(ret)
         finish_sweep(self.config, "local", [j for j, _ in planned], summarize=True)
+        _exit_if_all_gated([j for j, _ in planned])
         return returns
+
+
+def _gated(ret: JobReturn) -> bool:
+    from optmodel.gate import Gated
+
+    return ret.status == JobStatus.FAILED and isinstance(ret._return_value, Gated)
+
+
+def _manifest_status(run_dir: str) -> Optional[str]:
+    try:
+        return read_manifest(Path(run_dir)).get("status")
+    except (OSError, ValueError):
+        return None
+
+
+def _exit_if_all_gated(jobs: List[sweep.SweepJob]) -> None:
+    """No job that ran stayed within its accuracy budget: exit status 3, as a single gated run."""
+    ran = [j for j in jobs if j.state != "skipped"]
+    if ran and all(j.state == "gated" for j in ran):
+        from optmodel.gate import EXIT_GATED
+
+        print("gated: every job of the sweep is over its accuracy budget (task.gate)", file=sys.stderr, flush=True)
+        sys.exit(EXIT_GATED)
 
 
 class _SubmititLauncher(BaseSubmititLauncher):
@@ -276,16 +304,20 @@ class _SubmititLauncher(BaseSubmititLauncher):
                 return [_returned(job, value=job.job_id) for job in jobs]
             watch.Watcher(self._EXECUTOR == "slurm", bool(self.params.get("fail_fast"))).wait(submitted, _report)
         finish_sweep(self.config, self._EXECUTOR, jobs, summarize=True)
-        bad = [j for j in jobs if j.state not in ("completed", "skipped")]
+        bad = [j for j in jobs if j.state not in ("completed", "skipped", "gated")]
         if bad:  # said once, without Hydra's traceback
             for j in bad:
                 print(f"error: job {j.num} {j.state}: {j.error}", file=sys.stderr, flush=True)
             sys.exit(1)
+        _exit_if_all_gated(jobs)
         return [_returned(job) for job in jobs]
 
 
 def _report(job: sweep.SweepJob) -> None:
-    """Each finished job, with rank 0's metrics when it completed."""
+    """Each finished job, with rank 0's metrics when it completed (a job whose ranks ended
+    Gated, over its accuracy budget, is `gated` as its manifest says, not failed)."""
+    if job.state == "failed" and _manifest_status(job.run_dir) == "gated":
+        job.state = "gated"
     if job.state == "completed":
         print(f"job {job.num} completed: {watch.metrics_line(job.run_dir) or 'no metrics'} ({job.run_dir})", flush=True)
     else:

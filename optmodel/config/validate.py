@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 from optmodel.config import choices
 from optmodel.config.errors import ConfigError, one_of
 from optmodel.config.family_checks import family_problems
+from optmodel.config.gate import gate_problems
 from optmodel.config.layout import expert_tensor_size, launched_world_size, pipeline_stage_layers, world_size_problems
 from optmodel.config.machine import cuda_visible, runs_on_cpu, transformer_engine_installed
 from optmodel.config.tasks import task_spec, task_specs
@@ -222,7 +223,7 @@ def task_problems(cfg: DictConfig) -> List[str]:
         problems.append(f"run.load: task={spec.name} {spec.needs_earlier_model}")
     if cfg.run.get("load") and not spec.reads_model:
         problems.append(f"run.load: task={spec.name} does not start from a model. Fix: run.load=null.")
-    return problems + spec.problems(cfg)
+    return problems + spec.problems(cfg) + gate_problems(cfg)
 
 
 def config_problems(cfg: DictConfig, world_size: Optional[int] = None, check_inputs: bool = True) -> List[str]:

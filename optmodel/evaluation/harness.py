@@ -14,19 +14,15 @@ def split_task_specs(specs: Iterable[str]) -> Tuple[List[str], List[str], bool]:
     """lm-eval task names, the directories to index for local task YAML files (a spec that
     is a .yaml file stands for the task or group its `task:` / `group:` key names), and
     whether every spec was such a file (then lm-eval's built-in tasks need no indexing)."""
-    import yaml
+    from optmodel.config.tasks.base import lm_eval_task_name
 
     names, include, all_local = [], [], True
     for spec in specs:
         path = Path(str(spec)).expanduser()
+        names.append(lm_eval_task_name(spec))
         if path.suffix in (".yaml", ".yml") and path.is_file():
-            with open(path) as f:
-                doc = yaml.safe_load(f) or {}
-            name = doc.get("task") or doc.get("group")
-            names.append(name if isinstance(name, str) else path.stem)
             include.append(str(path.resolve().parent))
         else:
-            names.append(str(spec))
             all_local = False
     return names, sorted(set(include)), all_local
 

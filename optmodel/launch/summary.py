@@ -1,9 +1,14 @@
-"""The sweep summary: one row per job from its manifest, as CSV, Markdown and a PNG plot.
+"""The sweep summary: one row per job from its manifest (a pipeline: one row per step), as
+CSV, Markdown and a PNG plot, for every task.
 
-Rows are sorted by effective bits (jobs that record none come last, still listed); every
-metric any job recorded gets a column; a failed job shows its error and the others are
-summarized all the same. `python -m optmodel.launch.summary SWEEP_DIR` writes it for a
-sweep whose jobs were scheduled without waiting.
+Each task's rows are sorted and plotted along what its sweeps vary (X_AXES): quantize by
+effective bits, prune by parameters after, eagle3 by draft layers / TTT steps / draft
+vocabulary, finetune / distill (QAT / QAD) by training steps; the plot's panels are the
+accuracy it measured (held-out perplexity, MMLU and lm-eval accuracies, AL, the held-out
+training / KD loss). Every metric any job recorded gets a column; a failed or gated job
+shows its reason and the others are summarized all the same. `python -m
+optmodel.launch.summary SWEEP_DIR` writes it for a sweep whose jobs were scheduled without
+waiting. Comparing runs of different kinds: `optmodel compare`.
 """
 
 from __future__ import annotations
@@ -22,9 +27,19 @@ from optmodel.manifest import MANIFEST_NAME, atomic_write_text
 
 SUMMARY_STEM = "summary"
 # Columns first when present, in this order; any other metric follows alphabetically.
-LEADING_METRICS = ("effective_bits", "perplexity_before", "perplexity_after", "perplexity_increase_pct",
-                   "mmlu_before", "mmlu_after")
+LEADING_METRICS = ("effective_bits", "parameters_after", "active_parameters_after", "draft_layers", "ttt_steps",
+                   "draft_vocab_size", "train_steps", "perplexity_before", "perplexity_after", "perplexity_increase_pct",
+                   "mmlu_before", "mmlu_after", "al_before", "al_after", "eval_loss", "eval_perplexity")
 ACCURACY_MARKERS = ("mmlu", "accuracy", "acc")
+# What a task's sweeps vary, in the order tried as the plot's x axis (the first one whose values differ).
+X_AXES = {
+    "quantize": ("effective_bits",),
+    "prune": ("parameters_after", "active_parameters_after"),
+    "eagle3": ("draft_layers", "ttt_steps", "draft_vocab_size", "train_steps"),
+    "finetune": ("train_steps",),
+    "distill": ("train_steps",),
+}
+SPECULATIVE_SETTINGS = ("draft_layers", "ttt_steps", "draft_vocab_size")
 
 
 def _manifest(run_dir: Path) -> Optional[Dict[str, Any]]:
@@ -50,25 +65,49 @@ def _varying(jobs: List[Dict[str, Any]]) -> List[set]:
     return [s - common for s in sets]
 
 
+def _numbers(metrics: Dict[str, Any]) -> Dict[str, float]:
+    return {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def _job_rows(job: Dict[str, Any], varying: set) -> List[Dict[str, Any]]:
+    """One row for a job; a pipeline's job: one row per step (its status, metrics, error)."""
+    manifest = _manifest(Path(job["run_dir"])) or {}
+    quant = manifest.get("quantization") or {}
+    status = (effective_status(manifest) if manifest else None) or job.get("state") or "unknown"  # a killed run: interrupted
+    if job.get("state") not in (None, "completed", "skipped", "submitted", "pending") and status not in ("completed", "gated"):
+        status = job["state"]  # how the launcher saw it end: failed, not run, cancelled, ...
+    metrics = _numbers(manifest.get("metrics"))
+    speculative = manifest.get("speculative") or {}
+    metrics.update({k: speculative[k] for k in SPECULATIVE_SETTINGS if isinstance(speculative.get(k), int)})
+    row = {
+        "job": job["num"],
+        "overrides": " ".join(o for o in job.get("overrides", []) if o in varying),
+        "format": quant.get("format") or "",
+        "status": status,
+        "task": manifest.get("task") or "",
+        "metrics": metrics,
+        "error": (job.get("error") if status == "not run" else None) or manifest.get("error") or job.get("error") or "",
+        "run_dir": job["run_dir"],
+    }
+    steps = manifest.get("steps") if manifest.get("task") == "pipeline" else None
+    if not isinstance(steps, dict) or not steps:
+        return [row]
+    return [{**row, "task": f"pipeline/{name}", "status": step.get("status") or "pending",
+             "metrics": _numbers(step.get("metrics")), "error": step.get("error") or ""}
+            for name, step in steps.items()]
+
+
 def collect_rows(sweep_dir: Path) -> List[Dict[str, Any]]:
     rows = []
     jobs = _jobs(Path(sweep_dir))
     for job, varying in zip(jobs, _varying(jobs)):
-        manifest = _manifest(Path(job["run_dir"])) or {}
-        quant = manifest.get("quantization") or {}
-        status = (effective_status(manifest) if manifest else None) or job.get("state") or "unknown"  # a killed run: interrupted
-        if job.get("state") not in (None, "completed", "skipped", "submitted", "pending") and status != "completed":
-            status = job["state"]  # how the launcher saw it end: failed, not run, cancelled, ...
-        rows.append({
-            "job": job["num"],
-            "overrides": " ".join(o for o in job.get("overrides", []) if o in varying),
-            "format": quant.get("format") or "",
-            "status": status,
-            "metrics": {k: v for k, v in (manifest.get("metrics") or {}).items() if isinstance(v, (int, float))},
-            "error": (job.get("error") if status == "not run" else None) or manifest.get("error") or job.get("error") or "",
-            "run_dir": job["run_dir"],
-        })
-    rows.sort(key=lambda r: (r["metrics"].get("effective_bits") is None, r["metrics"].get("effective_bits", 0), r["job"]))
+        rows += _job_rows(job, varying)
+    tasks = {r["task"] for r in rows}
+    task = tasks.pop() if len(tasks) == 1 else None
+    axes = X_AXES.get(task, ()) if task else ("effective_bits",) * (task == "")  # "": manifests without a task
+    x = next((k for k in axes if len({r["metrics"].get(k) for r in rows}) > 1), axes[0] if axes else None)
+    if x is not None:  # pipelines (and mixed tasks) keep job and step order
+        rows.sort(key=lambda r: (r["metrics"].get(x) is None, r["metrics"].get(x, 0), r["job"]))
     return rows
 
 
@@ -86,60 +125,102 @@ def _fmt(value: Any) -> str:
 def to_csv(rows: List[Dict[str, Any]], metrics: List[str]) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["job", "overrides", "format", "status", *metrics, "error", "run_dir"])
+    writer.writerow(["job", "overrides", "format", "status", "task", *metrics, "error", "run_dir"])
     for r in rows:
-        writer.writerow([r["job"], r["overrides"], r["format"], r["status"],
+        writer.writerow([r["job"], r["overrides"], r["format"], r["status"], r["task"],
                          *[r["metrics"].get(m, "") for m in metrics], r["error"], r["run_dir"]])
     return out.getvalue()
 
 
 def to_markdown(rows: List[Dict[str, Any]], metrics: List[str]) -> str:
-    head = ["job", "overrides", "format", "status", *metrics, "error"]
+    head = ["job", "overrides", "format", "status", "task", *metrics, "error"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [str(r["job"]), r["overrides"], r["format"], r["status"], *[_fmt(r["metrics"].get(m)) for m in metrics],
+        cells = [str(r["job"]), r["overrides"], r["format"], r["status"], r["task"],
+                 *[_fmt(r["metrics"].get(m)) for m in metrics],
                  r["error"].replace("|", "\\|").replace("\n", " ")[:300]]
         lines.append("| " + " | ".join(cells) + " |")
-    done = sum(r["status"] == "completed" for r in rows)
+    jobs = {r["job"]: r for r in rows if not r["task"].startswith("pipeline/")}
+    done = sum(r["status"] == "completed" for r in jobs.values())
     lines.append("")
-    lines.append(f"{done} of {len(rows)} job(s) completed.")
+    lines.append(f"{done} of {len(jobs)} job(s) completed." if jobs or not rows else
+                 f"{len({r['job'] for r in rows})} pipeline job(s), one row per step.")
     return "\n".join(lines) + "\n"
 
 
+def _panels(done: List[Dict[str, Any]]) -> List[tuple]:
+    """(metric, label) per accuracy the jobs measured, held-out perplexity first."""
+    present = set(metric_columns(done))
+    panels = [(m, label) for m, label in (("perplexity_after", "held-out perplexity (after)"),
+                                          ("perplexity", "held-out perplexity"),
+                                          ("eval_perplexity", "held-out perplexity (training eval)"))
+              if m in present][:1] or [("perplexity_after", "held-out perplexity (after)")]
+    panels += [(m, m.replace("_", " ")) for m in sorted(present)
+               if (m.endswith("_after") and (m.startswith(ACCURACY_MARKERS) or "/" in m)) or m == "mmlu"]
+    if "al_after" in present:
+        panels.append(("al_after", "acceptance length (after)"))
+    if "eval_loss" in present:
+        kd = any(r["task"].endswith("distill") for r in done)
+        panels.append(("eval_loss", "held-out KD loss (KL)" if kd else "held-out loss"))
+    return panels
+
+
+def _x_axis(done: List[Dict[str, Any]]) -> Optional[str]:
+    """The task's axis that varies across the completed jobs (all of them record it)."""
+    tasks = {r["task"] for r in done}
+    axes = X_AXES.get(tasks.pop(), ()) if len(tasks) == 1 else ()
+    recorded = [k for k in axes if all(k in r["metrics"] for r in done)]
+    return next((k for k in recorded if len({r["metrics"][k] for r in done}) > 1), recorded[0] if recorded else None)
+
+
+def _label(r: Dict[str, Any]) -> str:
+    if r["task"].startswith("pipeline/"):
+        return f"job {r['job']} {r['task'].split('/', 1)[1]}"
+    return r["format"] or r["overrides"] or f"job {r['job']}"
+
+
 def plot(rows: List[Dict[str, Any]], path: Path) -> None:
-    """Perplexity (and accuracy, when recorded) against effective bits, one point per job.
-    Jobs without effective_bits are placed by format name instead, on a labelled axis."""
+    """Each accuracy the jobs measured against what the sweep varies for their task
+    (X_AXES), one point per job; without such an axis (pipelines, mixed tasks), one
+    labelled point per row in table order."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     done = [r for r in rows if r["status"] == "completed"]
-    panels = [("perplexity_after", "held-out perplexity (after)")]
-    accuracy = [m for m in metric_columns(done) if m.endswith("_after") and m.startswith(ACCURACY_MARKERS)]
-    panels += [(m, m.replace("_", " ")) for m in accuracy]
-    by_bits = all("effective_bits" in r["metrics"] for r in done) and done
+    measured = [r for r in rows if r["status"] in ("completed", "gated")]  # gated: measured, over budget
+    panels = _panels(measured)
+    x_key = _x_axis(measured) if measured else None
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
     for ax, (metric, label) in zip(axes[0], panels):
-        points = [(r, r["metrics"][metric]) for r in done if metric in r["metrics"] and math.isfinite(r["metrics"][metric])]
-        xs = [r["metrics"]["effective_bits"] if by_bits else i for i, (r, _) in enumerate(points)]
-        ax.plot(xs, [y for _, y in points], "o")
+        points = [(r, r["metrics"][metric]) for r in measured
+                  if metric in r["metrics"] and math.isfinite(r["metrics"][metric])]
+        xs = [r["metrics"][x_key] if x_key else i for i, (r, _) in enumerate(points)]
+        shown = [(x, y) for x, (r, y) in zip(xs, points) if r["status"] == "completed"]
+        ax.plot([x for x, _ in shown], [y for _, y in shown], "o-" if x_key in ("train_steps",) else "o")
+        gated = [(x, y) for x, (r, y) in zip(xs, points) if r["status"] == "gated"]
+        if gated:
+            ax.plot([x for x, _ in gated], [y for _, y in gated], "x", color="gray", markersize=8, label="gated (over budget)")
         for x, (r, y) in zip(xs, points):
-            ax.annotate(r["format"] or f"job {r['job']}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+            ax.annotate(_label(r), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8,
+                        color="black" if r["status"] == "completed" else "gray")
         before = metric.replace("_after", "_before")
-        refs = [r["metrics"][before] for r in done if before in r["metrics"]]
+        refs = [r["metrics"][before] for r in measured if metric.endswith("_after") and before in r["metrics"]]
         if refs:
-            ax.axhline(sum(refs) / len(refs), linestyle="--", color="gray", label="before quantization")
+            ax.axhline(refs[0], linestyle="--", color="gray", label="before (the base)")
+        if refs or gated:
             ax.legend(fontsize=8)
-        if by_bits:
-            ax.set_xlabel("effective bits")
+        if x_key:
+            ax.set_xlabel(x_key.replace("_", " "))
         else:
-            ax.set_xticks(xs, [r["format"] or f"job {r['job']}" for r, _ in points], rotation=20, fontsize=7)
-            ax.set_xlabel("format (no effective_bits recorded)")
+            ax.set_xticks(xs, [_label(r) for r, _ in points], rotation=20, fontsize=7)
+            ax.set_xlabel("job / step")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-    failed = len(rows) - len(done)
-    fig.suptitle(f"sweep: {len(done)} completed" + (f", {failed} not completed" if failed else ""), fontsize=10)
+    finished = len({r["job"] for r in rows})
+    ok = len({r["job"] for r in done})
+    fig.suptitle(f"sweep: {ok} of {finished} job(s) with completed results", fontsize=10)
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp")
     fig.savefig(tmp, format="png", dpi=100)

@@ -38,12 +38,12 @@ class SweepJob:
 
 
 def completed_overrides(run_dir: Path) -> Optional[List[str]]:
-    """The overrides of a completed run in `run_dir`, None when there is none."""
+    """The overrides of a completed (or gated) run in `run_dir`, None when there is none."""
     manifest = Path(run_dir) / MANIFEST_NAME
     if not manifest.is_file():
         return None
     try:
-        if read_manifest(run_dir).get("status") != "completed":
+        if read_manifest(run_dir).get("status") not in ("completed", "gated"):  # gated: measured, over budget
             return None
     except (OSError, json.JSONDecodeError):
         return None

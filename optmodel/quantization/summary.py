@@ -80,6 +80,8 @@ def quantizer_summary(model) -> Dict[str, Any]:
     return {
         "quantized_modules": len(quantized_parents),
         "effective_bits": effective_bits(model),
+        # the weights effective_bits averages over (what a model's byte size is computed from)
+        "weight_elements": sum(numel for _, _, numel in weight_quantizers(model)),
         "layer_formats": dict(sorted(Counter(layers.values()).items())),
         "formats": dict(sorted(roles.items())),
         "layers": layers,

@@ -23,6 +23,7 @@ from optmodel.config.errors import ConfigError
 from optmodel.config.inherit import with_model_fields
 from optmodel.config.pipeline import step_config
 from optmodel.distributed import is_rank0
+from optmodel.gate import Gated
 from optmodel.run import RunContext, preflight as task_preflight, task_runner
 
 log = logging.getLogger("optmodel")
@@ -38,12 +39,28 @@ class StepContext(RunContext):
 
     shared: Any = None
     sources: List[str] = field(default_factory=list)  # other models the step loaded (e.g. a teacher)
+    pipeline: Optional[RunContext] = None  # the pipeline's own context (its task.gate)
+    measured: Dict[str, Any] = field(default_factory=dict)  # the metrics this step recorded
 
     def load_model(self, source=None):
         if source is None:
             return self.shared
         self.sources.append(str(source))
         return super().load_model(source)
+
+    def record(self, **fields: Any) -> None:
+        if isinstance(fields.get("metrics"), dict):
+            self.measured.update(fields["metrics"])
+        super().record(**fields)
+
+    def gate_measurements(self) -> List[Dict[str, Any]]:
+        return [self.measured]
+
+    def enforce_gate(self, final: bool = False, current: Optional[Dict[str, Any]] = None) -> None:
+        """The step's own task.<step>.gate, then the pipeline's over the steps so far and this one."""
+        super().enforce_gate(final=final)
+        if self.pipeline is not None:
+            self.pipeline.enforce_gate(current=self.measured)
 
 
 def preflight(cfg) -> None:
@@ -62,7 +79,8 @@ def run(ctx) -> Dict[str, Any]:
     for i, name in enumerate(steps):
         step_cfg = step_config(cfg, name)
         step_cfg.model = model_cfg  # the shape the earlier steps produced (e.g. pruned layers)
-        step = StepContext(cfg=step_cfg, run_dir=ctx.run_dir, manifest=ctx.manifest, tracker=ctx.tracker, shared=handle)
+        step = StepContext(cfg=step_cfg, run_dir=ctx.run_dir, manifest=ctx.manifest, tracker=ctx.tracker, shared=handle,
+                           pipeline=ctx)
         outputs_before = dict(ctx.manifest.data.get("outputs") or {})
         record[name] = {"status": "running"}
         ctx.record(steps=record)
@@ -78,7 +96,8 @@ def run(ctx) -> Dict[str, Any]:
         try:
             step_metrics = task_runner(name)(step)
         except BaseException as err:
-            finish("failed", error=f"{type(err).__name__}: {err}")
+            finish("gated" if isinstance(err, Gated) else "failed", error=f"{type(err).__name__}: {err}",
+                   metrics=dict(step.measured))  # what it measured before it stopped
             named = step_error(err, i, len(steps), name)
             if named is err:
                 raise
@@ -104,6 +123,8 @@ def step_error(err: BaseException, i: int, count: int, name: str) -> BaseExcepti
     """The error the run fails with: named after the step; a config problem stays a
     ConfigError (exit 2), an interrupt stays itself (the run's signal handling needs it)."""
     where = f"pipeline step {i + 1}/{count} ({name})"
+    if isinstance(err, Gated):  # the run ends gated, not failed
+        return err
     if isinstance(err, ConfigError):
         return ConfigError([f"{where}: {p}" for p in err.problems])
     if not isinstance(err, Exception):

@@ -69,6 +69,20 @@ def lm_eval_task_file_problems(field_name: str, specs) -> List[str]:
     return problems
 
 
+def lm_eval_task_name(spec) -> str:
+    """The lm-eval task a `tasks` entry stands for: a local task YAML file's `task:` / `group:`
+    key (else the file's stem), or the entry itself (a task or group name)."""
+    path = Path(str(spec)).expanduser()
+    if path.suffix not in (".yaml", ".yml") or not path.is_file():
+        return str(spec)
+    import yaml
+
+    with open(path) as f:
+        doc = yaml.safe_load(f) or {}
+    name = doc.get("task") or doc.get("group")
+    return name if isinstance(name, str) else path.stem
+
+
 def limit_problems(field_name: str, limit) -> List[str]:
     if limit is not None and limit <= 0:
         return [f"{field_name}: must be > 0 (< 1: a share of each task's examples; >= 1: a count), got {limit}."]

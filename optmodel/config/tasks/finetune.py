@@ -9,6 +9,7 @@ from omegaconf import DictConfig
 
 from optmodel.config.dtype import compute_dtype, expected_device
 from optmodel.config.layout import dense_group_size, launched_world_size
+from optmodel.config.gate import GateConfig
 from optmodel.config.tasks.base import EvaluateConfig, TaskConfig, TaskSpec, evaluate_problems
 from optmodel.rundir import read_origin
 from optmodel.training.config import TrainingConfig, training_problems
@@ -34,6 +35,7 @@ class FinetuneTaskConfig(TaskConfig):
     export: bool = True  # quantized student: also the unified HF export (hf_quant_config.json)
     export_dtype: str = "bfloat16"
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    gate: GateConfig = field(default_factory=GateConfig)  # accuracy budget against the base this run measures
 
 
 def student_is_quantized(cfg: DictConfig) -> bool:

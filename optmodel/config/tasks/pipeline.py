@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import List
 
+from optmodel.config.gate import GateConfig
 from optmodel.config.pipeline import pipeline_problems
 from optmodel.config.tasks.base import TaskConfig, TaskSpec
 from optmodel.config.tasks.distill import DistillTaskConfig
@@ -28,6 +29,8 @@ from optmodel.config.tasks.quantize import QuantizeTaskConfig
 class PipelineTaskConfig(TaskConfig):
     name: str = "pipeline"
     steps: List[str] = field(default_factory=lambda: ["quantize", "mmlu", "export"])  # in order, each task once
+    # accuracy budget: the first step's base against the last measurement; checked before any step writes a model
+    gate: GateConfig = field(default_factory=GateConfig)
     # the settings of each step (used only when it is in steps); a step task's spec declares its outputs
     quantize: QuantizeTaskConfig = field(default_factory=lambda: QuantizeTaskConfig(export=False))
     prune: PruneTaskConfig = field(default_factory=PruneTaskConfig)

@@ -9,6 +9,7 @@ from typing import Dict, List, Optional
 from omegaconf import DictConfig, OmegaConf
 
 from optmodel.config.errors import one_of, positive
+from optmodel.config.gate import GateConfig
 from optmodel.config.tasks.base import EvaluateConfig, TaskConfig, TaskSpec, evaluate_problems
 from optmodel.pruning import scores as score_files
 from optmodel.pruning import targets
@@ -49,6 +50,7 @@ class PruneTaskConfig(TaskConfig):
     perplexity: bool = True  # held-out perplexity before and after
     save_model: bool = True  # <run dir>/model: the pruned HF checkpoint (megatron: distributed), for run.load
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    gate: GateConfig = field(default_factory=GateConfig)  # accuracy budget against the base this run measures
 
 
 def resolve_export_config(cfg: DictConfig) -> Optional[Dict[str, int]]:

@@ -14,6 +14,7 @@ from optmodel.config.errors import one_of
 from optmodel.config.format_aliases import QFORMAT_ALIASES, canonical_format
 from optmodel.config.machine import runs_on_cpu
 from optmodel.config.recipes import recipe_problems
+from optmodel.config.gate import GateConfig
 from optmodel.config.tasks.base import EvaluateConfig, TaskConfig, TaskSpec, evaluate_problems, export_layout_problems
 from optmodel.rundir import read_origin
 
@@ -55,6 +56,7 @@ class QuantizeTaskConfig(TaskConfig):
     auto_quantize: AutoQuantizeConfig = field(default_factory=AutoQuantizeConfig)
     generate: GenerationCheckConfig = field(default_factory=GenerationCheckConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    gate: GateConfig = field(default_factory=GateConfig)  # accuracy budget against the base this run measures
 
 
 def quant_format_problems(field_name: str, name: str, cfg: DictConfig) -> List[str]:
