@@ -84,7 +84,8 @@ class ModelHandle:
         return int(value) if value else 2048
 
     # --- generation -----------------------------------------------------------------------
-    generate_tokens: Optional[Callable] = None  # (ids, mask, max_new_tokens, do_sample, temperature, top_p, top_k, stop_ids)
+    # (ids, mask, max_new_tokens, do_sample, temperature, top_p, top_k, stop_ids, generator=None); collective
+    generate_tokens: Optional[Callable] = None
 
     def generate(self, prompts: List[str], max_new_tokens: int = 64, do_sample: bool = False, temperature: float = 1.0,
                  top_p: float = 1.0, top_k: int = 0, batch_size: int = 8, seed: int = 1234,

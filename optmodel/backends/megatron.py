@@ -8,6 +8,8 @@ tensor / expert shards). What the tasks call:
   megatron-core's pipeline schedule when PP > 1 (the pipeline is hidden from callers);
 - `handle.save(dir)` / `load_distributed(handle, dir)`: weights and the ModelOpt state
   (quantizers) in megatron's distributed checkpoint format;
+- `handle.generate_tokens(...)`: greedy / sampled tokens with megatron-core's KV cache
+  (optmodel.backends.megatron_generate);
 - `handle.export(dir)`: unified HF checkpoint with ModelOpt's exporter (TP=1 only);
 - `handle.train(...)`: SFT / KD on megatron-core's schedule and optimizer
   (optmodel.training.megatron).
@@ -26,6 +28,7 @@ from tqdm import tqdm
 
 from optmodel.backends.handle import ModelHandle, pick_device
 from optmodel.backends.megatron_cpu import causal_mask
+from optmodel.backends.megatron_pipeline import pipeline_broadcast_logits
 from optmodel.config.dtype import checkpoint_dtype, compute_dtype
 from optmodel.config.tasks.base import EXPORT_TP_REFUSAL
 from optmodel.models.checkpoint import resolve_checkpoint
@@ -54,6 +57,14 @@ class MegatronHandle(ModelHandle):
     def logits(self, input_ids, attention_mask=None):
         """[batch, seq] token ids -> [batch, seq, vocab] logits (fp32), on every rank."""
         return forward_logits(self.model, input_ids, self.device)
+
+    def generate_tokens(self, input_ids, attention_mask, max_new_tokens: int, do_sample: bool, temperature: float,
+                        top_p: float, top_k: int, stop_token_ids, generator=None):
+        """New tokens through megatron-core's static KV cache (optmodel.backends.megatron_generate)."""
+        from optmodel.backends.megatron_generate import generate_tokens
+
+        return generate_tokens(self, input_ids, attention_mask, max_new_tokens, do_sample, temperature, top_p, top_k,
+                               stop_token_ids, generator)
 
     def save(self, out_dir) -> Path:
         return save_distributed(self, out_dir)
@@ -202,41 +213,7 @@ def forward_logits(model, input_ids, device):
     with torch.no_grad():
         if parallel_state.get_pipeline_model_parallel_world_size() == 1:
             return _stage_forward(model, input_ids, device).float()
-        return _pipeline_logits(model, input_ids, device)
-
-
-def _pipeline_logits(model, input_ids, device):
-    import torch
-    import torch.distributed as dist
-    from megatron.core import parallel_state
-    from megatron.core.pipeline_parallel import get_forward_backward_func
-
-    batch, seq = input_ids.shape
-
-    def forward_step(data_iterator, stage_model):
-        ids = next(data_iterator)
-        output = _stage_forward(stage_model, ids, device)
-        # collect_non_loss_data: the schedule stores what this returns on the last stage
-        return output, lambda output_tensor, non_loss_data=True: output_tensor
-
-    outputs = get_forward_backward_func()(
-        forward_step_func=forward_step,
-        data_iterator=iter([input_ids]),
-        model=[model],
-        num_microbatches=1,
-        seq_length=seq,
-        micro_batch_size=batch,
-        forward_only=True,
-        collect_non_loss_data=True,
-    )
-    vocab = model.vocab_size
-    if parallel_state.is_pipeline_last_stage():
-        logits = outputs[0].float().contiguous()
-    else:
-        logits = torch.empty(batch, seq, vocab, dtype=torch.float32, device=device)
-    last = parallel_state.get_pipeline_model_parallel_last_rank()
-    dist.broadcast(logits, src=last, group=parallel_state.get_pipeline_model_parallel_group())
-    return logits
+        return pipeline_broadcast_logits(model, input_ids, device, lambda stage, ids: _stage_forward(stage, ids, device))
 
 
 def stage_layers(model) -> list:

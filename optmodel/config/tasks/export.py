@@ -51,6 +51,7 @@ def _deploy_problems(cfg: DictConfig) -> List[str]:
 
 
 SPEC = TaskSpec(name="export", schema=ExportTaskConfig, problems=problems, runner="optmodel.tasks.export",
+                backends=("hf", "megatron"),
                 outputs=lambda cfg, quantized: ("export",),
                 needs_earlier_model="exports the model of an earlier run. Fix: run.load=<quantize (or prune, distill) "
                                     "run dir>.")

@@ -47,4 +47,5 @@ def problems(cfg: DictConfig) -> List[str]:
 
 
 SPEC = TaskSpec(name="generate", schema=GenerateTaskConfig, problems=problems, runner="optmodel.tasks.generate",
+                backends=("hf", "megatron"),
                 outputs=lambda cfg, quantized: ("generations",))
