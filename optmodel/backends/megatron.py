@@ -70,7 +70,7 @@ class MegatronHandle(ModelHandle):
         return save_distributed(self, out_dir)
 
     def export(self, out_dir, format: str = "hf", dtype: str = "bfloat16") -> Path:
-        return export_hf(self, out_dir, dtype=dtype)
+        return export_hf(self, out_dir, dtype=dtype, format=format)
 
     def architecture(self) -> dict:
         return architecture_as_loaded(self)
@@ -290,11 +290,12 @@ def load_distributed(handle: MegatronHandle, ckpt_dir: os.PathLike) -> None:
     handle.model.load_state_dict(state)
 
 
-def export_hf(handle: MegatronHandle, export_dir: os.PathLike, dtype: str = "bfloat16") -> Path:
-    """Unified HF checkpoint (config.json, safetensors, hf_quant_config.json when quantized)."""
-    import torch
+def export_hf(handle: MegatronHandle, export_dir: os.PathLike, dtype: str = "bfloat16", format: str = "hf") -> Path:
+    """Unified HF checkpoint (config.json, safetensors, hf_quant_config.json when quantized),
+    or vLLM's fake-quant layout (format vllm_fq); see optmodel.backends.megatron_export."""
     import torch.distributed as dist
-    from modelopt.torch.export import export_mcore_gpt_to_hf
+
+    from optmodel.backends.megatron_export import write_with_modelopt
 
     if handle.parallel.tensor != 1:  # validation refuses it first; a direct caller gets the reason too
         raise ValueError(EXPORT_TP_REFUSAL)
@@ -306,13 +307,7 @@ def export_hf(handle: MegatronHandle, export_dir: os.PathLike, dtype: str = "bfl
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
     dist.barrier()
-    export_mcore_gpt_to_hf(
-        handle.model,
-        str(handle.checkpoint),
-        dtype=getattr(torch, dtype),
-        export_dir=str(partial),
-        trust_remote_code=bool(handle.cfg.model.trust_remote_code),
-    )
+    write_with_modelopt(handle, partial, dtype, format)
     dist.barrier()
     if dist.get_rank() == 0:
         remove_index_fragments(partial)

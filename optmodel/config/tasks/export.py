@@ -11,7 +11,7 @@ from optmodel.config import choices
 from optmodel.config.deploy import DEPLOY_TARGETS, deploy_problems
 from optmodel.config.errors import one_of
 from optmodel.rundir import read_origin
-from optmodel.config.tasks.base import TaskConfig, TaskSpec
+from optmodel.config.tasks.base import TaskConfig, TaskSpec, export_layout_problems
 
 
 @dataclass
@@ -28,7 +28,7 @@ def problems(cfg: DictConfig) -> List[str]:
         found.append(p)
     if (p := one_of("task.dtype", cfg.task.dtype, ("bfloat16", "float16"))):
         found.append(p)
-    return found + _deploy_problems(cfg)
+    return found + export_layout_problems(cfg) + _deploy_problems(cfg)
 
 
 def _deploy_problems(cfg: DictConfig) -> List[str]:
@@ -51,7 +51,7 @@ def _deploy_problems(cfg: DictConfig) -> List[str]:
 
 
 SPEC = TaskSpec(name="export", schema=ExportTaskConfig, problems=problems, runner="optmodel.tasks.export",
-                backends=("hf", "megatron"),
+                backends=("hf", "megatron"), preflight="optmodel.backends.megatron_checkpoint:preflight",
                 outputs=lambda cfg, quantized: ("export",),
                 needs_earlier_model="exports the model of an earlier run. Fix: run.load=<quantize (or prune, distill) "
                                     "run dir>.")
