@@ -1,0 +1,232 @@
+"""task=generate and task=export on backend=megatron (CPU, gloo), as a user runs them.
+
+Generation: megatron-core's static KV cache gives transformers' greedy tokens at TP 1, and
+TP 2 / PP 2 (two spawned processes) give TP 1's tokens, greedy and sampled. Export: a
+megatron FP8 run dir exports a unified HF checkpoint whose weights, dequantized with their
+exported scales, run in transformers with the megatron model's logits; PP 2 writes the
+same tensors as one rank. Run dirs that cannot be loaded are refused before loading.
+"""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import compose_cfg
+from megatron_task_workers import spawn
+from optmodel.config.errors import ConfigError
+from optmodel.paths import TINY_MODELS_DIR
+from optmodel.run import execute
+
+MEGATRON = ("backend=megatron", "backend.device=cpu", "backend.dtype=float32")
+GENERATE = ("task=generate", "task.prompts=[Once upon a time,The cat sat on]", "task.max_new_tokens=12")
+SAMPLED = ("task.do_sample=true", "task.temperature=1.5", "task.top_k=50")
+IDS = torch.randint(0, 1000, (2, 16), generator=torch.Generator().manual_seed(0))
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def generations(run_dir: Path):
+    return [json.loads(line) for line in (run_dir / "generations.jsonl").read_text().splitlines()]
+
+
+def exported_tensors(export: Path) -> dict:
+    from safetensors.torch import load_file
+
+    tensors = {}
+    for shard in sorted(export.glob("*.safetensors")):
+        tensors.update(load_file(str(shard)))
+    return tensors
+
+
+@pytest.fixture(scope="module")
+def quantized_run(tmp_path_factory):
+    """tiny_qwen3 FP8 weight-only on megatron, saved as a distributed checkpoint, not exported."""
+    run = tmp_path_factory.mktemp("megatron_fp8") / "run"
+    execute(compose_cfg(*MEGATRON, "task.quant_cfg=FP8_DEFAULT_CFG", "task.weight_only=true", "task.export=false",
+                        "data.num_samples=2", "data.seq_len=32", "data.eval_max_sequences=2"), run)
+    return run
+
+
+@pytest.fixture(scope="module")
+def one_rank(tmp_path_factory, quantized_run):
+    base = tmp_path_factory.mktemp("one_rank")
+    execute(compose_cfg(*MEGATRON, *GENERATE), base / "greedy")
+    execute(compose_cfg(*MEGATRON, *GENERATE, *SAMPLED), base / "sampled")
+    execute(compose_cfg(*MEGATRON, "task=export", f"run.load={quantized_run}"), base / "export")
+    return base
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory, quantized_run):
+    base = tmp_path_factory.mktemp("two_ranks")
+    layouts = {"tp2": "parallel=tp2", "pp2": "parallel=export_pp"}
+    scenarios = [[f"{layout}_{mode}", [*MEGATRON, *GENERATE, *extra, parallel], str(base / f"{layout}_{mode}")]
+                 for layout, parallel in layouts.items() for mode, extra in (("greedy", ()), ("sampled", SAMPLED))]
+    scenarios.append(["pp2_export", [*MEGATRON, "task=export", "parallel=export_pp", f"run.load={quantized_run}"],
+                      str(base / "pp2_export")])
+    spawn(scenarios, str(base / "results.json"))
+    return base
+
+
+def test_greedy_generation_on_megatron_equals_transformers_token_for_token(one_rank, tmp_path):
+    execute(compose_cfg(*GENERATE, "backend.dtype=float32"), tmp_path / "hf")
+    ours, theirs = generations(one_rank / "greedy"), generations(tmp_path / "hf")
+    assert [r["new_tokens"] for r in ours] == [12, 12]
+    assert ours == theirs
+
+
+@pytest.mark.parametrize("layout", ["tp2", "pp2"])
+@pytest.mark.parametrize("mode", ["greedy", "sampled"])
+def test_generation_at_tp2_and_pp2_equals_one_rank(one_rank, two_ranks, layout, mode):
+    assert generations(two_ranks / f"{layout}_{mode}") == generations(one_rank / mode)
+    if mode == "sampled":  # sampling happened: not the greedy text
+        assert generations(one_rank / "sampled") != generations(one_rank / "greedy")
+
+
+@pytest.mark.parametrize("model", ["tiny_deepseek", "tiny_gpt_oss"])  # MLA; sinks + a 32-token sliding window
+def test_kv_cached_generation_equals_the_full_forward_loop(model):
+    """The handle's KV-cached tokens = re-running the whole sequence per token (36 new tokens:
+    past tiny_gpt_oss's window, where the cache must drop keys the mask hides)."""
+    from optmodel.backends import megatron
+    from optmodel.distributed import destroy_model_parallel
+    from optmodel.evaluation.forward import Forward
+    from optmodel.evaluation.generation import SamplingOptions, generate_ids
+
+    handle = megatron.load(compose_cfg(f"model={model}", *MEGATRON))
+    prompts = [handle.tokenizer.encode("Once upon a time")]
+    opts = SamplingOptions(max_new_tokens=36)
+    cached = generate_ids(Forward(handle.logits, handle.device, handle.max_length, False, handle.generate_tokens),
+                          handle.tokenizer, prompts, opts, 1)
+    full = generate_ids(Forward(handle.logits, handle.device, handle.max_length, False), handle.tokenizer, prompts, opts, 1)
+    destroy_model_parallel()
+    assert len(full[0]) == 36 and cached == full
+
+
+def dequantized(tensors: dict) -> dict:
+    """HF state dict of a unified FP8 export: float8 weights times their weight_scale."""
+    out = {}
+    for name, value in tensors.items():
+        if name.endswith(("_scale", "_amax")):
+            continue
+        if value.dtype == torch.float8_e4m3fn:
+            value = value.float() * tensors[name + "_scale"].float()
+        out[name] = value.float()
+    return out
+
+
+def test_export_of_a_quantized_megatron_run_runs_in_transformers_with_the_megatron_logits(one_rank, quantized_run):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from optmodel.backends import load
+    from optmodel.config.inherit import inherit_run_model
+    from optmodel.distributed import destroy_model_parallel
+
+    export = one_rank / "export" / "export"
+    assert json.loads((export / "hf_quant_config.json").read_text())["quantization"]["quant_algo"] == "FP8"
+    tensors = exported_tensors(export)
+    fp8 = [n for n, t in tensors.items() if t.dtype == torch.float8_e4m3fn]
+    assert len(fp8) == 4 * 7  # q k v o gate up down of 4 layers
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(export), dtype=torch.float32).eval()
+    missing, unexpected = model.load_state_dict(dequantized(tensors), strict=False)
+    assert not unexpected and not [m for m in missing if "rotary" not in m]
+    handle = load(inherit_run_model(compose_cfg(*MEGATRON, f"run.load={quantized_run}")))
+    ours = handle.logits(IDS)  # fake-quant FP8 weights on megatron
+    destroy_model_parallel()
+    with torch.no_grad():
+        theirs = model(IDS).logits
+    assert (ours - theirs).abs().max().item() < 1e-4
+
+
+def test_pipeline_parallel_export_writes_the_one_rank_tensors(one_rank, two_ranks):
+    one, pp2 = exported_tensors(one_rank / "export" / "export"), exported_tensors(two_ranks / "pp2_export" / "export")
+    assert one.keys() == pp2.keys() and all(torch.equal(one[k], pp2[k]) for k in one)
+    assert (two_ranks / "pp2_export" / "export" / "hf_quant_config.json").read_text() == \
+        (one_rank / "export" / "export" / "hf_quant_config.json").read_text()
+
+
+def test_vllm_fake_quant_export_holds_the_quantized_weights(one_rank, quantized_run, tmp_path):
+    execute(compose_cfg(*MEGATRON, "task=export", "task.format=vllm_fq", f"run.load={quantized_run}"), tmp_path)
+    export = tmp_path / "export"
+    assert (export / "quantizer_state.pth").is_file() and not (export / "hf_quant_config.json").exists()
+    folded, unified = exported_tensors(export), dequantized(exported_tensors(one_rank / "export" / "export"))
+    name = "model.layers.0.mlp.down_proj.weight"
+    assert folded[name].dtype == torch.bfloat16
+    assert torch.equal(folded[name], unified[name].to(torch.bfloat16))  # the FP8 grid values, in bf16
+
+
+# --- refusals before loading -----------------------------------------------------------------
+def copy_run(src: Path, dst: Path) -> Path:
+    """A copy of a run dir whose manifest points at the copy's files."""
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns(".optmodel.lock"))
+    manifest = dst / "optmodel.json"
+    manifest.write_text(manifest.read_text().replace(str(src), str(dst)))
+    return dst
+
+
+def refusal(tmp_path, *overrides) -> str:
+    with pytest.raises(ConfigError) as err:
+        execute(compose_cfg(*overrides), tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
+    assert len(err.value.problems) == 1, err.value.problems
+    return err.value.problems[0]
+
+
+def test_export_at_tensor_parallel_2_is_refused_with_the_reason(quantized_run, tmp_path):
+    text = refusal(tmp_path, *MEGATRON, "task=export", "parallel=tp2", "run.world_size=2", f"run.load={quantized_run}")
+    assert text.startswith("parallel.tensor:") and "does not gather tensor-parallel shards" in text
+    assert "parallel=export_pp" in text
+
+
+def test_a_run_dir_of_the_wrong_kind_is_refused_before_loading(quantized_run, tmp_path):
+    text = refusal(tmp_path, "task=export", f"run.load={quantized_run}")  # backend=hf
+    assert text.startswith("run.load:") and "megatron distributed checkpoint" in text and "Fix: backend=megatron" in text
+    generate_run = tmp_path / "generate_run"  # a run that saved no model
+    generate_run.mkdir()
+    (generate_run / "optmodel.json").write_text(json.dumps({"status": "completed", "task": "generate",
+                                                            "outputs": {"generations": str(generate_run / "g.jsonl")}}))
+    text = refusal(tmp_path, *MEGATRON, "task=export", f"run.load={generate_run}")
+    assert text.startswith("run.load:") and "holds no saved model" in text
+    hf_run = tmp_path / "hf_quantized"  # what a backend=hf quantize run leaves: HF weights + modelopt_state.pth
+    shutil.copytree(TINY_MODELS_DIR / "tiny_qwen3", hf_run / "quantized")
+    (hf_run / "quantized" / "modelopt_state.pth").write_bytes(b"")
+    (hf_run / "optmodel.json").write_text(json.dumps({"status": "completed", "quantization": {"format": "FP8_DEFAULT_CFG"},
+                                                      "outputs": {"quantized_model": str(hf_run / "quantized")}}))
+    text = refusal(tmp_path, *MEGATRON, "task=export", f"run.load={hf_run}")
+    assert text.startswith("run.load:") and "Fix: backend=hf" in text
+
+
+@pytest.mark.parametrize("damage", ["truncated shard", "deleted shard", "no modelopt_state", "deleted checkpoint"])
+def test_a_damaged_checkpoint_is_refused_before_loading(quantized_run, tmp_path, damage):
+    run = copy_run(quantized_run, tmp_path / "copy")
+    ckpt = run / "quantized"
+    shard = sorted(ckpt.glob("*.distcp"))[-1]
+    if damage == "truncated shard":
+        shard.write_bytes(shard.read_bytes()[:1000])
+    elif damage == "deleted shard":
+        shard.unlink()
+    elif damage == "no modelopt_state":
+        shutil.rmtree(ckpt / "modelopt_state")
+    else:
+        shutil.rmtree(ckpt)
+    text = refusal(tmp_path, *MEGATRON, "task=generate", "task.prompts=[hi]", f"run.load={run}")
+    assert text.startswith("run.load:") and "Fix:" in text
+    expected = {"truncated shard": f"{shard.name} holds 1000 of its", "deleted shard": "lacks 1 of the",
+                "no modelopt_state": "holds no modelopt_state", "deleted checkpoint": "does not exist"}[damage]
+    assert expected in text
+
+
+@pytest.mark.slow
+def test_the_cli_exits_2_with_one_message_for_a_truncated_checkpoint(quantized_run, tmp_path):
+    run = copy_run(quantized_run, tmp_path / "copy")
+    shard = sorted((run / "quantized").glob("*.distcp"))[0]
+    shard.write_bytes(shard.read_bytes()[:-1])
+    proc = subprocess.run([sys.executable, "-m", "optmodel", *MEGATRON, "task=export", f"run.load={run}",
+                           f"run.output_dir={tmp_path / 'out'}"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "found 1 problem(s)" in proc.stderr and "the distributed checkpoint is truncated" in proc.stderr
+    assert not (tmp_path / "out" / "optmodel.json").exists()
