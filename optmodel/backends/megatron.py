@@ -75,6 +75,12 @@ class MegatronHandle(ModelHandle):
     def architecture(self) -> dict:
         return architecture_as_loaded(self)
 
+    def quantizer_summary(self) -> dict:
+        """Collective: the quantizers of every stage and expert rank, merged by global name."""
+        from optmodel.backends.megatron_export import quantizer_summary
+
+        return quantizer_summary(self.model)
+
     def train(self, training, train_dataset, eval_dataset=None, *, output_dir, seed: int, teacher=None,
               distillation=None, resume: bool = False, tracker=None):
         """megatron-core's schedule, DDP and optimizer; KD through ModelOpt's Megatron plugin

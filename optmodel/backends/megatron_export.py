@@ -61,3 +61,38 @@ def _merged(base: dict, produced: dict) -> dict:
     for key, value in produced.items():
         out[key] = _merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
     return out
+
+
+def quantizer_summary(model) -> dict:
+    """optmodel.quantization.summary's record of the whole model, on every rank: each rank's
+    quantizers under the names one rank holding every layer and expert would use, merged
+    across ranks (TP / DP replicas fold into one name; PP stages and EP ranks add theirs)."""
+    import torch.distributed as dist
+
+    from optmodel.quantization.summary import quantizer_entries, summary_of
+
+    entries = quantizer_entries(model, global_module_names(model))
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        gathered = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, entries)
+        entries = {key: {name: value for rank in gathered for name, value in rank[key].items()} for key in entries}
+    return summary_of(entries)
+
+
+def global_module_names(model):
+    """fn(this rank's module name) -> the module's name in the whole model: a pipeline stage
+    numbers its decoder layers from 0, an expert-parallel rank its local experts from 0."""
+    import re
+
+    from megatron.core import parallel_state
+
+    layer_of = {str(i): str(layer.layer_number - 1) for i, layer in enumerate(model.decoder.layers)}
+    experts = model.config.num_moe_experts
+    first_expert = (parallel_state.get_expert_model_parallel_rank()
+                    * (experts // parallel_state.get_expert_model_parallel_world_size()) if experts else 0)
+
+    def rename(name: str) -> str:
+        name = re.sub(r"^decoder\.layers\.(\d+)(?=\.|$)", lambda m: f"decoder.layers.{layer_of[m.group(1)]}", name)
+        return re.sub(r"\.local_experts\.(\d+)(?=\.|$)", lambda m: f".local_experts.{first_expert + int(m.group(1))}", name)
+
+    return rename
