@@ -36,7 +36,7 @@ def generate_tokens(handle, input_ids, attention_mask, max_new_tokens: int, do_s
     batch, prompt = tokens.shape
     opts = SamplingOptions(max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature,
                            top_p=top_p, top_k=top_k)
-    stops = torch.tensor(list(stop_token_ids) or [-1], device=device)
+    stops = torch.tensor([t for t in stop_token_ids if t is not None] or [-1], device=device)
     cache = StaticInferenceContext(batch, prompt + max_new_tokens)
     positions = torch.arange(prompt, device=device).unsqueeze(0).expand(batch, -1)
     done = torch.zeros(batch, dtype=torch.bool, device=device)
