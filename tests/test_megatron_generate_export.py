@@ -135,6 +135,29 @@ def test_export_of_a_megatron_run_loads_in_transformers_with_the_megatron_logits
     assert (ours - theirs).abs().max().item() < 1e-4  # bf16 weights exported as bf16: the same numbers
 
 
+def test_a_model_reshaped_from_its_checkpoint_exports_with_its_own_config(tmp_path):
+    """A run's model with fewer, narrower experts than its HF checkpoint (what a pruned run
+    records) exports a config.json of that shape, which ModelOpt alone would copy from the
+    checkpoint (it updates only the dense sizes): transformers builds it and gets its logits."""
+    from transformers import AutoModelForCausalLM
+
+    from optmodel.backends import megatron
+    from optmodel.distributed import destroy_model_parallel
+
+    handle = megatron.build(compose_cfg("model=tiny_qwen3_moe", *MEGATRON, "model.moe.num_experts=4",
+                                        "model.moe.ffn_hidden_size=64", "model.num_layers=3"))
+    for param in handle.model.parameters():  # bf16 values, so the bf16 export holds these exact weights
+        param.data = param.data.bfloat16().float()
+    ours = handle.logits(IDS)
+    export = megatron.export_hf(handle, tmp_path / "export")
+    destroy_model_parallel()
+    config = json.loads((export / "config.json").read_text())
+    assert (config["num_local_experts"], config["moe_intermediate_size"], config["num_hidden_layers"]) == (4, 64, 3)
+    with torch.no_grad():
+        theirs = AutoModelForCausalLM.from_pretrained(export, dtype=torch.float32)(IDS).logits
+    assert (ours - theirs).abs().max().item() < 1e-4
+
+
 def test_export_of_a_quantized_megatron_run_holds_its_fp8_weights_and_scales(one_rank, quantized_run):
     """transformers drops ModelOpt's scales on reload (STACK_NOTES), so the check is on the
     tensors: each weight_scale is the calibrated amax / 448, and the FP8 weights times it

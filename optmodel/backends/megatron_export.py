@@ -56,10 +56,21 @@ def hf_reference(checkpoint: Path, model_cfg) -> Iterator[Path]:
 
 def _merged(base: dict, produced: dict) -> dict:
     """`base` (the checkpoint's config.json: keeps what ModelConfig does not describe, e.g.
-    Llama-4's vision_config) with every field of `produced` replacing it, nested blocks merged."""
+    Llama-4's vision_config) with every field of `produced` replacing it, nested blocks merged.
+    A field is also written under the name transformers reads it by (its config class's
+    attribute_map: Qwen3-MoE's num_experts is num_local_experts), so the checkpoint's value
+    under that name does not win."""
+    from transformers import CONFIG_MAPPING
+
+    model_type = produced.get("model_type", base.get("model_type"))
+    aliases = CONFIG_MAPPING[model_type].attribute_map if model_type in CONFIG_MAPPING else {}
     out = dict(base)
     for key, value in produced.items():
-        out[key] = _merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            value = _merged(base[key], value)
+        out[key] = value
+        if key in aliases:
+            out[aliases[key]] = value
     return out
 
 
