@@ -228,6 +228,14 @@ def test_export_at_tensor_parallel_2_is_refused_with_the_reason(quantized_run, t
     assert "parallel=export_pp" in text
 
 
+def test_export_of_the_text_only_llama4_is_refused_with_the_reason():
+    from optmodel.config.validate import config_problems
+
+    problems = config_problems(compose_cfg("model=tiny_llama4", *MEGATRON, "task=export", "run.load=/runs/llama4"),
+                               check_inputs=False)
+    assert [p for p in problems if "exporter has rules for Llama4ForConditionalGeneration" in p]
+
+
 def test_a_run_dir_of_the_wrong_kind_is_refused_before_loading(quantized_run, tmp_path):
     text = refusal(tmp_path, "task=export", f"run.load={quantized_run}")  # backend=hf
     assert text.startswith("run.load:") and "megatron distributed checkpoint" in text and "Fix: backend=megatron" in text
