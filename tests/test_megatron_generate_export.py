@@ -67,8 +67,10 @@ def two_ranks(tmp_path_factory, quantized_run):
     layouts = {"tp2": "parallel=tp2", "pp2": "parallel=export_pp"}
     scenarios = [[f"{layout}_{mode}", [*MEGATRON, *GENERATE, *extra, parallel], str(base / f"{layout}_{mode}")]
                  for layout, parallel in layouts.items() for mode, extra in (("greedy", ()), ("sampled", SAMPLED))]
-    scenarios.append(["pp2_export", [*MEGATRON, "task=export", "parallel=export_pp", f"run.load={quantized_run}"],
-                      str(base / "pp2_export")])
+    export = [*MEGATRON, "task=export", "parallel=export_pp", f"run.load={quantized_run}"]
+    scenarios.append(["pp2_export", export, str(base / "pp2_export")])
+    uneven = ["parallel.pipeline_first_stage_layers=1", "parallel.pipeline_last_stage_layers=3"]  # as pp16_kimi's ends
+    scenarios.append(["pp2_uneven_export", [*export, *uneven], str(base / "pp2_uneven_export")])
     spawn(scenarios, str(base / "results.json"))
     return base
 
@@ -188,10 +190,11 @@ def test_export_of_a_quantized_megatron_run_holds_its_fp8_weights_and_scales(one
     assert same / total > 0.9
 
 
-def test_pipeline_parallel_export_writes_the_one_rank_tensors(one_rank, two_ranks):
-    one, pp2 = exported_tensors(one_rank / "export" / "export"), exported_tensors(two_ranks / "pp2_export" / "export")
+@pytest.mark.parametrize("run", ["pp2_export", "pp2_uneven_export"])  # stages of 2 + 2 and 1 + 3 layers
+def test_pipeline_parallel_export_writes_the_one_rank_tensors(one_rank, two_ranks, run):
+    one, pp2 = exported_tensors(one_rank / "export" / "export"), exported_tensors(two_ranks / run / "export")
     assert one.keys() == pp2.keys() and all(torch.equal(one[k], pp2[k]) for k in one)
-    assert (two_ranks / "pp2_export" / "export" / "hf_quant_config.json").read_text() == \
+    assert (two_ranks / run / "export" / "hf_quant_config.json").read_text() == \
         (one_rank / "export" / "export" / "hf_quant_config.json").read_text()
 
 
