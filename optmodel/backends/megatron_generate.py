@@ -3,8 +3,8 @@
 megatron-core's inference path (`StaticInferenceContext` passed to `GPTModel.forward`) runs
 on CPU as shipped: the prompt is encoded once (prefill, causal mask), then each step feeds
 one token per row and attends to the cached keys / values. Its greedy tokens equal a loop
-re-running the whole sequence per token (measured here for every megatron family, gpt-oss's
-sliding window beyond its width included). With PP > 1 each step goes through
+re-running the whole sequence per token (measured here on the tiny Qwen3, Qwen3-MoE, Llama,
+Llama-4, DeepSeek and gpt-oss models, gpt-oss's sliding window beyond its width included). With PP > 1 each step goes through
 megatron-core's forward-only pipeline schedule; every stage keeps the cache of its layers.
 
 Every rank gets the same tokens: the last-token logits are gathered across tensor-parallel
@@ -66,8 +66,8 @@ def last_token_logits(model, tokens, positions, cache, device):
     def stage_forward(stage_model, ids):
         from optmodel.backends.megatron_cpu import causal_mask
 
-        # prefill: causal over the prompt; decode: one query sees every cached key
-        # (megatron switches to no mask itself once the cache holds positions)
+        # prefill: causal over the prompt; decode: the new token sees every cached key (megatron
+        # drops the causal mask itself once the cache holds positions; sliding windows still apply)
         mask = causal_mask(ids.shape[1], device) if cache.sequence_len_offset == 0 else None
         return stage_model(ids, positions, attention_mask=mask, inference_context=cache, runtime_gather_output=True)
 
