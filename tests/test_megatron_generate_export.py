@@ -231,6 +231,14 @@ def test_export_at_tensor_parallel_2_is_refused_with_the_reason(quantized_run, t
     assert "parallel=export_pp" in text
 
 
+def test_export_at_expert_parallel_2_is_refused_with_the_reason():
+    from optmodel.config.validate import config_problems
+
+    problems = config_problems(compose_cfg("model=tiny_qwen3_moe", *MEGATRON, "task=export", "run.load=/runs/moe",
+                                           "parallel.expert=2", "run.world_size=2"), check_inputs=False)
+    assert [p for p in problems if p.startswith("parallel.expert:") and "wrote experts 0-3" in p]
+
+
 def test_export_of_the_text_only_llama4_is_refused_with_the_reason():
     from optmodel.config.validate import config_problems
 
