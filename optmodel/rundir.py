@@ -42,8 +42,9 @@ def is_distributed_checkpoint(path: Path) -> bool:
     return (Path(path) / "metadata.json").is_file()
 
 
-def run_dir_problems(run_dir: str, field: str = "run.load") -> List[str]:
-    """Why `run_dir` cannot be loaded from (cheap: the manifest and a file listing)."""
+def run_dir_problems(run_dir: str, field: str = "run.load", backend: Optional[str] = None) -> List[str]:
+    """Why `run_dir` cannot be loaded from (cheap: the manifest and a file listing); with
+    `backend`, also whether that backend reads the kind of model it saved."""
     path = Path(run_dir).expanduser()
     manifest_path = path / MANIFEST_NAME
     if not manifest_path.is_file():
@@ -59,6 +60,9 @@ def run_dir_problems(run_dir: str, field: str = "run.load") -> List[str]:
     if status != "completed" and saved is None:
         return [f"{field}: the run in {path} did not complete (status {status!r}) and recorded no finished model; "
                 f"its outputs cannot be trusted."]
+    if saved is not None and not saved.exists():
+        return [f"{field}: the model {path} saved, {saved}, does not exist (moved or deleted). Fix: put it back, or "
+                f"re-run that run."]
     if saved is None or not ((saved / "config.json").is_file() or is_distributed_checkpoint(saved)):
         return [f"{field}: {path} holds no saved model (outputs.{SAVED_MODEL_KEYS[0]}). Fix: load a run that saved "
                 f"its model (quantize with task.save_model=true, prune, distill, convert)."]
@@ -66,6 +70,44 @@ def run_dir_problems(run_dir: str, field: str = "run.load") -> List[str]:
         return [f"{field}: {saved} was saved quantized ({origin['quantization'].get('format')}) but holds no "
                 f"modelopt_state.pth: loading it would give the unquantized model under a quantized label. "
                 f"Fix: re-run the quantize run that wrote it."]
+    if is_distributed_checkpoint(saved):
+        return distributed_checkpoint_problems(saved, field, quantized=bool(origin.get("quantization"))) + \
+            _backend_problems(path, saved, field, backend)
+    return _backend_problems(path, saved, field, backend)
+
+
+def distributed_checkpoint_problems(ckpt: Path, field: str, quantized: bool = False) -> List[str]:
+    """A megatron distributed checkpoint missing its shard index, a shard file its index names,
+    or (quantized) its ModelOpt state. Shard sizes: optmodel.backends.megatron_checkpoint."""
+    import re
+
+    fix = "Fix: copy it again from where it was written, or re-run that run."
+    index = ckpt / ".metadata"
+    if not index.is_file():
+        return [f"{field}: {ckpt} has no .metadata (the index of its shards): the distributed checkpoint is "
+                f"incomplete. {fix}"]
+    names = sorted({m.decode() for m in re.findall(rb"__\d+_\d+\.distcp", index.read_bytes())})
+    missing = [n for n in names if not (ckpt / n).is_file()]
+    if missing:
+        return [f"{field}: {ckpt} lacks {len(missing)} of the {len(names)} shard files its index names "
+                f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}): the distributed checkpoint is "
+                f"incomplete. {fix}"]
+    if quantized and not (ckpt / "modelopt_state").is_dir():
+        return [f"{field}: {ckpt} was saved quantized but holds no modelopt_state/: loading it would give the "
+                f"unquantized model under a quantized label. {fix}"]
+    return []
+
+
+def _backend_problems(run_dir: Path, saved: Path, field: str, backend: Optional[str]) -> List[str]:
+    """A saved model of a kind `backend` cannot load as saved."""
+    if backend == "hf" and is_distributed_checkpoint(saved):
+        return [f"{field}: {run_dir} saved a megatron distributed checkpoint ({saved}), which backend=hf does not "
+                f"read. Fix: backend=megatron, or export it first (task=export backend=megatron "
+                f"run.load={run_dir}) and load the export with model.checkpoint=<its export dir>."]
+    if backend == "megatron" and (saved / "modelopt_state.pth").is_file():
+        return [f"{field}: {run_dir} saved a quantized Hugging Face model ({saved}); backend=megatron imports its "
+                f"weights but not their ModelOpt quantizer state, so it would run the unquantized model. "
+                f"Fix: backend=hf."]
     return []
 
 

@@ -100,7 +100,7 @@ def test_world_size_that_does_not_fit_the_layout_is_refused_before_any_group():
         (["parallel.context=2", "run.world_size=2"], "parallel.context"),
         (["model=tiny_qwen3_moe", "parallel.expert=2", "backend.token_dispatcher=alltoall", "run.world_size=2"],
          "backend.token_dispatcher"),
-        (["task=generate"], "backend: task=generate does not run on backend=megatron"),
+        (["task=export", "run.load=/nonexistent", "parallel=tp2", "run.world_size=2"], "parallel.tensor: export to Hugging Face"),
     ],
 )
 def test_megatron_settings_this_machine_cannot_run_are_refused(overrides, field):

@@ -141,8 +141,9 @@ def test_chains_that_cannot_run_are_refused():
     assert twice == ["task.steps[2]: quantize is already step 0; a step's settings live under task.quantize, so each "
                      "task runs once in a pipeline. Fix: drop the repeat, or run a second pipeline with "
                      "run.load=<this run dir>."]
-    assert any(p.startswith("task.steps[1]: export does not run on backend=megatron")
-               for p in problems("backend=megatron", "task.steps=[quantize,export]"))
+    tp2 = problems("backend=megatron", "parallel=tp2", "run.world_size=2", "task.steps=[quantize,export]",
+                   "task.quantize.export=false")  # an export step on megatron needs TP 1
+    assert len(tp2) == 1 and tp2[0].startswith("parallel.tensor: export to Hugging Face needs parallel.tensor=1")
     assert problems("task.steps=[]")[0].startswith("task.steps: empty.")
 
 

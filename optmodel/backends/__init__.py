@@ -41,7 +41,7 @@ def resolve_source(cfg: DictConfig, source=None):
             return path, None, cfg.model
         arch = from_hf_config_dict(json.loads((path / "config.json").read_text()))
         return path, None, with_model_fields(cfg.model, {**arch, "checkpoint": str(path)})
-    problems = run_dir_problems(str(source), field="source")
+    problems = run_dir_problems(str(source), field="source", backend=cfg.backend.name)
     if problems:
         raise ValueError(problems[0])
     model_cfg = cfg.model

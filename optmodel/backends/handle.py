@@ -9,6 +9,7 @@
     handle.save(dir)                               -> restorable model (weights + ModelOpt state)
     handle.export(dir, format, dtype)              -> deployable checkpoint
     handle.architecture()                          -> the shape as produced, in ModelConfig field names
+    handle.quantizer_summary()                     -> formats, quantizer counts, effective bits of the whole model
     handle.train(training, train, held, ...)       -> FitResult; the handle holds the trained model after
 
 Collective methods (logits, save, export on a multi-rank world) are called by every rank
@@ -84,7 +85,8 @@ class ModelHandle:
         return int(value) if value else 2048
 
     # --- generation -----------------------------------------------------------------------
-    generate_tokens: Optional[Callable] = None  # (ids, mask, max_new_tokens, do_sample, temperature, top_p, top_k, stop_ids)
+    # (ids, mask, max_new_tokens, do_sample, temperature, top_p, top_k, stop_ids, generator=None); collective
+    generate_tokens: Optional[Callable] = None
 
     def generate(self, prompts: List[str], max_new_tokens: int = 64, do_sample: bool = False, temperature: float = 1.0,
                  top_p: float = 1.0, top_k: int = 0, batch_size: int = 8, seed: int = 1234,
@@ -133,6 +135,13 @@ class ModelHandle:
 
     def architecture(self) -> Dict[str, Any]:
         raise NotImplementedError
+
+    def quantizer_summary(self) -> Dict[str, Any]:
+        """optmodel.quantization.summary's record of the whole model (collective: a backend
+        whose ranks hold pieces merges them)."""
+        from optmodel.quantization.summary import quantizer_summary
+
+        return quantizer_summary(self.model)
 
     def is_quantized(self) -> bool:
         from modelopt.torch.quantization.nn import TensorQuantizer

@@ -96,8 +96,9 @@ class HFHandle(ModelHandle):
         return loop
 
     def generate_tokens(self, input_ids, attention_mask, max_new_tokens: int, do_sample: bool, temperature: float,
-                        top_p: float, top_k: int, stop_token_ids):
-        """Batched generation with transformers' KV cache: left-padded prompts in, new tokens out."""
+                        top_p: float, top_k: int, stop_token_ids, generator=None):
+        """Batched generation with transformers' KV cache: left-padded prompts in, new tokens out.
+        Sampling draws from torch's global RNG (seeded by run.seed): `generate` takes no generator."""
         import torch
 
         kwargs = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, pad_token_id=self.tokenizer.pad_token_id,

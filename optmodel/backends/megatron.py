@@ -8,6 +8,8 @@ tensor / expert shards). What the tasks call:
   megatron-core's pipeline schedule when PP > 1 (the pipeline is hidden from callers);
 - `handle.save(dir)` / `load_distributed(handle, dir)`: weights and the ModelOpt state
   (quantizers) in megatron's distributed checkpoint format;
+- `handle.generate_tokens(...)`: greedy / sampled tokens with megatron-core's KV cache
+  (optmodel.backends.megatron_generate);
 - `handle.export(dir)`: unified HF checkpoint with ModelOpt's exporter (TP=1 only);
 - `handle.train(...)`: SFT / KD on megatron-core's schedule and optimizer
   (optmodel.training.megatron).
@@ -26,6 +28,7 @@ from tqdm import tqdm
 
 from optmodel.backends.handle import ModelHandle, pick_device
 from optmodel.backends.megatron_cpu import causal_mask
+from optmodel.backends.megatron_pipeline import pipeline_broadcast_logits
 from optmodel.config.dtype import checkpoint_dtype, compute_dtype
 from optmodel.config.tasks.base import EXPORT_TP_REFUSAL
 from optmodel.models.checkpoint import resolve_checkpoint
@@ -55,14 +58,28 @@ class MegatronHandle(ModelHandle):
         """[batch, seq] token ids -> [batch, seq, vocab] logits (fp32), on every rank."""
         return forward_logits(self.model, input_ids, self.device)
 
+    def generate_tokens(self, input_ids, attention_mask, max_new_tokens: int, do_sample: bool, temperature: float,
+                        top_p: float, top_k: int, stop_token_ids, generator=None):
+        """New tokens through megatron-core's static KV cache (optmodel.backends.megatron_generate)."""
+        from optmodel.backends.megatron_generate import generate_tokens
+
+        return generate_tokens(self, input_ids, attention_mask, max_new_tokens, do_sample, temperature, top_p, top_k,
+                               stop_token_ids, generator)
+
     def save(self, out_dir) -> Path:
         return save_distributed(self, out_dir)
 
     def export(self, out_dir, format: str = "hf", dtype: str = "bfloat16") -> Path:
-        return export_hf(self, out_dir, dtype=dtype)
+        return export_hf(self, out_dir, dtype=dtype, format=format)
 
     def architecture(self) -> dict:
         return architecture_as_loaded(self)
+
+    def quantizer_summary(self) -> dict:
+        """Collective: the quantizers of every stage and expert rank, merged by global name."""
+        from optmodel.backends.megatron_export import quantizer_summary
+
+        return quantizer_summary(self.model)
 
     def train(self, training, train_dataset, eval_dataset=None, *, output_dir, seed: int, teacher=None,
               distillation=None, resume: bool = False, tracker=None):
@@ -202,41 +219,7 @@ def forward_logits(model, input_ids, device):
     with torch.no_grad():
         if parallel_state.get_pipeline_model_parallel_world_size() == 1:
             return _stage_forward(model, input_ids, device).float()
-        return _pipeline_logits(model, input_ids, device)
-
-
-def _pipeline_logits(model, input_ids, device):
-    import torch
-    import torch.distributed as dist
-    from megatron.core import parallel_state
-    from megatron.core.pipeline_parallel import get_forward_backward_func
-
-    batch, seq = input_ids.shape
-
-    def forward_step(data_iterator, stage_model):
-        ids = next(data_iterator)
-        output = _stage_forward(stage_model, ids, device)
-        # collect_non_loss_data: the schedule stores what this returns on the last stage
-        return output, lambda output_tensor, non_loss_data=True: output_tensor
-
-    outputs = get_forward_backward_func()(
-        forward_step_func=forward_step,
-        data_iterator=iter([input_ids]),
-        model=[model],
-        num_microbatches=1,
-        seq_length=seq,
-        micro_batch_size=batch,
-        forward_only=True,
-        collect_non_loss_data=True,
-    )
-    vocab = model.vocab_size
-    if parallel_state.is_pipeline_last_stage():
-        logits = outputs[0].float().contiguous()
-    else:
-        logits = torch.empty(batch, seq, vocab, dtype=torch.float32, device=device)
-    last = parallel_state.get_pipeline_model_parallel_last_rank()
-    dist.broadcast(logits, src=last, group=parallel_state.get_pipeline_model_parallel_group())
-    return logits
+        return pipeline_broadcast_logits(model, input_ids, device, lambda stage, ids: _stage_forward(stage, ids, device))
 
 
 def stage_layers(model) -> list:
@@ -313,11 +296,12 @@ def load_distributed(handle: MegatronHandle, ckpt_dir: os.PathLike) -> None:
     handle.model.load_state_dict(state)
 
 
-def export_hf(handle: MegatronHandle, export_dir: os.PathLike, dtype: str = "bfloat16") -> Path:
-    """Unified HF checkpoint (config.json, safetensors, hf_quant_config.json when quantized)."""
-    import torch
+def export_hf(handle: MegatronHandle, export_dir: os.PathLike, dtype: str = "bfloat16", format: str = "hf") -> Path:
+    """Unified HF checkpoint (config.json, safetensors, hf_quant_config.json when quantized),
+    or vLLM's fake-quant layout (format vllm_fq); see optmodel.backends.megatron_export."""
     import torch.distributed as dist
-    from modelopt.torch.export import export_mcore_gpt_to_hf
+
+    from optmodel.backends.megatron_export import write_with_modelopt
 
     if handle.parallel.tensor != 1:  # validation refuses it first; a direct caller gets the reason too
         raise ValueError(EXPORT_TP_REFUSAL)
@@ -329,13 +313,7 @@ def export_hf(handle: MegatronHandle, export_dir: os.PathLike, dtype: str = "bfl
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
     dist.barrier()
-    export_mcore_gpt_to_hf(
-        handle.model,
-        str(handle.checkpoint),
-        dtype=getattr(torch, dtype),
-        export_dir=str(partial),
-        trust_remote_code=bool(handle.cfg.model.trust_remote_code),
-    )
+    write_with_modelopt(handle, partial, dtype, format)
     dist.barrier()
     if dist.get_rank() == 0:
         remove_index_fragments(partial)

@@ -48,7 +48,7 @@ def family_problems(cfg: DictConfig) -> List[str]:
             f"{LLAMA4_MEGATRON_MAX_SEQ_LEN}, or backend=hf."
         )
     exporting = (task.name == "convert" and task.get("direction") == "megatron_to_hf") or (
-        task.name == "quantize" and task.get("export"))
+        task.name == "quantize" and task.get("export")) or task.name == "export"
     if model.family == "llama4" and exporting and _architectures(model) == ["Llama4ForCausalLM"]:
         problems.append(
             f"model.checkpoint: ModelOpt 0.46's Megatron exporter has rules for Llama4ForConditionalGeneration (the "

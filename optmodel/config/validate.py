@@ -240,7 +240,7 @@ def config_problems(cfg: DictConfig, world_size: Optional[int] = None, check_inp
         problems += task_problems(cfg)
     if check_inputs:
         problems += megatron_machine_problems(cfg)
-        load_problems = run_dir_problems(cfg.run.load) if cfg.run.get("load") else []
+        load_problems = run_dir_problems(cfg.run.load, backend=cfg.backend.name) if cfg.run.get("load") else []
         problems += load_problems
         if not load_problems:  # with run.load, model.checkpoint is that run's saved model (config/inherit.py)
             problems += checkpoint_problems(cfg.model, field="run.load" if cfg.run.get("load") else "model.checkpoint")

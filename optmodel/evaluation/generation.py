@@ -95,7 +95,7 @@ def generate_ids(forward: Forward, tokenizer, prompts: List[List[int]], opts: Sa
         if forward.generate_fn is not None:
             ids, mask = left_pad(rows, pad, forward.device)
             new = forward.generate_fn(ids, mask, opts.max_new_tokens, opts.do_sample and opts.temperature > 0,
-                                      opts.temperature, opts.top_p, opts.top_k, stop_token_ids)
+                                      opts.temperature, opts.top_p, opts.top_k, stop_token_ids, generator=generator)
         else:
             new = _loop_generate(forward, rows, pad, opts, stop_token_ids, generator)
         for row in new.tolist():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Dict, Iterator, Tuple
+from typing import Any, Callable, Dict, Iterator, Tuple
 
 def _bits(quantizer) -> float:
     """Stored bits per weight element, scale overhead included when ModelOpt knows it
@@ -55,14 +55,15 @@ def _quantizer_label(module) -> str:
     return f"{bits}" + (f" block {dict(block)}" if block else "")
 
 
-def quantizer_summary(model) -> Dict[str, Any]:
-    """Per-layer export formats (ModelOpt's own classification), layer counts per format,
-    enabled quantizer counts by role and numeric format, and effective weight bits."""
+def quantizer_entries(model, global_name: Callable[[str], str] = lambda name: name) -> Dict[str, Dict[str, Any]]:
+    """What `quantizer_summary` counts, per module name (mapped by `global_name`, so that the
+    pieces a model-parallel rank holds can be merged by name across ranks):
+    {"quantizers": {name: (parent, role label)}, "layers": {name: (export format, weight
+    elements, weight bits)}}."""
     from modelopt.torch.export.quant_utils import get_quantization_format
     from modelopt.torch.quantization.nn import TensorQuantizer
 
-    roles: Counter = Counter()
-    quantized_parents = set()
+    quantizers: Dict[str, Tuple[str, str]] = {}
     for name, module in model.named_modules():
         if isinstance(module, TensorQuantizer) and module.is_enabled:
             parts = name.split(".")
@@ -70,22 +71,38 @@ def quantizer_summary(model) -> Dict[str, Any]:
                 parent, role = ".".join(parts[:-2]), parts[-2].removesuffix("_quantizers")
             else:
                 parent, role = ".".join(parts[:-1]), parts[-1].removesuffix("_quantizer")
-            roles[f"{role} {_quantizer_label(module)}"] += 1
-            quantized_parents.add(parent)
+            quantizers[global_name(name)] = (global_name(parent), f"{role} {_quantizer_label(module)}")
+    sizes: Dict[str, list] = {}
+    for name, quantizer, numel in weight_quantizers(model):
+        size = sizes.setdefault(name, [0, 0.0])
+        size[0] += numel
+        size[1] += numel * _bits(quantizer)
+    layers = {global_name(name): (get_quantization_format(model.get_submodule(name)) or "none", numel, bits)
+              for name, (numel, bits) in sizes.items()}
+    return {"quantizers": quantizers, "layers": layers}
 
-    layers: Dict[str, str] = {}
-    for name in sorted({n for n, _, _ in weight_quantizers(model)}):
-        fmt = get_quantization_format(model.get_submodule(name))
-        layers[name] = fmt or "none"
+
+def summary_of(entries: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
+    """`quantizer_summary`'s record of `quantizer_entries` (of one model, or merged by name)."""
+    quantizers, layers = entries["quantizers"], entries["layers"]
+    total = sum(numel for _, numel, _ in layers.values())
+    bits = sum(b for _, _, b in layers.values())
+    formats = {name: fmt for name, (fmt, _, _) in sorted(layers.items())}
     return {
-        "quantized_modules": len(quantized_parents),
-        "effective_bits": effective_bits(model),
+        "quantized_modules": len({parent for parent, _ in quantizers.values()}),
+        "effective_bits": round(bits / total, 4) if total else 16.0,
         # the weights effective_bits averages over (what a model's byte size is computed from)
-        "weight_elements": sum(numel for _, _, numel in weight_quantizers(model)),
-        "layer_formats": dict(sorted(Counter(layers.values()).items())),
-        "formats": dict(sorted(roles.items())),
-        "layers": layers,
+        "weight_elements": total,
+        "layer_formats": dict(sorted(Counter(formats.values()).items())),
+        "formats": dict(sorted(Counter(role for _, role in quantizers.values()).items())),
+        "layers": formats,
     }
+
+
+def quantizer_summary(model) -> Dict[str, Any]:
+    """Per-layer export formats (ModelOpt's own classification), layer counts per format,
+    enabled quantizer counts by role and numeric format, and effective weight bits."""
+    return summary_of(quantizer_entries(model))
 
 
 def format_table(summary: Dict[str, Any]) -> str:
@@ -95,8 +112,9 @@ def format_table(summary: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def quantization_record(model, task, result, expert_tokens) -> Dict[str, Any]:
-    """The manifest's `quantization` block: what was asked for and what the model holds."""
+def quantization_record(model, task, result, expert_tokens, summary=None) -> Dict[str, Any]:
+    """The manifest's `quantization` block: what was asked for and what the model holds
+    (`summary`: the handle's quantizer_summary, whole-model on every backend)."""
     import logging
 
     from modelopt.torch.quantization.nn import TensorQuantizer
@@ -104,7 +122,7 @@ def quantization_record(model, task, result, expert_tokens) -> Dict[str, Any]:
     from optmodel.quantization import formats, moe
     from optmodel.quantization.cpu_fakequant import BACKEND_NAME
 
-    summary = quantizer_summary(model)
+    summary = summary if summary is not None else quantizer_summary(model)
     record = {
         "format": "auto_quantize" if result.search_report else formats.format_name(task),
         "algorithm": result.algorithm,

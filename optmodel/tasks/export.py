@@ -13,7 +13,6 @@ from typing import Any, Dict
 
 from optmodel.distributed import is_rank0
 from optmodel.quantization.checks import check_restored
-from optmodel.quantization.summary import quantizer_summary
 
 
 def run(ctx) -> Dict[str, Any]:
@@ -21,7 +20,7 @@ def run(ctx) -> Dict[str, Any]:
     handle = ctx.load_model()
     source = handle.origin or {}
     loaded_from = cfg.run.load or "the earlier pipeline steps"  # task=pipeline hands the model over in memory
-    summary = quantizer_summary(handle.model)
+    summary = handle.quantizer_summary()
     check_restored(summary, source.get("quantization"), loaded_from)
     ctx.record(quantization={**(source.get("quantization") or {}), **summary, "loaded_from": str(loaded_from)})
     ctx.record_model(handle)

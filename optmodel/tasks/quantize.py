@@ -60,7 +60,7 @@ def run(ctx) -> Dict[str, Any]:
     metrics["calib_tokens_per_second"] = round(calib.tokens / max(metrics["calib_seconds"], 1e-9), 1)
 
     # checks
-    quantization = quantization_record(handle.model, task, result, expert_tokens)
+    quantization = quantization_record(handle.model, task, result, expert_tokens, handle.quantizer_summary())
     metrics["effective_bits"] = quantization["effective_bits"]
     if "experts_without_calibration_tokens" in quantization:
         metrics["moe_experts_without_tokens"] = sum(len(v) for v in quantization["experts_without_calibration_tokens"].values())

@@ -11,7 +11,7 @@ from optmodel.config import choices
 from optmodel.config.deploy import DEPLOY_TARGETS, deploy_problems
 from optmodel.config.errors import one_of
 from optmodel.rundir import read_origin
-from optmodel.config.tasks.base import TaskConfig, TaskSpec
+from optmodel.config.tasks.base import TaskConfig, TaskSpec, export_layout_problems
 
 
 @dataclass
@@ -28,7 +28,18 @@ def problems(cfg: DictConfig) -> List[str]:
         found.append(p)
     if (p := one_of("task.dtype", cfg.task.dtype, ("bfloat16", "float16"))):
         found.append(p)
-    return found + _deploy_problems(cfg)
+    return found + export_layout_problems(cfg) + _expert_parallel_problems(cfg) + _deploy_problems(cfg)
+
+
+def _expert_parallel_problems(cfg: DictConfig) -> List[str]:
+    """ModelOpt 0.46's Megatron exporter names the experts of megatron-core's SequentialMLP (what
+    optmodel builds: per-expert Linear modules, no grouped GEMM) by their index on the rank."""
+    if cfg.backend.name != "megatron" or cfg.parallel.expert == 1 or cfg.model.moe is None:
+        return []
+    return [f"parallel.expert: ModelOpt 0.46's Megatron exporter writes each expert-parallel rank's experts under "
+            f"their local index, so an export at EP {cfg.parallel.expert} holds one rank's share of the experts "
+            f"(measured: EP 2 of an 8-expert model wrote experts 0-3). Fix: parallel.expert=1 for the export "
+            f"(parallel=export_pp: pipeline stages instead)."]
 
 
 def _deploy_problems(cfg: DictConfig) -> List[str]:
@@ -51,6 +62,7 @@ def _deploy_problems(cfg: DictConfig) -> List[str]:
 
 
 SPEC = TaskSpec(name="export", schema=ExportTaskConfig, problems=problems, runner="optmodel.tasks.export",
+                backends=("hf", "megatron"), preflight="optmodel.backends.megatron_checkpoint:preflight",
                 outputs=lambda cfg, quantized: ("export",),
                 needs_earlier_model="exports the model of an earlier run. Fix: run.load=<quantize (or prune, distill) "
                                     "run dir>.")

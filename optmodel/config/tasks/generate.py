@@ -47,4 +47,5 @@ def problems(cfg: DictConfig) -> List[str]:
 
 
 SPEC = TaskSpec(name="generate", schema=GenerateTaskConfig, problems=problems, runner="optmodel.tasks.generate",
+                backends=("hf", "megatron"), preflight="optmodel.backends.megatron_checkpoint:preflight",
                 outputs=lambda cfg, quantized: ("generations",))
