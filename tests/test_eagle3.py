@@ -64,6 +64,9 @@ def test_online_training_raises_acceptance_length(online):
     history = read_manifest(run_dir)["metrics"]["al_history"]
     assert [h["step"] for h in history] == [0, 30]
     assert metrics["train_tokens_per_second"] > 0
+    data = read_manifest(run_dir)["data"]  # the bundled 320 conversations at 64 tokens: many cut
+    assert data["rows_read"] == 320 and data["rows_used"] + sum(data["dropped"].values()) == 320
+    assert data["truncated"] > 0 and data["tokens_cut"] > data["truncated"]
 
 
 def test_exported_draft_names_eagle3_and_draft_vocab(online):
