@@ -36,7 +36,6 @@ def export(model, out_dir: Path, notes: Optional[Dict[str, dict]] = None, deploy
 def spec_of_export(draft_dir: Path):
     """The DraftSpec an exported config.json describes."""
     from optmodel.speculative.convert import DraftSpec
-
     from optmodel.speculative.serving import trained_aux_ids
 
     conf = json.loads((Path(draft_dir) / "config.json").read_text())

@@ -12,9 +12,10 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
+from optmodel.speculative.checkpoint import TARGET_NOTE  # which target the draft (or checkpoint) was trained against
+
 log = logging.getLogger("optmodel")
 DRAFT_DIR = "draft"
-TARGET_NOTE = "optmodel_target.json"  # which target the draft was trained against
 
 
 def conversation_rows(tokenizer, task, account: Optional[dict] = None) -> List[dict]:
