@@ -22,7 +22,7 @@ TINY_QWEN3 = Path(__file__).resolve().parent.parent / "optmodel" / "assets" / "t
 # 8 x 64 tokens; AL on 3 bundled prompts, 24 new tokens, 3 draft steps, greedy, seed 0.
 FAST = ["task.lr=3e-3", "task.min_lr=1e-5", "task.max_steps=30", "task.seq_len=64", "task.save_steps=30",
         "task.al_every=30", "task.draft_vocab_size=512", "task.acceptance.num_prompts=3",
-        "task.acceptance.max_new_tokens=24", "task.acceptance.draft_steps=3", "run.seed=0"]
+        "task.acceptance.max_new_tokens=24", "task.acceptance.draft_steps=3", "run.seed=0", "task.deploy=vllm"]
 ACC = ["task.acceptance.num_prompts=3", "task.acceptance.max_new_tokens=24", "task.acceptance.draft_steps=3"]
 
 
@@ -64,6 +64,9 @@ def test_online_training_raises_acceptance_length(online):
     history = read_manifest(run_dir)["metrics"]["al_history"]
     assert [h["step"] for h in history] == [0, 30]
     assert metrics["train_tokens_per_second"] > 0
+    data = read_manifest(run_dir)["data"]  # the bundled 320 conversations at 64 tokens: many cut
+    assert data["rows_read"] == 320 and data["rows_used"] + sum(data["dropped"].values()) == 320
+    assert data["truncated"] > 0 and data["tokens_cut"] > data["truncated"]
 
 
 def test_exported_draft_names_eagle3_and_draft_vocab(online):
@@ -74,9 +77,9 @@ def test_exported_draft_names_eagle3_and_draft_vocab(online):
     assert conf["draft_vocab_size"] == 512 and conf["vocab_size"] == 1024
     w = draft_tensors(draft)
     assert tuple(w["lm_head.weight"].shape) == (512, 128)  # draft vocab x target hidden
-    # two aux layers (ModelOpt's default for 4 layers: 0 and 1) -> fc maps 2 x 128 to 128
-    assert conf["eagle_config"]["eagle_aux_hidden_state_layer_ids"] == [0, 1]
-    assert tuple(w["fc.weight"].shape) == (128, 256)
+    # three aux layers (the outputs of layers 0, 1, 2; vLLM numbers them 1, 2, 3) -> fc maps 3 x 128 to 128
+    assert conf["eagle_config"]["eagle_aux_hidden_state_layer_ids"] == [1, 2, 3]
+    assert tuple(w["fc.weight"].shape) == (128, 384)
     import torch
 
     target_ids = w["d2t"] + torch.arange(512)
@@ -120,7 +123,7 @@ def test_offline_draft_matches_online_layout(online, features_dir, tmp_path):
     run_dir, _ = online
     out_dir = tmp_path / "offline"
     execute(compose_cfg("task=eagle3", f"task.offline_data={features_dir}", *FAST[:1], "task.max_steps=4",
-                        "task.save_steps=4", "task.al_every=0", "task.draft_vocab_size=512"), out_dir)
+                        "task.save_steps=4", "task.al_every=0", "task.draft_vocab_size=512", "task.deploy=vllm"), out_dir)
     online_draft = Path(read_manifest(run_dir)["outputs"]["draft"])
     offline_draft = Path(read_manifest(out_dir)["outputs"]["draft"])
     on, off = draft_tensors(online_draft), draft_tensors(offline_draft)

@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional
 @dataclass
 class DraftSpec:
     num_layers: int = 1  # draft decoder layers
-    aux_layer_ids: List[int] = field(default_factory=list)  # empty: ModelOpt's default ids
+    aux_layer_ids: List[int] = field(default_factory=list)  # output ids; empty: low / middle / high (serving.py)
     draft_vocab_size: Optional[int] = None  # None: the target's vocabulary
     ttt_steps: int = 3  # train-time-test steps
     intermediate_size: Optional[int] = None  # None: the target's MLP size
@@ -36,11 +36,10 @@ def rope_theta(config) -> float:
 
 
 def aux_layer_ids(spec: DraftSpec, num_layers: int) -> List[int]:
-    if spec.aux_layer_ids:
-        return sorted(spec.aux_layer_ids)
-    from modelopt.torch.speculative.plugins.hf_eagle import default_eagle_aux_layer_ids
+    """The target layers whose outputs the draft fuses (output ids, ModelOpt's hook convention)."""
+    from optmodel.speculative.serving import default_aux_layer_ids
 
-    return default_eagle_aux_layer_ids(num_layers)
+    return sorted(spec.aux_layer_ids) if spec.aux_layer_ids else default_aux_layer_ids(num_layers)
 
 
 def eagle_config(base_config, spec: DraftSpec, dtype: str, offline: bool = False,
@@ -75,6 +74,8 @@ def eagle_config(base_config, spec: DraftSpec, dtype: str, offline: bool = False
         eagle_decoder_type="llama",
         # torch.compile of the draft costs minutes per shape on CPU and is optional for correctness
         eagle_use_torch_compile=False,
+        # the export keeps the rope the draft trains with (ModelOpt's default adds a yarn override)
+        eagle_export_rope_scaling={},
     )
     return cfg
 

@@ -2,7 +2,8 @@
 
 The export is the layout vLLM / SGLang / TensorRT-LLM load: config.json naming
 `LlamaForCausalLMEagle3` with `draft_vocab_size` and the EAGLE3 settings, and
-model.safetensors with the draft layers, `fc`, `norm`, `lm_head` and `d2t`."""
+model.safetensors with the draft layers, `fc`, `norm`, `lm_head` and `d2t`, then rewritten
+in one engine's conventions (optmodel.speculative.serving: aux ids, tensor names, rope)."""
 
 from __future__ import annotations
 
@@ -13,13 +14,20 @@ from typing import Dict, Optional
 from optmodel.manifest import atomic_dir
 
 
-def export(model, out_dir: Path, notes: Optional[Dict[str, dict]] = None) -> Path:
-    """`export_speculative_decoding` into `out_dir` atomically, plus `notes` as json files."""
+def export(model, out_dir: Path, notes: Optional[Dict[str, dict]] = None, deploy: str = "none") -> Path:
+    """`export_speculative_decoding` into `out_dir` atomically, in `deploy`'s conventions,
+    plus `notes` as json files."""
     from modelopt.torch.export import export_speculative_decoding
 
+    from optmodel.speculative import serving
+    from optmodel.speculative.convert import rope_theta, text_config
+
     out_dir = Path(out_dir)
+    eagle = model.eagle_config
     with atomic_dir(out_dir) as partial:
         export_speculative_decoding(model, export_dir=partial)
+        serving.write(partial, deploy, list(eagle.eagle_aux_hidden_state_layer_ids), rope_theta(eagle),
+                      int(getattr(model.config, "num_orig_hidden_layers", 0) or text_config(model.config).num_hidden_layers))
         for name, content in (notes or {}).items():
             (partial / name).write_text(json.dumps(content, indent=2))
     return out_dir
@@ -28,25 +36,27 @@ def export(model, out_dir: Path, notes: Optional[Dict[str, dict]] = None) -> Pat
 def spec_of_export(draft_dir: Path):
     """The DraftSpec an exported config.json describes."""
     from optmodel.speculative.convert import DraftSpec
+    from optmodel.speculative.serving import trained_aux_ids
 
     conf = json.loads((Path(draft_dir) / "config.json").read_text())
-    return DraftSpec(num_layers=conf["num_hidden_layers"],
-                     aux_layer_ids=list(conf["eagle_config"]["eagle_aux_hidden_state_layer_ids"]),
+    return DraftSpec(num_layers=conf["num_hidden_layers"], aux_layer_ids=trained_aux_ids(draft_dir, conf),
                      draft_vocab_size=conf["draft_vocab_size"], intermediate_size=conf["intermediate_size"]), conf
 
 
 def attach(target_model, draft_dir: Path):
     """Convert `target_model` with the exported draft's shape and load its weights.
 
-    The export's rope_scaling is ModelOpt's serving-time long-context override; the draft
-    was trained with the plain rope of the same theta, which is what is rebuilt here."""
+    An engine export is read back in ModelOpt's terms (aux ids from its deploy note, tensor
+    names); the draft is rebuilt with the plain rope of the target's theta it trained with."""
     import torch
     from safetensors.torch import load_file
 
+    from optmodel.speculative import serving
     from optmodel.speculative.convert import convert
 
     spec, conf = spec_of_export(draft_dir)
-    weights = load_file(str(Path(draft_dir) / "model.safetensors"))
+    deploy = (serving.read_note(draft_dir) or {}).get("deploy", "none")
+    weights = {serving.modelopt_name(k, deploy): v for k, v in load_file(str(Path(draft_dir) / "model.safetensors")).items()}
     target_model = convert(target_model, spec, d2t=weights.get("d2t"))
     module = target_model.eagle_module
     own = module.state_dict()

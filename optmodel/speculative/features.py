@@ -53,7 +53,7 @@ def target_hidden_states(model, aux_ids: List[int], batch: Dict[str, "torch.Tens
 
 
 def dump(model, rows: List[dict], out_dir: Path, aux_ids: List[int], shard_size: int, target: str,
-         batch_size: int = 8) -> Tuple[dict, List[str]]:
+         batch_size: int = 8, data: Optional[dict] = None) -> Tuple[dict, List[str]]:
     """Write (or finish) the feature shards of `rows` under `out_dir`; returns the manifest
     and the shard files written by this call (the others were kept from an earlier one)."""
     import torch
@@ -73,7 +73,8 @@ def dump(model, rows: List[dict], out_dir: Path, aux_ids: List[int], shard_size:
     if manifest and {k: manifest.get(k) for k in identity} != identity:
         raise ValueError(f"{out_dir} holds features of another target / data / layout; use a new directory")
     done = {s["file"]: s for s in manifest.get("shards", []) if (out_dir / s["file"]).exists()}
-    manifest = {**identity, "shards": sorted(done.values(), key=lambda s: s["start"]), "complete": False}
+    manifest = {**identity, "shards": sorted(done.values(), key=lambda s: s["start"]), "complete": False,
+                "data": data}  # rows read / used / dropped / truncated
     device = next(model.parameters()).device
     written: List[str] = []
     starts = range(0, len(rows), shard_size)

@@ -79,15 +79,16 @@ def metrics_callback(log_fn: Callable[[dict], None]):
     return MetricsCallback()
 
 
-def train(model, dataset, args, callbacks: List, resume: bool = True):
-    """Trainer.train from the newest checkpoint in args.output_dir when `resume`."""
-    from transformers import Trainer
-
+def train(model, dataset, args, callbacks: List, resume: bool = True, target: Optional[dict] = None):
+    """Trainer.train from the newest checkpoint in args.output_dir when `resume`. Checkpoints
+    hold the draft only, `target` (checkpoint.target_identity) names the frozen target."""
+    from optmodel.speculative.checkpoint import trainer_class
     from optmodel.speculative.data import collate
 
     marker = CompleteMarker()
-    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collate,
-                      callbacks=[*callbacks, marker])
+    trainer = trainer_class()(model=model, args=args, train_dataset=dataset, data_collator=collate,
+                              callbacks=[*callbacks, marker])
+    trainer.target = target
     ckpt = last_checkpoint(Path(args.output_dir)) if resume else None
     if ckpt:
         log.info("resuming EAGLE3 training from %s", ckpt)

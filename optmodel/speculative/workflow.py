@@ -10,18 +10,25 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
+
+from optmodel.speculative.checkpoint import TARGET_NOTE  # which target the draft (or checkpoint) was trained against
 
 log = logging.getLogger("optmodel")
 DRAFT_DIR = "draft"
-TARGET_NOTE = "optmodel_target.json"  # which target the draft was trained against
 
 
-def conversation_rows(tokenizer, task) -> List[dict]:
+def conversation_rows(tokenizer, task, account: Optional[dict] = None) -> List[dict]:
+    """Token rows of task.conversations; what became of each row goes into `account`."""
     from optmodel.speculative.data import BUNDLED_CONVERSATIONS, conversations, resolve, token_rows
 
-    convs = conversations(resolve(task.conversations, BUNDLED_CONVERSATIONS), task.num_conversations or None)
-    return list(token_rows(tokenizer, convs, int(task.seq_len)))
+    convs = conversations(resolve(task.conversations, BUNDLED_CONVERSATIONS), task.num_conversations or None,
+                          account=account)
+    rows = list(token_rows(tokenizer, convs, int(task.seq_len), account))
+    if not rows:
+        raise ValueError(f"task.conversations: no usable conversation (rows dropped by reason: "
+                         f"{(account or {}).get('dropped')}). Fix: rows of {{\"messages\": [...]}} with an assistant turn.")
+    return rows
 
 
 def al_prompts(acc) -> List[str]:
@@ -47,12 +54,14 @@ def vocab_mapping(task, rows: List[dict], vocab_size: int, out_dir: Path):
 
 
 def _train(model, dataset, task, run_dir: Path, on_cpu: bool, seed: int, callbacks: List,
-           al_seconds: Sequence[float] = (0.0,)) -> dict:
+           al_seconds: Sequence[float] = (0.0,), target: Optional[str] = None) -> dict:
     from optmodel.speculative import train
+    from optmodel.speculative.checkpoint import target_identity
 
     args = train.training_arguments(task, run_dir / train.CHECKPOINTS, on_cpu, seed)
     model.train()
-    _, result = train.train(model, dataset, args, callbacks, resume=bool(task.resume))
+    identity = target_identity(model, target or getattr(model.config, "_name_or_path", None))
+    _, result = train.train(model, dataset, args, callbacks, resume=bool(task.resume), target=identity)
     tokens = int(task.max_steps) * int(task.batch_size) * int(task.grad_accum) * int(task.seq_len)
     runtime = max(float(result.metrics.get("train_runtime", 0.0)) - al_seconds[0], 1e-9)
     return {"train_loss": float(result.training_loss), "train_steps": int(result.global_step),
@@ -66,8 +75,11 @@ def online(model, tokenizer, task, run_dir: Path, on_cpu: bool, seed: int,
     from optmodel.speculative.convert import DraftSpec, convert
     from optmodel.speculative.data import RowsDataset
 
+    from optmodel.speculative.data import new_account
+
     run_dir = Path(run_dir)
-    rows = conversation_rows(tokenizer, task)
+    account = new_account()
+    rows = conversation_rows(tokenizer, task, account)
     vocab_size = (getattr(model.config, "text_config", None) or model.config).vocab_size
     d2t = vocab_mapping(task, rows, vocab_size, run_dir / "draft_vocab")
     convert(model, DraftSpec.from_cfg(task), d2t=d2t)
@@ -100,7 +112,7 @@ def online(model, tokenizer, task, run_dir: Path, on_cpu: bool, seed: int,
     after = history[-1] if history and history[-1]["step"] == metrics["train_steps"] else (measure() if task.al_every else None)
     model.eval()
     metrics.update(al_before=before["acceptance_length"] if before else None,
-                   al_after=after["acceptance_length"] if after else None, al_history=history)
+                   al_after=after["acceptance_length"] if after else None, al_history=history, data=account)
     return metrics
 
 
@@ -124,13 +136,15 @@ def offline(target_dir: Path, features_dir: Path, task, run_dir: Path, device, s
     vocab_size = manifest["vocab_size"]
     d2t = vocab_mapping(task, dataset.rows, vocab_size, Path(run_dir) / "draft_vocab")
     convert(model, spec, d2t=d2t, offline=True, num_layers=manifest["num_layers"])
-    metrics = _train(model, dataset, task, Path(run_dir), on_cpu, seed, [train.metrics_callback(log_fn)])
+    metrics = _train(model, dataset, task, Path(run_dir), on_cpu, seed, [train.metrics_callback(log_fn)],
+                     target=str(target_dir))
     model.eval()
+    metrics["data"] = manifest.get("data")  # the account of the dump's rows
     return model, metrics
 
 
-def export_draft(model, run_dir: Path, target: str) -> Path:
-    """The draft in the serving layout, with a note naming its target."""
+def export_draft(model, run_dir: Path, target: str, deploy: str = "none") -> Path:
+    """The draft in `deploy`'s serving conventions, with a note naming its target."""
     from optmodel.speculative.draft import export
 
-    return export(model, Path(run_dir) / DRAFT_DIR, notes={TARGET_NOTE: {"target": str(target)}})
+    return export(model, Path(run_dir) / DRAFT_DIR, notes={TARGET_NOTE: {"target": str(target)}}, deploy=deploy)

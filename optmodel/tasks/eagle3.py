@@ -16,6 +16,7 @@ from typing import Any, Dict
 from optmodel.config.machine import runs_on_cpu
 from optmodel.distributed import is_rank0
 from optmodel.speculative import workflow
+from optmodel.speculative.data import account_line
 
 
 def run(ctx) -> Dict[str, Any]:
@@ -43,12 +44,19 @@ def run(ctx) -> Dict[str, Any]:
                             "draft_layers": int(task.draft_layers), "ttt_steps": int(task.ttt_steps)})
     if task.export:
         if is_rank0():
-            workflow.export_draft(model, ctx.run_dir, target)
-        ctx.record(outputs={"draft": str(ctx.run_dir / workflow.DRAFT_DIR)})
-    ctx.record(metrics={"al_history": metrics.pop("al_history", [])})
+            workflow.export_draft(model, ctx.run_dir, target, task.deploy)
+        ctx.record(outputs={"draft": str(ctx.run_dir / workflow.DRAFT_DIR)}, speculative={"deploy": task.deploy})
+    account = metrics.pop("data", None)
+    ctx.record(metrics={"al_history": metrics.pop("al_history", [])}, data=account)
     ctx.log_metrics(metrics)
     if is_rank0():
-        print(f"optmodel eagle3: {cfg.model.name}, {metrics['train_steps']} steps, "
-              f"{metrics['train_tokens_per_second']:.0f} tokens/s, AL {metrics.get('al_before')} -> {metrics.get('al_after')}",
-              flush=True)
+        print(summary(cfg.model.name, metrics, account), flush=True)
     return metrics
+
+
+def summary(model_name: str, metrics: Dict[str, Any], account) -> str:
+    """The run's closing lines: AL only where it was measured (offline training measures none)."""
+    al = [metrics.get("al_before"), metrics.get("al_after")]
+    shown = f", AL {al[0]:.3f} -> {al[1]:.3f}" if None not in al else ""
+    line = f"optmodel eagle3: {model_name}, {metrics['train_steps']} steps, {metrics['train_tokens_per_second']:.0f} tokens/s{shown}"
+    return line + (f"\n  data: {account_line(account)}" if account else "")

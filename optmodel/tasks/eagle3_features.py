@@ -9,20 +9,22 @@ from typing import Any, Dict
 
 from optmodel.speculative import features, workflow
 from optmodel.speculative.convert import DraftSpec, aux_layer_ids, text_config
+from optmodel.speculative.data import account_line, new_account
 
 
 def run(ctx) -> Dict[str, Any]:
     task = ctx.cfg.task
     handle = ctx.load_model()
-    rows = workflow.conversation_rows(handle.tokenizer, task)
+    account = new_account()
+    rows = workflow.conversation_rows(handle.tokenizer, task, account)
     aux = aux_layer_ids(DraftSpec(aux_layer_ids=list(task.aux_layer_ids)), text_config(handle.model.config).num_hidden_layers)
     out = Path(task.output_dir).expanduser() if task.output_dir else ctx.run_dir / "features"
     manifest, written = features.dump(handle.model, rows, out, aux, int(task.shard_size), str(handle.source),
-                                      int(task.batch_size))
-    ctx.record(outputs={"features": str(out), "target": str(handle.source)})
+                                      int(task.batch_size), data=account)
+    ctx.record(outputs={"features": str(out), "target": str(handle.source)}, data=account)
     metrics = {"rows": manifest["num_rows"], "shards": len(manifest["shards"]), "shards_written": len(written),
                "shards_kept": len(manifest["shards"]) - len(written)}
     ctx.log_metrics(metrics)
     print(f"optmodel eagle3_features: {metrics['rows']} rows in {metrics['shards']} shards "
-          f"({metrics['shards_kept']} kept from an earlier run) -> {out}", flush=True)
+          f"({metrics['shards_kept']} kept from an earlier run) -> {out}\n  data: {account_line(account)}", flush=True)
     return metrics

@@ -42,7 +42,7 @@ class Eagle3TaskConfig(TaskConfig):
     seq_len: int = 128  # every row padded / cut to this many tokens
     offline_data: Optional[str] = None  # an eagle3_features dir: train from it, target not in memory
     draft_layers: int = 1
-    aux_layer_ids: List[int] = field(default_factory=list)  # empty: ModelOpt's default (start, middle, end)
+    aux_layer_ids: List[int] = field(default_factory=list)  # target layers whose output the draft fuses; empty: low, middle, high
     draft_vocab_size: Optional[int] = None  # None: the target's; smaller: d2t from token frequencies
     draft_intermediate_size: Optional[int] = None  # None: the target's MLP size
     ttt_steps: int = 3
@@ -58,6 +58,7 @@ class Eagle3TaskConfig(TaskConfig):
     al_every: int = 100  # AL every N steps (online; 0: never); also before training and at the end
     acceptance: AcceptanceConfig = field(default_factory=AcceptanceConfig)
     export: bool = True  # <run dir>/draft: export_speculative_decoding
+    deploy: str = "none"  # none | vllm | sglang | trtllm: the draft export in that engine's conventions (aux ids, names, rope)
 
 
 def file_problems(field_name: str, path: Optional[str], keys: tuple, example: str) -> List[str]:
@@ -85,9 +86,22 @@ def aux_layer_problems(cfg: DictConfig) -> List[str]:
             for i in cfg.task.aux_layer_ids if not 0 <= i < model.num_layers]
 
 
+def deploy_problems(cfg: DictConfig) -> List[str]:
+    """task.deploy against the aux layers the draft will train on (the serving engine's capture rule)."""
+    from optmodel.speculative.serving import default_aux_layer_ids, deploy_problems as engine_problems
+
+    dumped = Path(cfg.task.offline_data or "").expanduser() / "features.json"
+    if cfg.task.offline_data and dumped.is_file():  # offline: the layers the features hold
+        ids = json.loads(dumped.read_text()).get("aux_layer_ids") or []
+    else:
+        ids = sorted(cfg.task.aux_layer_ids) or default_aux_layer_ids(cfg.model.num_layers)
+    return engine_problems(cfg.task.deploy, ids, cfg.model.num_layers)
+
+
 def draft_problems(cfg: DictConfig) -> List[str]:
     task, model = cfg.task, cfg.model
     found = aux_layer_problems(cfg)
+    found += deploy_problems(cfg) if not found else []
     if task.draft_vocab_size is not None and not 0 < task.draft_vocab_size <= model.vocab_size:
         found.append(f"task.draft_vocab_size: {task.draft_vocab_size} must be in 1..{model.vocab_size} (the target's "
                      f"vocabulary). Fix: e.g. task.draft_vocab_size={min(32000, model.vocab_size)} or null.")
