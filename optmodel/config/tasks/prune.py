@@ -113,25 +113,49 @@ def problems(cfg: DictConfig) -> List[str]:
     return found + evaluate_problems(task.evaluate)
 
 
-def _megatron_problems(cfg: DictConfig) -> List[str]:
-    from optmodel.pruning.pruners import MCORE_SCORES_FILE, transformer_engine_available
+# What mcore_minitron (ModelOpt 0.46.1) cannot do on a family's megatron model, by family
+MEGATRON_FAMILY_REFUSALS = {
+    "llama4": "its NoPE layers are a per-layer list (no_rope_freq) and per-layer spec edits that mcore_minitron's "
+              "depth pruning does not slice, and its width pruning is not verified here",
+    "gpt_oss": "its learned attention sinks (one per head) are not sliced by mcore_minitron's attention, and its "
+               "sliding-window / biased layers are not verified here",
+}
 
-    task = cfg.task
+
+def _megatron_problems(cfg: DictConfig) -> List[str]:
+    """What backend=megatron's mcore_minitron refuses (it asserts TP 1, EP 1, no sequence or
+    context parallelism: pipeline stages are its way to spread memory), before loading."""
+    from optmodel.pruning.minitron import scores_problems
+    from optmodel.pruning.scores import shape_of
+
+    task, model, par = cfg.task, cfg.model, cfg.parallel
     found = []
-    if not transformer_engine_available():
-        found.append("backend: task=prune on backend=megatron runs ModelOpt's mcore_minitron, which needs "
-                     "Transformer-Engine (its fused layernorm-linear layers), and transformer_engine is not installed. "
-                     "Fix: a GPU image with Transformer-Engine (e.g. NGC PyTorch), or backend=hf.")
-    if cfg.parallel.tensor != 1:
-        found.append(f"parallel.tensor: mcore_minitron prunes at TP 1 (parallel={cfg.parallel.name} has TP "
-                     f"{cfg.parallel.tensor}). Fix: pipeline stages instead (parallel=export_pp).")
+    if model.family in MEGATRON_FAMILY_REFUSALS:
+        found.append(f"backend: task=prune of model {model.name} on backend=megatron: "
+                     f"{MEGATRON_FAMILY_REFUSALS[model.family]}. Fix: backend=hf.")
+    for fld, value in (("parallel.tensor", par.tensor), ("parallel.expert", par.expert), ("parallel.context", par.context)):
+        if value != 1:
+            found.append(f"{fld}: ModelOpt's mcore_minitron prunes at tensor, expert and context parallel size 1 "
+                         f"(parallel={par.name} has {value}). Fix: {fld}=1; pipeline stages (parallel.pipeline) "
+                         f"spread the memory instead, as Megatron-LM's prune.sh does.")
+    if par.sequence_parallel:
+        found.append("parallel.sequence_parallel: ModelOpt's mcore_minitron does not prune with sequence parallelism. "
+                     "Fix: parallel.sequence_parallel=false.")
     if task.export_config.num_query_groups is not None:
         found.append("task.export_config.num_query_groups: ModelOpt's mcore_minitron (0.46) no longer prunes query "
                      "groups. Fix: drop it, or backend=hf.")
+    if task.export_config.num_layers is not None and model.moe is not None and targets.mixes_dense_and_moe(model):
+        found.append(f"task.export_config.num_layers: model {model.name} mixes dense and MoE layers; mcore_minitron "
+                     f"may drop a dense one, which the model config (moe.first_k_dense_layers / moe.layer_freq) cannot "
+                     f"then describe. Fix: prune width only on backend=megatron, or depth on backend=hf.")
     if task.depth_importance == "skip_loss":
         found.append("task.depth_importance: backend=megatron ranks layers with mcore_minitron's own cosine measure. "
                      "Fix: task.depth_importance=cosine (or null).")
-    found += score_files.problems(task.scores, MCORE_SCORES_FILE)
+    if cfg.data.packing != "pack" and not task.scores:
+        found.append(f"data.packing: backend=megatron scores on full (packed) sequences, got {cfg.data.packing}. "
+                     f"Fix: data.packing=pack.")
+    shape = shape_of(targets._plain(model))
+    found += scores_problems(task.scores, shape, par)
     return found
 
 
