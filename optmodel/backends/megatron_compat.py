@@ -27,8 +27,9 @@ from __future__ import annotations
 # 3. Hidden-size importance: ModelOpt reads the layernorm output from TE's fused
 #    layernorm-linear (`return_layernorm_output`); the local spec has separate norms, so
 #    the same statistic is collected by forward hooks on them.
-# 4. gloo: depth pruning gathers per-stage layer counts on `.cuda()` tensors with
-#    all_gather_into_tensor (drop_mcore_language_model_layers), which gloo lacks.
+# 4. gloo (`minitron_collectives`): collectives on `.cuda()` tensors (the hidden_size hparam
+#    broadcast, the per-stage layer counts of depth pruning) and an all_gather_into_tensor,
+#    which gloo lacks.
 # =========================================================================================
 
 import contextlib
@@ -70,7 +71,6 @@ def minitron():
             module = importlib.import_module(MINITRON_MODE)
         _register_local_modules()
         _collect_hidden_importance_on_norms(module)
-        _gather_layer_counts_on_gloo(module)
         _adapted = True
     return importlib.import_module(MINITRON_MODE)
 
@@ -253,30 +253,20 @@ def _register_on_norms(minitron_module, module, registry) -> None:
     registry.register_importance(module, "hidden_size", lambda: estimate(module))
 
 
-def _gather_layer_counts_on_gloo(minitron_module) -> None:
-    """drop_mcore_language_model_layers (ModelOpt 0.46.1) moves its per-stage layer counts
-    to CUDA and gathers them with all_gather_into_tensor; on a CPU (gloo) world the counts
-    are gathered as objects, the rest of the function unchanged."""
-    import torch
-
-    original = minitron_module.drop_mcore_language_model_layers
-
-    def drop_layers(model, *, layers_to_drop):
-        if torch.cuda.is_available() and torch.distributed.get_backend() != "gloo":
-            return original(model, layers_to_drop=layers_to_drop)
-        with _gloo_layer_count_gather():
-            return original(model, layers_to_drop=layers_to_drop)
-
-    drop_layers.__wrapped__ = original
-    minitron_module.drop_mcore_language_model_layers = drop_layers
-
-
 @contextlib.contextmanager
-def _gloo_layer_count_gather():
-    """Tensor.cuda is the identity and all_gather_into_tensor goes through all_gather_object
-    while depth pruning gathers its layer counts (a handful of integers)."""
+def minitron_collectives():
+    """Around `mtp.prune(mode="mcore_minitron")` on a gloo world (CPU): ModelOpt 0.46.1 moves
+    the tensors of its collectives to CUDA (`modelopt.torch.utils.distributed.broadcast` of
+    the shared hidden_size hparam; drop_mcore_language_model_layers' per-stage layer counts)
+    and gathers the layer counts with all_gather_into_tensor, which gloo lacks. In the block
+    `Tensor.cuda` is the identity and all_gather_into_tensor goes through all_gather_object;
+    on NCCL nothing changes."""
     import torch
     import torch.distributed as dist
+
+    if not dist.is_initialized() or dist.get_backend() != "gloo":
+        yield
+        return
 
     def all_gather_into_tensor(output, tensor, group=None, async_op=False):
         values = [None] * dist.get_world_size(group)

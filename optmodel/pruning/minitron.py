@@ -82,7 +82,7 @@ class MegatronPruner:
         import modelopt.torch.prune as mtp
         import torch.distributed as dist
 
-        from optmodel.backends.megatron_compat import minitron
+        from optmodel.backends.megatron_compat import minitron, minitron_collectives
         from optmodel.pruning.scores import shape_of
 
         shape = shape_of(self.handle.architecture())
@@ -93,8 +93,9 @@ class MegatronPruner:
         if self.batches is not None:
             config["forward_loop"] = self.handle.forward_loop(self.batches, desc="importance")
         mode = [("mcore_minitron", minitron_module.get_mcore_minitron_config(**DIVISORS))]
-        mtp.prune(self.handle.model, mode=mode, constraints={"export_config": library_export_config(
-            self.handle.cfg.model, export_config)}, dummy_input=None, config=config)
+        with minitron_collectives():
+            mtp.prune(self.handle.model, mode=mode, constraints={"export_config": library_export_config(
+                self.handle.cfg.model, export_config)}, dummy_input=None, config=config)
         drop_prune_state(self.handle.model)
         if self.written is not None and dist.get_rank() == 0:
             meta = {"shape": shape, "layout": layout_of(self.handle.parallel)}

@@ -97,7 +97,8 @@ def problems(cfg: DictConfig) -> List[str]:
         found.append(f"{given[1]}: set one target, not {' and '.join(given)}. Fix: keep one of them.")
     elif export_dict(task):
         export = export_dict(task)
-        errs, warns = targets.export_problems(cfg.model, export, cfg.parallel)
+        # megatron prunes in place at any layout: the stages keep whichever layers survive
+        errs, warns = targets.export_problems(cfg.model, export, cfg.parallel if cfg.backend.name != "megatron" else None)
         found += errs
         for w in warns:
             log.warning("%s", w)

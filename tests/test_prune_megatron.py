@@ -1,0 +1,114 @@
+"""task=prune on backend=megatron: ModelOpt's own mcore_minitron on megatron-core's local
+spec (CPU, gloo), against backend=hf's pruning of the same export_config, across a save /
+reload, and at pipeline-parallel size 2 against size 1."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import compose_cfg
+from optmodel.config.errors import ConfigError
+from prune_megatron_workers import calibration, prune_and_reload, spawn
+
+# one export_config per family, touching every dimension mcore_minitron prunes there
+TARGETS = {
+    "tiny_qwen3": {"num_layers": 3, "hidden_size": 96, "ffn_hidden_size": 192, "num_attention_heads": 2},
+    "tiny_qwen3_moe": {"num_layers": 3, "hidden_size": 96, "num_attention_heads": 2, "num_moe_experts": 6,
+                       "moe_ffn_hidden_size": 64},
+    # MLA + MoE: hidden, experts, expert and shared-expert FFN (MLA heads and mixed-layer depth are refused)
+    "tiny_deepseek": {"hidden_size": 96, "num_moe_experts": 6, "moe_ffn_hidden_size": 64},
+}
+
+
+@pytest.fixture(scope="module")
+def pp1(tmp_path_factory, one_thread):
+    """Each model pruned in this process (one rank)."""
+    out = {name: prune_and_reload(name, target, str(tmp_path_factory.mktemp(name))) for name, target in TARGETS.items()}
+    from optmodel.distributed import destroy_model_parallel
+
+    destroy_model_parallel()
+    return out
+
+
+@pytest.fixture(scope="module")
+def pp2(tmp_path_factory, pp1):
+    """tiny_qwen3 pruned to the same target in two pipeline stages (2 gloo processes)."""
+    out = tmp_path_factory.mktemp("pp2") / "results.pt"
+    return spawn([("tiny_qwen3", "tiny_qwen3", TARGETS["tiny_qwen3"], ["parallel=export_pp"])], str(out))
+
+
+def hf_parameters(model: str, export_config: dict) -> int:
+    """Parameters of the HF model after backend=hf pruning to `export_config`."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from optmodel.backends.handle import ModelHandle
+    from optmodel.paths import TINY_MODELS_DIR
+    from optmodel.pruning.pruners import HFPruner
+
+    path = TINY_MODELS_DIR / model
+    hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    pruner = HFPruner(ModelHandle(hf, AutoTokenizer.from_pretrained(path), torch.device("cpu"), None, None), "cosine", 1)
+    pruner.prune(export_config, pruner.score([{"input_ids": calibration(model)[:2]}]))
+    return sum(p.numel() for p in hf.parameters())
+
+
+@pytest.mark.parametrize("model", list(TARGETS))
+def test_megatron_prunes_to_the_parameter_count_hf_prunes_to(pp1, model):
+    result = pp1[model]
+    assert result["parameters"] == hf_parameters(model, TARGETS[model])
+    assert result["parameters"] == result["architecture"]["parameters"]  # the manifest's count is the built one
+    for key, value in TARGETS[model].items():
+        where = {"num_moe_experts": ("moe", "num_experts"), "moe_ffn_hidden_size": ("moe", "ffn_hidden_size")}.get(key, (key,))
+        recorded = result["architecture"]
+        for part in where:
+            recorded = recorded[part]
+        assert recorded == value, key
+
+
+@pytest.mark.parametrize("model", list(TARGETS))
+def test_pruned_checkpoint_reloads_with_the_in_memory_logits(pp1, model):
+    result = pp1[model]
+    assert torch.isfinite(result["logits"]).all()
+    assert torch.equal(result["logits_reloaded"], result["logits"])
+
+
+def test_pipeline_parallel_pruning_keeps_what_one_stage_keeps(pp1, pp2):
+    one, two = pp1["tiny_qwen3"], pp2["tiny_qwen3"]
+    assert two["kept_layers"] == one["kept_layers"] and len(one["kept_layers"]) == 3
+    assert two["parameters"] == one["parameters"]
+    # the same hidden channels, in the same order: the embedding of the pruned model
+    assert torch.allclose(two["embedding"], one["embedding"], atol=1e-6)
+    assert (two["logits"] - one["logits"]).abs().max().item() < 1e-5
+    assert torch.equal(two["logits_reloaded"], two["logits"])
+
+
+def test_scores_are_reused_without_a_forward(pp1, tmp_path, one_thread):
+    """task.scores=<scores of an earlier run>: mcore_minitron restores them and runs no forward."""
+    from optmodel.backends import megatron as mb
+    from optmodel.pruning.minitron import MegatronPruner
+
+    handle = mb.load(compose_cfg("model=tiny_qwen3", "backend=megatron", "backend.device=cpu", "backend.dtype=float32"))
+    forwards = []
+    handle.model.register_forward_pre_hook(lambda *args: forwards.append(1))
+    pruner = MegatronPruner(handle, tmp_path, pp1["tiny_qwen3"]["scores"])
+    pruner.prune(TARGETS["tiny_qwen3"])
+    assert not forwards and pruner.outputs == {}
+    assert torch.equal(handle.logits(calibration("tiny_qwen3")[:2]), pp1["tiny_qwen3"]["logits"])
+
+
+@pytest.mark.parametrize("overrides, field", [
+    (["parallel=tp2", "run.world_size=2"], "parallel.tensor"),
+    (["model=tiny_qwen3_moe", "parallel.expert=2", "run.world_size=2"], "parallel.expert"),
+    (["model=tiny_gpt_oss"], "backend"),
+    (["model=tiny_llama4"], "backend"),
+    (["model=tiny_deepseek", "task.export_config.num_layers=3"], "task.export_config.num_layers"),
+    (["task.export_config.num_query_groups=1"], "task.export_config.num_query_groups"),
+    (["task.depth_importance=skip_loss"], "task.depth_importance"),
+])
+def test_what_mcore_minitron_cannot_do_is_refused_at_validation(overrides, field):
+    from optmodel.config.validate import validate
+
+    with pytest.raises(ConfigError) as err:
+        validate(compose_cfg("task=prune", "backend=megatron", "task.export_config.hidden_size=96", *overrides))
+    assert any(p.startswith(f"{field}:") and "Fix:" in p for p in err.value.problems), err.value.problems
