@@ -240,3 +240,25 @@ def test_megatron_mcore_minitron_prunes_depth_and_ffn(tmp_path):
     arch = read_manifest(tmp_path)["architecture"]
     assert arch["num_layers"] == 3 and arch["ffn_hidden_size"] == 192
     assert metrics["parameters_before"] - metrics["parameters_after"] > 0
+
+
+def test_cosine_depth_costs_no_extra_forward_and_its_scores_serve_cosine_only(tmp_path):
+    """depth_importance=cosine ranks layers from the scoring pass itself: one forward per
+    calibration batch, no skipped-layer passes; its scores file then has no skip_loss to reuse."""
+    from optmodel.backends.handle import ModelHandle
+    from optmodel.pruning import scores as score_files
+    from optmodel.pruning.pruners import HFPruner
+    from optmodel.tasks.prune import preflight
+
+    model, tok = _load("tiny_qwen3")
+    forwards = []
+    model.register_forward_pre_hook(lambda *args: forwards.append(1))
+    batches = [{"input_ids": _windows(tok, "train", 2)}] * 2
+    scores = HFPruner(ModelHandle(model, tok, torch.device("cpu"), None, None), "cosine", 2).score(batches)
+    assert len(forwards) == len(batches) and "layers_skip_loss" not in scores
+    score_files.save(tmp_path / score_files.SCORES_FILE, scores, {}, {})
+    preflight(compose_cfg("task=prune", "task.export_config.num_layers=3", f"task.scores={tmp_path}",
+                          "task.depth_importance=cosine"))
+    with pytest.raises(ConfigError) as err:
+        preflight(compose_cfg("task=prune", "task.export_config.num_layers=3", f"task.scores={tmp_path}"))
+    assert err.value.problems[0].startswith("task.depth_importance:") and "Fix: task.depth_importance=cosine" in err.value.problems[0]

@@ -35,11 +35,12 @@ class HFPruner:
         model, device = self.handle.model, self.handle.device
         result = importance.score(model, batches, device)
         scores = result["scores"]
-        scores["layers_cosine"] = scores.pop("layers")
-        # skipping a block is measured on the first depth_batches batches (one pass per layer)
-        with torch.no_grad():
-            scores["layers_skip_loss"] = skip_loss_increase(model, list(layout.layers(model)),
-                                                            batches[: self.depth_batches], device)
+        scores["layers_cosine"] = scores.pop("layers")  # free: from the scoring pass itself
+        if self.depth_importance == "skip_loss":
+            # skipping a block is measured on the first depth_batches batches (one pass per layer)
+            with torch.no_grad():
+                scores["layers_skip_loss"] = skip_loss_increase(model, list(layout.layers(model)),
+                                                                batches[: self.depth_batches], device)
         return scores
 
     def reuse(self, path: str, shape: Dict[str, Any]) -> Dict[str, Any]:

@@ -90,6 +90,19 @@ def run(ctx) -> Dict[str, Any]:
     return metrics
 
 
+def preflight(cfg) -> None:
+    """Before the run dir is claimed: reused scores that lack the depth measure the target
+    needs (a file scored with depth_importance=cosine holds no skip_loss) is a config error."""
+    from optmodel.config.errors import ConfigError
+
+    task = cfg.task
+    export_config = resolve_export_config(cfg) or {}
+    if task.scores and "num_layers" in export_config:
+        problem = score_files.missing_depth_measure(task.scores, task.depth_importance or "skip_loss")
+        if problem:
+            raise ConfigError([problem])
+
+
 class _count_forwards:
     """Counts the model's forward calls (a forward pre-hook on the top module)."""
 

@@ -161,5 +161,5 @@ def _megatron_problems(cfg: DictConfig) -> List[str]:
 
 
 SPEC = TaskSpec(name="prune", schema=PruneTaskConfig, problems=problems, runner="optmodel.tasks.prune",
-                backends=("hf", "megatron"),
+                backends=("hf", "megatron"), preflight="optmodel.tasks.prune:preflight",
                 outputs=lambda cfg, quantized: ("prune_scores",) * (not cfg.task.scores) + ("saved_model",) * cfg.task.save_model)
