@@ -43,7 +43,7 @@ class PruneTaskConfig(TaskConfig):
     export_config: ExportConfig = field(default_factory=ExportConfig)  # e.g. task.export_config.num_layers=24
     target_params: Optional[int] = None  # budget of total parameters: picks the architecture
     target_active_params: Optional[int] = None  # MoE: budget of parameters one token uses
-    scores: Optional[str] = None  # importance scores of this model to reuse (a prune run dir or its prune_scores.pt)
+    scores: Optional[str] = None  # importance scores of this model to reuse (a prune run dir, its prune_scores.pt or, megatron, its prune_scores_mcore)
     depth_importance: Optional[str] = None  # skip_loss | cosine; None: skip_loss on hf, mcore_minitron's cosine on megatron
     depth_batches: int = 2  # hf skip_loss: calibration batches each skipped-layer pass runs
     perplexity: bool = True  # held-out perplexity before and after
