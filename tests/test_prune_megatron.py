@@ -153,3 +153,33 @@ def test_depth_pruning_to_half_the_layers_matches_hf_and_beats_dropping_the_last
         last_dropped_ppl = perplexity_of(lambda ids: last_dropped(input_ids=ids).logits, held, 8, "cpu")
     assert abs(megatron_ppl - hf_ppl) / hf_ppl < 0.05, (megatron_kept, megatron_ppl, hf_kept, hf_ppl)
     assert megatron_ppl < last_dropped_ppl and hf_ppl < last_dropped_ppl, (megatron_ppl, hf_ppl, last_dropped_ppl)
+
+
+def test_budget_prune_run_records_the_shape_a_later_run_load_builds(tmp_path, one_thread):
+    """task=prune backend=megatron task.target_params=...: the manifest records the picked
+    shape, scores and distributed checkpoint; `run.load=` of that run dir builds that shape."""
+    from pathlib import Path
+
+    from optmodel.config.tasks.prune import resolve_export_config
+    from optmodel.manifest import read_manifest
+    from optmodel.run import execute
+
+    megatron = ("backend=megatron", "backend.device=cpu", "backend.dtype=float32")
+    cfg = compose_cfg("task=prune", *megatron, "task.target_params=800000", "data.num_samples=8", "data.seq_len=128",
+                      "data.eval_max_sequences=4")
+    picked = resolve_export_config(cfg)
+    metrics = execute(cfg, tmp_path / "prune")
+    manifest = read_manifest(tmp_path / "prune")
+    assert manifest["status"] == "completed" and manifest["pruning"]["export_config"] == picked
+    assert all(manifest["architecture"][k] == v for k, v in picked.items())
+    assert metrics["parameters_after"] <= 800_000 < metrics["parameters_before"]
+    assert (Path(manifest["outputs"]["prune_scores"]) / "rank0.pth").is_file()
+    assert (Path(manifest["outputs"]["saved_model"]) / "metadata.json").is_file()
+    mmlu = execute(compose_cfg("task=mmlu", *megatron, f"run.load={tmp_path / 'prune'}",
+                               f"task.data_dir={Path(__file__).parent / 'data' / 'mmlu_sample'}", "task.subjects=[astronomy]"),
+                   tmp_path / "mmlu")
+    from omegaconf import OmegaConf
+
+    # the mmlu run built the recorded shape (a distributed checkpoint loads only into its own shape)
+    loaded = OmegaConf.load(tmp_path / "mmlu" / "config.yaml").model
+    assert 0 <= mmlu["mmlu"] <= 1 and all(loaded[k] == v for k, v in picked.items())

@@ -145,10 +145,14 @@ def _megatron_problems(cfg: DictConfig) -> List[str]:
     if task.export_config.num_query_groups is not None:
         found.append("task.export_config.num_query_groups: ModelOpt's mcore_minitron (0.46) no longer prunes query "
                      "groups. Fix: drop it, or backend=hf.")
-    if task.export_config.num_layers is not None and model.moe is not None and targets.mixes_dense_and_moe(model):
-        found.append(f"task.export_config.num_layers: model {model.name} mixes dense and MoE layers; mcore_minitron "
-                     f"may drop a dense one, which the model config (moe.first_k_dense_layers / moe.layer_freq) cannot "
-                     f"then describe. Fix: prune width only on backend=megatron, or depth on backend=hf.")
+    export = _resolved_or_empty(cfg)  # a budget's pick counts too
+    if "num_layers" in export and model.moe is not None and targets.mixes_dense_and_moe(model):
+        fld = "task.export_config.num_layers" if export_dict(task) else (
+            "task.target_params" if task.target_params is not None else "task.target_active_params")
+        found.append(f"{fld}: model {model.name} mixes dense and MoE layers; mcore_minitron may drop a dense one "
+                     f"(num_layers {export['num_layers']}), which the model config (moe.first_k_dense_layers / "
+                     f"moe.layer_freq) cannot then describe. Fix: prune width only on backend=megatron "
+                     f"(task.export_config without num_layers), or depth on backend=hf.")
     if task.depth_importance == "skip_loss":
         found.append("task.depth_importance: backend=megatron ranks layers with mcore_minitron's own cosine measure. "
                      "Fix: task.depth_importance=cosine (or null).")
@@ -158,6 +162,13 @@ def _megatron_problems(cfg: DictConfig) -> List[str]:
     shape = shape_of(targets._plain(model))
     found += scores_problems(task.scores, shape, par)
     return found
+
+
+def _resolved_or_empty(cfg: DictConfig) -> Dict[str, int]:
+    try:
+        return resolve_export_config(cfg) or {}
+    except Exception:  # an invalid budget: reported by _budget_problems
+        return {}
 
 
 SPEC = TaskSpec(name="prune", schema=PruneTaskConfig, problems=problems, runner="optmodel.tasks.prune",
