@@ -60,7 +60,7 @@ def prune_and_reload(model: str, export_config: dict, out_dir: str, overrides=()
     reloaded = mb.load(_with_model(cfg, with_model_fields(cfg.model, fields)), saved)
     return {"logits": logits, "logits_reloaded": reloaded.logits(ids[:2]), "parameters": int(params),
             "architecture": arch, "kept_layers": info.get("kept_layers"),
-            "embedding": next(e for e in embeddings if e is not None), "scores": str(pruner.written)}
+            "embedding": next(e for e in embeddings if e is not None), "scores": str(pruner.written), "saved": str(saved)}
 
 
 def _with_model(cfg, model_cfg):
