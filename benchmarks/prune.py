@@ -44,7 +44,8 @@ def bare(model: str, target: dict, samples: int, seq_len: int, batch_size: int, 
 
 
 def measure(cmd) -> tuple:
-    """(wall seconds, peak RSS MiB) of one child process."""
+    """(wall seconds, CPU seconds, peak RSS MiB) of one child process (CPU time: user + system,
+    the steadier figure on a loaded machine)."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     output = proc.stdout.read()
@@ -53,7 +54,7 @@ def measure(cmd) -> tuple:
     if os.waitstatus_to_exitcode(status) != 0:
         sys.stderr.write(output[-6000:])
         raise SystemExit(f"{' '.join(cmd[:6])} ... failed")
-    return seconds, usage.ru_maxrss / 1024
+    return seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
 def main() -> None:
@@ -87,11 +88,11 @@ def main() -> None:
     results = {name: measure(commands[name]) for name in args.runs.split(",")}
     print(f"{args.model} -> {args.target}: {args.samples} x {args.seq_len} calibration tokens, batch {args.batch_size}, "
           f"hf depth {args.depth_importance}; one process each, imports included")
-    print(f"{'run':10} {'wall s':>8} {'peak RSS MiB':>13} {'vs hf':>14}")
+    print(f"{'run':10} {'wall s':>8} {'CPU s':>8} {'peak RSS MiB':>13} {'vs hf (wall / CPU / RSS)':>26}")
     hf = results.get("hf")
-    for name, (seconds, rss) in results.items():
-        ratio = f"{seconds / hf[0]:.2f}x / {rss / hf[1]:.2f}x" if hf else ""
-        print(f"{name:10} {seconds:8.1f} {rss:13.0f} {ratio:>14}")
+    for name, (seconds, cpu, rss) in results.items():
+        ratio = f"{seconds / hf[0]:.2f}x / {cpu / hf[1]:.2f}x / {rss / hf[2]:.2f}x" if hf else ""
+        print(f"{name:10} {seconds:8.1f} {cpu:8.1f} {rss:13.0f} {ratio:>26}")
 
 
 if __name__ == "__main__":
