@@ -9,6 +9,12 @@ that fails once the library does it itself (then the adaptation can go).
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import sys
+import types
+from functools import partial
+
 # =========================================================================================
 # ModelOpt Minitron (`mcore_minitron`: modelopt.torch.nas.plugins.megatron and
 # modelopt.torch.prune.plugins.mcore_minitron), ModelOpt 0.46.1 on megatron-core 0.16.1.
@@ -32,12 +38,6 @@ from __future__ import annotations
 #    which gloo lacks.
 # =========================================================================================
 
-import contextlib
-import importlib
-import sys
-import types
-from functools import partial
-
 MINITRON_PLUGIN = "modelopt.torch.nas.plugins.megatron"
 MINITRON_MODE = "modelopt.torch.prune.plugins.mcore_minitron"
 # megatron.core.extensions.transformer_engine names the plugin imports (ModelOpt 0.46.1)
@@ -51,6 +51,8 @@ _IMPORT_FIRST = ("megatron.core.extensions.transformer_engine", "megatron.core.m
                  "megatron.core.post_training.modelopt.layers", "modelopt.torch.nas",
                  "modelopt.torch.opt.searcher", "modelopt.torch.prune")
 
+# what may be imported under the stand-in: the plugin modules themselves
+_PLUGIN_MODULES = (MINITRON_PLUGIN, "modelopt.torch.nas.plugins.megatron_model_stats", MINITRON_MODE)
 _adapted = False
 
 
@@ -89,6 +91,7 @@ def _te_stand_in():
     saved = {name: getattr(extensions, name) for name in _TE_LAYER_NAMES}
     for name in _TE_LAYER_NAMES:
         setattr(extensions, name, type(f"{name}StandIn", (nn.Module,), {}))
+    before = set(sys.modules)
     sys.modules["transformer_engine"] = te
     sys.modules["transformer_engine.pytorch"] = te.pytorch
     try:
@@ -98,6 +101,11 @@ def _te_stand_in():
         sys.modules.pop("transformer_engine.pytorch", None)
         for name, value in saved.items():
             setattr(extensions, name, value)
+    # a module imported for the first time under the stand-in may have concluded TE exists
+    saw_stand_in = sorted(m for m in set(sys.modules) - before if not m.startswith(_PLUGIN_MODULES))
+    if saw_stand_in:
+        raise RuntimeError(f"imported under the Transformer-Engine stand-in: {saw_stand_in}; import them first "
+                           f"(optmodel.backends.megatron_compat._IMPORT_FIRST)")
 
 
 def _width(linear, side: str) -> int:
@@ -168,6 +176,14 @@ def _register_local_modules() -> None:
             if self.bias is not None:
                 self._register_dynamic_attribute("bias", self._get_bias)
 
+    def hidden_size_only(attn, hidden_size) -> None:
+        """ModelOpt's _DynamicAttention._setup, reading the local layers' size names."""
+        for name in attn._input_proj_names():
+            col = getattr(attn, name)
+            DMRegistry.convert(col, input_size=hidden_size, output_size=TracedHp([_width(col, "output")]))
+        row = getattr(attn, attn._row_proj_name)
+        DMRegistry.convert(row, input_size=TracedHp([_width(row, "input")]), output_size=hidden_size)
+
     class _DynamicLocalSelfAttention(plugin._DynamicSelfAttention):
         """SelfAttention of the local spec: separate input norm, local core attention."""
 
@@ -175,7 +191,7 @@ def _register_local_modules() -> None:
 
         def _setup(self, *, hidden_size):
             if not self._prunes_attention_heads():
-                plugin._DynamicAttention._setup(self, hidden_size=hidden_size)
+                hidden_size_only(self, hidden_size)
                 return
             heads = plugin.NumAttentionHeadsHp(self.num_attention_heads_per_partition,
                                                self.num_query_groups_per_partition)
@@ -196,11 +212,7 @@ def _register_local_modules() -> None:
         the local layers' names."""
 
         def _setup(self, *, hidden_size):
-            for name in self._input_proj_names():
-                col = getattr(self, name)
-                DMRegistry.convert(col, input_size=hidden_size, output_size=TracedHp([_width(col, "output")]))
-            row = getattr(self, self._row_proj_name)
-            DMRegistry.convert(row, input_size=TracedHp([_width(row, "input")]), output_size=hidden_size)
+            hidden_size_only(self, hidden_size)
 
     DMRegistry.register({nn.RMSNorm: "nn.RMSNorm"})(_DynamicTorchRMSNorm)
     DMRegistry.register({Linear: "megatron.core.post_training.modelopt.layers.Linear"})(_DynamicLocalLinear)
@@ -213,20 +225,18 @@ def _register_local_modules() -> None:
 
 def _collect_hidden_importance_on_norms(minitron_module) -> None:
     """ModelOpt 0.46.1 `_register_hidden_size_importance` hooks TE's fused layernorm-linears;
-    on the local spec the same post-norm activations come from the norms themselves. A model
-    with TE layers keeps ModelOpt's own registration."""
+    on the local spec (the only one a process without TE builds) the same post-norm
+    activations come from the norms themselves."""
     original = minitron_module._register_hidden_size_importance
 
     def register(module, registry):
-        if any(type(m).__name__.startswith("TE") for m in module.modules()):
-            return original(module, registry)
-        return _register_on_norms(minitron_module, module, registry)
+        return _register_on_norms(module, registry)
 
-    register.__wrapped__ = original
+    register.__wrapped__ = original  # ModelOpt's, for tests/test_megatron_compat.py
     minitron_module._register_hidden_size_importance = register
 
 
-def _register_on_norms(minitron_module, module, registry) -> None:
+def _register_on_norms(module, registry) -> None:
     """ModelOpt's statistic (per channel: L2 over the batch of the token-mean |norm output|,
     summed over the norms, all-reduced over stages) from forward hooks on every hidden-size
     norm of the local spec: each layer's input_layernorm and pre_mlp_layernorm."""
