@@ -188,3 +188,13 @@ def test_budget_prune_run_records_the_shape_a_later_run_load_builds(tmp_path, on
     # the mmlu run built the recorded shape (a distributed checkpoint loads only into its own shape)
     loaded = OmegaConf.load(tmp_path / "mmlu" / "config.yaml").model
     assert 0 <= mmlu["mmlu"] <= 1 and all(loaded[k] == v for k, v in picked.items())
+
+
+def test_scores_of_another_layout_are_refused_at_validation(pp1):
+    """mcore_minitron keeps activations per pipeline rank: PP 1 scores do not serve PP 2."""
+    from optmodel.config.validate import validate
+
+    with pytest.raises(ConfigError) as err:
+        validate(compose_cfg("task=prune", "backend=megatron", "parallel=export_pp", "run.world_size=2",
+                             "task.export_config.hidden_size=96", f"task.scores={pp1['tiny_qwen3']['scores']}"))
+    assert [p for p in err.value.problems if p.startswith("task.scores:") and "layout" in p and "Fix:" in p]
