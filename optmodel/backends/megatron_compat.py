@@ -115,6 +115,9 @@ def _width(linear, side: str) -> int:
 
 
 def _register_local_modules() -> None:
+    """Adaptation 2 (ModelOpt 0.46.1, megatron-core 0.16.1 local spec): dynamic modules for
+    the local layers, built from ModelOpt's own TE ones (same slicing, the local size names);
+    ModelOpt's SelfAttention / MLASelfAttention registrations are replaced by subclasses."""
     import torch.nn as nn
     from megatron.core.post_training.modelopt.layers import Linear
     from megatron.core.tensor_parallel.layers import ColumnParallelLinear, RowParallelLinear
