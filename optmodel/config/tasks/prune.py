@@ -167,7 +167,7 @@ def _megatron_problems(cfg: DictConfig) -> List[str]:
 def _resolved_or_empty(cfg: DictConfig) -> Dict[str, int]:
     try:
         return resolve_export_config(cfg) or {}
-    except Exception:  # an invalid budget: reported by _budget_problems
+    except (TypeError, ValueError):  # an invalid budget: reported by _budget_problems
         return {}
 
 
