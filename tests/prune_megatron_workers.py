@@ -44,8 +44,11 @@ def prune_and_reload(model: str, export_config: dict, out_dir: str, overrides=()
     info = pruner.prune(export_config)
     logits = handle.logits(ids[:2])
     arch = handle.architecture()
-    params = torch.tensor(arch["parameters_this_rank"])
-    dist.all_reduce(params)  # pipeline stages hold disjoint parameters (no tied embeddings here)
+    own = arch["parameters_this_rank"]
+    if handle.model.share_embeddings_and_output_weights and not handle.model.pre_process:
+        own -= handle.model.output_layer.weight.numel()  # the last stage's copy of the tied embedding
+    params = torch.tensor(own)
+    dist.all_reduce(params)
     first = handle.model.embedding.word_embeddings.weight.detach().clone() if hasattr(handle.model, "embedding") else None
     embeddings = [None] * dist.get_world_size()
     dist.all_gather_object(embeddings, first)

@@ -14,6 +14,7 @@ from prune_megatron_workers import calibration, prune_and_reload, spawn
 # one export_config per family, touching every dimension mcore_minitron prunes there
 TARGETS = {
     "tiny_qwen3": {"num_layers": 3, "hidden_size": 96, "ffn_hidden_size": 192, "num_attention_heads": 2},
+    "tiny_llama": {"num_layers": 3, "hidden_size": 96, "ffn_hidden_size": 256},  # tied embeddings, llama3 rope
     "tiny_qwen3_moe": {"num_layers": 3, "hidden_size": 96, "num_attention_heads": 2, "num_moe_experts": 6,
                        "moe_ffn_hidden_size": 64},
     # MLA + MoE: hidden, experts, expert and shared-expert FFN (MLA heads and mixed-layer depth are refused)
