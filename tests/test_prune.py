@@ -165,7 +165,7 @@ def test_parameter_arithmetic_matches_the_models_and_budgets_resolve():
     (("task.target_params=2000000",), "is not below the model's 1,049,984"),
     (("task.export_config.num_moe_experts=4",), "has no mixture-of-experts layers"),
     (("task.export_config.num_layers=3", "task.scores=/nonexistent"), "task.scores: /nonexistent"),
-    (("task.export_config.num_layers=3", "backend=megatron"), "needs Transformer-Engine"),
+    (("task.export_config.num_layers=3", "backend=megatron", "task.scores=/nonexistent"), "holds no megatron prune scores"),
 ])
 def test_bad_targets_fail_at_validation(overrides, expected):
     from optmodel.config.validate import validate
@@ -226,24 +226,13 @@ def test_later_tasks_build_the_pruned_shape_from_the_run_dir(prune_run, tmp_path
     assert 0 <= mmlu["mmlu"] <= 1 and read_manifest(tmp_path / "m")["status"] == "completed"
 
 
-def test_megatron_prune_is_refused_without_transformer_engine():
-    from optmodel.config.validate import validate
-    from optmodel.pruning.pruners import transformer_engine_available
-
-    if transformer_engine_available():
-        pytest.skip("Transformer-Engine is installed here")
-    with pytest.raises(ConfigError) as err:
-        validate(compose_cfg("task=prune", "backend=megatron", "task.export_config.num_layers=3"))
-    assert any("mcore_minitron" in p and "Transformer-Engine" in p for p in err.value.problems)
-
-
 @pytest.mark.gpu
 def test_megatron_mcore_minitron_prunes_depth_and_ffn(tmp_path):
-    """backend=megatron on a GPU with Transformer-Engine: ModelOpt's mcore_minitron."""
-    from optmodel.pruning.pruners import transformer_engine_available
+    """backend=megatron on a GPU with Transformer-Engine: ModelOpt's mcore_minitron on the TE spec, as shipped."""
+    from optmodel.config.machine import transformer_engine_installed
     from optmodel.run import execute
 
-    if not transformer_engine_available():
+    if not transformer_engine_installed():
         pytest.skip("needs Transformer-Engine")
     cfg = compose_cfg("task=prune", "backend=megatron", "backend.device=cuda", "task.export_config.num_layers=3",
                       "task.export_config.ffn_hidden_size=192", *FAST[:3])
@@ -251,3 +240,25 @@ def test_megatron_mcore_minitron_prunes_depth_and_ffn(tmp_path):
     arch = read_manifest(tmp_path)["architecture"]
     assert arch["num_layers"] == 3 and arch["ffn_hidden_size"] == 192
     assert metrics["parameters_before"] - metrics["parameters_after"] > 0
+
+
+def test_cosine_depth_costs_no_extra_forward_and_its_scores_serve_cosine_only(tmp_path):
+    """depth_importance=cosine ranks layers from the scoring pass itself: one forward per
+    calibration batch, no skipped-layer passes; its scores file then has no skip_loss to reuse."""
+    from optmodel.backends.handle import ModelHandle
+    from optmodel.pruning import scores as score_files
+    from optmodel.pruning.pruners import HFPruner
+    from optmodel.tasks.prune import preflight
+
+    model, tok = _load("tiny_qwen3")
+    forwards = []
+    model.register_forward_pre_hook(lambda *args: forwards.append(1))
+    batches = [{"input_ids": _windows(tok, "train", 2)}] * 2
+    scores = HFPruner(ModelHandle(model, tok, torch.device("cpu"), None, None), "cosine", 2).score(batches)
+    assert len(forwards) == len(batches) and "layers_skip_loss" not in scores
+    score_files.save(tmp_path / score_files.SCORES_FILE, scores, {}, {})
+    preflight(compose_cfg("task=prune", "task.export_config.num_layers=3", f"task.scores={tmp_path}",
+                          "task.depth_importance=cosine"))
+    with pytest.raises(ConfigError) as err:
+        preflight(compose_cfg("task=prune", "task.export_config.num_layers=3", f"task.scores={tmp_path}"))
+    assert err.value.problems[0].startswith("task.depth_importance:") and "Fix: task.depth_importance=cosine" in err.value.problems[0]

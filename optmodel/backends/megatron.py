@@ -340,11 +340,18 @@ def architecture_as_loaded(handle: MegatronHandle) -> dict:
     rank) megatron built, and this rank's parameter count."""
     from omegaconf import OmegaConf
 
+    from optmodel.pruning.targets import parameters
+
     built = handle.model.config
     arch = OmegaConf.to_container(handle.cfg.model, resolve=True)
     for key in ("name", "checkpoint", "tiny", "trust_remote_code", "dtype"):
         arch.pop(key, None)
     arch.update(num_layers=built.num_layers, hidden_size=built.hidden_size, ffn_hidden_size=built.ffn_hidden_size,
                 num_attention_heads=built.num_attention_heads)
+    if arch.get("moe"):  # what pruning may have changed
+        arch["moe"].update(num_experts=built.num_moe_experts, ffn_hidden_size=built.moe_ffn_hidden_size)
+        if arch["moe"].get("shared_expert_ffn_hidden_size"):
+            arch["moe"]["shared_expert_ffn_hidden_size"] = built.moe_shared_expert_intermediate_size
+    arch["parameters"], arch["active_parameters"] = parameters(arch)  # of the whole model (all ranks)
     arch["parameters_this_rank"] = sum(p.numel() for p in handle.model.parameters())
     return arch

@@ -243,8 +243,18 @@ def config_problems(cfg: DictConfig, world_size: Optional[int] = None, check_inp
         load_problems = run_dir_problems(cfg.run.load, backend=cfg.backend.name) if cfg.run.get("load") else []
         problems += load_problems
         if not load_problems:  # with run.load, model.checkpoint is that run's saved model (config/inherit.py)
-            problems += checkpoint_problems(cfg.model, field="run.load" if cfg.run.get("load") else "model.checkpoint")
+            problems += checkpoint_problems(cfg.model, field="run.load" if cfg.run.get("load") else "model.checkpoint",
+                                            compare_architecture=not _loads_distributed_checkpoint(cfg))
     return problems
+
+
+def _loads_distributed_checkpoint(cfg: DictConfig) -> bool:
+    """run.load's saved model is megatron's distributed checkpoint: its shape is the manifest's
+    (e.g. pruned), and model.checkpoint stays the HF dir of its tokenizer and export reference."""
+    from optmodel.rundir import is_distributed_checkpoint, read_origin, saved_model_path
+
+    saved = saved_model_path(read_origin(cfg.run.get("load")) or {})
+    return saved is not None and is_distributed_checkpoint(saved)
 
 
 def validate(cfg: DictConfig, world_size: Optional[int] = None, check_inputs: bool = True) -> None:

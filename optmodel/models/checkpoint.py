@@ -27,9 +27,11 @@ def read_hf_config(ckpt: Path) -> dict:
         return json.load(f)
 
 
-def checkpoint_problems(model: DictConfig, field: str = "model.checkpoint") -> List[str]:
+def checkpoint_problems(model: DictConfig, field: str = "model.checkpoint", compare_architecture: bool = True) -> List[str]:
     """Missing, corrupt or mismatched checkpoints, as problem sentences (empty when fine).
-    `field`: what the user set to point here (model.checkpoint, or run.load for a run's saved model)."""
+    `field`: what the user set to point here (model.checkpoint, or run.load for a run's saved model).
+    compare_architecture=False: the weights come from elsewhere (a distributed checkpoint), the
+    checkpoint's config.json need not state their shape."""
     from optmodel.models.files import tokenizer_problems, weight_problems
     from optmodel.models.hf_config import architecture_mismatches
 
@@ -58,6 +60,8 @@ def checkpoint_problems(model: DictConfig, field: str = "model.checkpoint") -> L
             f"{field}: {ckpt} holds no weights ({', '.join(WEIGHT_PATTERNS)}); the download is incomplete."
         )
     problems += weight_problems(ckpt, hf, field) + tokenizer_problems(ckpt, hf, field)
+    if not compare_architecture:
+        return problems
     try:
         problems += architecture_mismatches(model, hf)
     except ValueError as err:

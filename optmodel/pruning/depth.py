@@ -8,7 +8,8 @@
   one extra pass over the depth batches per layer (`task.depth_batches` bounds it).
 - cosine: 1 - cos(block input, block output), averaged over tokens: what ModelOpt's
   mcore_minitron ranks layers by, free (it comes from the scoring pass itself).
-Both are always recorded in the scores file, so a cached file serves either.
+The scores file always holds cosine, and skip_loss when it was the measure asked for (so
+a file scored with cosine serves cosine only: `missing_depth_measure`).
 """
 
 from __future__ import annotations

@@ -72,3 +72,19 @@ def load(path: str, shape: Dict[str, Any]) -> Dict[str, Any]:
         raise ScoresMismatch(f"task.scores: {file} was measured on another shape: {what}. Fix: scores of this model "
                              f"(its unpruned run), or task.scores=null to score anew.")
     return data
+
+
+def missing_depth_measure(path: str, measure: str) -> Optional[str]:
+    """The problem of reusing `path` to rank layers by `measure`, when it was not recorded."""
+    import torch
+
+    file = resolve(path)
+    if file is None:
+        return None
+    data = torch.load(file, map_location="cpu", weights_only=False)
+    if f"layers_{measure}" in data.get("scores", {}):
+        return None
+    held = sorted(k[len("layers_"):] for k in data.get("scores", {}) if k.startswith("layers_"))
+    return (f"task.depth_importance: {file} holds no {measure} layer scores (it was scored with "
+            f"{', '.join(held) or 'none'}). Fix: task.depth_importance={held[0] if held else 'cosine'}, or "
+            f"task.scores=null to score anew.")

@@ -157,6 +157,14 @@ def _has_dense(m: Dict[str, Any]) -> bool:
     return False in moe_layers(OmegaConf.create(m))
 
 
+def mixes_dense_and_moe(model_cfg) -> bool:
+    """Both dense and MoE decoder layers (DeepSeek's first dense layers, Llama-4 Maverick)."""
+    from optmodel.plan import moe_layers
+
+    flags = moe_layers(OmegaConf.create(_plain(model_cfg)))
+    return True in flags and False in flags
+
+
 def _choices(full: int, floor_frac: float, step: int) -> List[int]:
     low = max(1, int(full * (1 - floor_frac)))
     values = {full} | {v for v in range(step, full, step) if v >= low}

@@ -62,10 +62,12 @@ def run(ctx) -> Dict[str, Any]:
             if is_rank0():
                 score_files.save(path, scores, shape, {"model": cfg.model.name, "source": str(handle.source)})
             ctx.record(outputs={"prune_scores": str(path)})
-    metrics["scoring_seconds"] = round(time.perf_counter() - start, 3)
 
-    # prune
+    # prune (mcore_minitron scores here: the timing covers both)
     info = pruner.prune(export_config, scores)
+    metrics["scoring_seconds"] = round(time.perf_counter() - start, 3)
+    if pruner.outputs:  # a library that writes its own scores cache (mcore_minitron)
+        ctx.record(outputs=pruner.outputs)
     metrics["scoring_forwards"] = forwards.count
     forwards.remove()
     after = handle.architecture()
@@ -86,6 +88,19 @@ def run(ctx) -> Dict[str, Any]:
     if is_rank0():
         print_summary(cfg, export_config, metrics)
     return metrics
+
+
+def preflight(cfg) -> None:
+    """Before the run dir is claimed: reused scores that lack the depth measure the target
+    needs (a file scored with depth_importance=cosine holds no skip_loss) is a config error."""
+    from optmodel.config.errors import ConfigError
+
+    task = cfg.task
+    export_config = resolve_export_config(cfg) or {}
+    if task.scores and "num_layers" in export_config:
+        problem = score_files.missing_depth_measure(task.scores, task.depth_importance or "skip_loss")
+        if problem:
+            raise ConfigError([problem])
 
 
 class _count_forwards:

@@ -44,7 +44,7 @@ class PruneTaskConfig(TaskConfig):
     export_config: ExportConfig = field(default_factory=ExportConfig)  # e.g. task.export_config.num_layers=24
     target_params: Optional[int] = None  # budget of total parameters: picks the architecture
     target_active_params: Optional[int] = None  # MoE: budget of parameters one token uses
-    scores: Optional[str] = None  # importance scores of this model to reuse (a prune run dir or its prune_scores.pt)
+    scores: Optional[str] = None  # importance scores of this model to reuse (a prune run dir, its prune_scores.pt or, megatron, its prune_scores_mcore)
     depth_importance: Optional[str] = None  # skip_loss | cosine; None: skip_loss on hf, mcore_minitron's cosine on megatron
     depth_batches: int = 2  # hf skip_loss: calibration batches each skipped-layer pass runs
     perplexity: bool = True  # held-out perplexity before and after
@@ -99,7 +99,8 @@ def problems(cfg: DictConfig) -> List[str]:
         found.append(f"{given[1]}: set one target, not {' and '.join(given)}. Fix: keep one of them.")
     elif export_dict(task):
         export = export_dict(task)
-        errs, warns = targets.export_problems(cfg.model, export, cfg.parallel)
+        # megatron prunes in place at any layout: the stages keep whichever layers survive
+        errs, warns = targets.export_problems(cfg.model, export, cfg.parallel if cfg.backend.name != "megatron" else None)
         found += errs
         for w in warns:
             log.warning("%s", w)
@@ -115,28 +116,63 @@ def problems(cfg: DictConfig) -> List[str]:
     return found + evaluate_problems(task.evaluate)
 
 
-def _megatron_problems(cfg: DictConfig) -> List[str]:
-    from optmodel.pruning.pruners import MCORE_SCORES_FILE, transformer_engine_available
+# What mcore_minitron (ModelOpt 0.46.1) cannot do on a family's megatron model, by family
+MEGATRON_FAMILY_REFUSALS = {
+    "llama4": "its NoPE layers are a per-layer list (no_rope_freq) and per-layer spec edits that mcore_minitron's "
+              "depth pruning does not slice, and its width pruning is not verified here",
+    "gpt_oss": "its learned attention sinks (one per head) are not sliced by mcore_minitron's attention, and its "
+               "sliding-window / biased layers are not verified here",
+}
 
-    task = cfg.task
+
+def _megatron_problems(cfg: DictConfig) -> List[str]:
+    """What backend=megatron's mcore_minitron refuses (it asserts TP 1, EP 1, no sequence or
+    context parallelism: pipeline stages are its way to spread memory), before loading."""
+    from optmodel.pruning.minitron import scores_problems
+    from optmodel.pruning.scores import shape_of
+
+    task, model, par = cfg.task, cfg.model, cfg.parallel
     found = []
-    if not transformer_engine_available():
-        found.append("backend: task=prune on backend=megatron runs ModelOpt's mcore_minitron, which needs "
-                     "Transformer-Engine (its fused layernorm-linear layers), and transformer_engine is not installed. "
-                     "Fix: a GPU image with Transformer-Engine (e.g. NGC PyTorch), or backend=hf.")
-    if cfg.parallel.tensor != 1:
-        found.append(f"parallel.tensor: mcore_minitron prunes at TP 1 (parallel={cfg.parallel.name} has TP "
-                     f"{cfg.parallel.tensor}). Fix: pipeline stages instead (parallel=export_pp).")
+    if model.family in MEGATRON_FAMILY_REFUSALS:
+        found.append(f"backend: task=prune of model {model.name} on backend=megatron: "
+                     f"{MEGATRON_FAMILY_REFUSALS[model.family]}. Fix: backend=hf.")
+    for fld, value in (("parallel.tensor", par.tensor), ("parallel.expert", par.expert), ("parallel.context", par.context)):
+        if value != 1:
+            found.append(f"{fld}: ModelOpt's mcore_minitron prunes at tensor, expert and context parallel size 1 "
+                         f"(parallel={par.name} has {value}). Fix: {fld}=1; pipeline stages (parallel.pipeline) "
+                         f"spread the memory instead, as Megatron-LM's prune.sh does.")
+    if par.sequence_parallel:
+        found.append("parallel.sequence_parallel: ModelOpt's mcore_minitron does not prune with sequence parallelism. "
+                     "Fix: parallel.sequence_parallel=false.")
     if task.export_config.num_query_groups is not None:
         found.append("task.export_config.num_query_groups: ModelOpt's mcore_minitron (0.46) no longer prunes query "
                      "groups. Fix: drop it, or backend=hf.")
+    export = _resolved_or_empty(cfg)  # a budget's pick counts too
+    if "num_layers" in export and model.moe is not None and targets.mixes_dense_and_moe(model):
+        fld = "task.export_config.num_layers" if export_dict(task) else (
+            "task.target_params" if task.target_params is not None else "task.target_active_params")
+        found.append(f"{fld}: model {model.name} mixes dense and MoE layers; mcore_minitron may drop a dense one "
+                     f"(num_layers {export['num_layers']}), which the model config (moe.first_k_dense_layers / "
+                     f"moe.layer_freq) cannot then describe. Fix: prune width only on backend=megatron "
+                     f"(task.export_config without num_layers), or depth on backend=hf.")
     if task.depth_importance == "skip_loss":
         found.append("task.depth_importance: backend=megatron ranks layers with mcore_minitron's own cosine measure. "
                      "Fix: task.depth_importance=cosine (or null).")
-    found += score_files.problems(task.scores, MCORE_SCORES_FILE)
+    if cfg.data.packing != "pack" and not task.scores:
+        found.append(f"data.packing: backend=megatron scores on full (packed) sequences, got {cfg.data.packing}. "
+                     f"Fix: data.packing=pack.")
+    shape = shape_of(targets._plain(model))
+    found += scores_problems(task.scores, shape, par)
     return found
 
 
+def _resolved_or_empty(cfg: DictConfig) -> Dict[str, int]:
+    try:
+        return resolve_export_config(cfg) or {}
+    except (TypeError, ValueError):  # an invalid budget: reported by _budget_problems
+        return {}
+
+
 SPEC = TaskSpec(name="prune", schema=PruneTaskConfig, problems=problems, runner="optmodel.tasks.prune",
-                backends=("hf", "megatron"),
+                backends=("hf", "megatron"), preflight="optmodel.tasks.prune:preflight",
                 outputs=lambda cfg, quantized: ("prune_scores",) * (not cfg.task.scores) + ("saved_model",) * cfg.task.save_model)
