@@ -295,3 +295,17 @@ def test_the_cli_exits_2_with_one_message_for_a_truncated_checkpoint(quantized_r
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "found 1 problem(s)" in proc.stderr and "the distributed checkpoint is truncated" in proc.stderr
     assert not (tmp_path / "out" / "optmodel.json").exists()
+
+
+def test_a_depth_pruned_dense_model_exports_a_config_transformers_builds(tmp_path):
+    """tiny_qwen3's config.json lists a layer_types entry per layer: the export reference of
+    a 3-layer run of it (a depth-pruned megatron run) holds 3, so transformers builds it."""
+    from transformers import AutoConfig
+
+    from optmodel.backends.megatron_export import hf_reference
+    from optmodel.models.checkpoint import resolve_checkpoint
+
+    cfg = compose_cfg("model=tiny_qwen3", *MEGATRON, "model.num_layers=3")
+    with hf_reference(resolve_checkpoint(cfg.model), cfg.model) as reference:
+        config = AutoConfig.from_pretrained(reference)
+    assert (config.num_hidden_layers, len(config.layer_types)) == (3, 3)

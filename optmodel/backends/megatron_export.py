@@ -71,7 +71,20 @@ def _merged(base: dict, produced: dict) -> dict:
         out[key] = value
         if key in aliases:
             out[aliases[key]] = value
-    return out
+    return _per_layer_lists_resized(out, produced)
+
+
+def _per_layer_lists_resized(config: dict, produced: dict) -> dict:
+    """A depth-pruned model keeps the checkpoint's per-layer `layer_types` unless ModelConfig
+    wrote its own (gpt-oss): transformers refuses a list longer than num_hidden_layers. A
+    uniform list is resized; a mixed one cannot say which layers survived."""
+    types, layers = config.get("layer_types"), config.get("num_hidden_layers")
+    if "layer_types" in produced or not isinstance(types, list) or layers is None or len(types) == layers:
+        return config
+    if len(set(types)) > 1:
+        raise ValueError(f"config.json's layer_types ({len(types)} entries of several kinds) cannot follow the model's "
+                         f"{layers} layers: which layers survived is not recorded")
+    return {**config, "layer_types": types[:1] * layers}
 
 
 def quantizer_summary(model) -> dict:
