@@ -31,6 +31,12 @@ class HFHandle(ModelHandle):
     backend = "hf"
     takes_mask = True
 
+    def eagle3(self):
+        """ModelOpt's HF EAGLE plugin and transformers' Trainer (optmodel.speculative.ops)."""
+        from optmodel.speculative.ops import HFEagle3
+
+        return HFEagle3(self.model, self.device.type == "cpu")
+
     # --- forward --------------------------------------------------------------------------
     def logits(self, input_ids, attention_mask=None):
         """Left-padded rows get the positions they would have unpadded, so a batched row

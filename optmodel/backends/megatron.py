@@ -73,6 +73,13 @@ class MegatronHandle(ModelHandle):
         return fit_megatron(self, training, train_dataset, eval_dataset, output_dir=output_dir, seed=seed,
                             teacher=teacher, distillation=distillation, resume=resume, tracker=tracker)
 
+    def eagle3(self):
+        """ModelOpt's Megatron EAGLE on this model, trained by the megatron training core
+        (optmodel.speculative.megatron_eagle)."""
+        from optmodel.speculative.megatron_eagle import MegatronEagle3
+
+        return MegatronEagle3(self)
+
     def forward_loop(self, batches, batch_size: int = 1, desc: str = "calibrate"):
         """The `forward_loop` of `mtq.quantize(handle.model, cfg, forward_loop)`: every batch
         through the whole model (all stages, all ranks in step).

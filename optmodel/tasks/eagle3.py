@@ -33,17 +33,20 @@ def run(ctx) -> Dict[str, Any]:
         handle = ctx.load_model()
         ctx.record_model(handle)  # the target's shape, before the draft is attached
         target = str(handle.source)
+        ops = handle.eagle3()
+        metrics = workflow.train_online(ops, handle.tokenizer, task, ctx.run_dir, cfg.run.seed, ctx.tracker.log)
         model = handle.model
-        metrics = workflow.online(model, handle.tokenizer, task, ctx.run_dir, handle.device.type == "cpu",
-                                  cfg.run.seed, ctx.tracker.log)
     ctx.record(outputs={"target": target, "saved_model": target},
                speculative={"algorithm": "eagle3", "offline": bool(task.offline_data),
                             "aux_layer_ids": list(model.eagle_config.eagle_aux_hidden_state_layer_ids),
                             "draft_vocab_size": int(model.eagle_config.draft_vocab_size),
                             "draft_layers": int(task.draft_layers), "ttt_steps": int(task.ttt_steps)})
     if task.export:
-        if is_rank0():
-            workflow.export_draft(model, ctx.run_dir, target)
+        if task.offline_data:
+            if is_rank0():
+                workflow.export_draft(model, ctx.run_dir, target)
+        else:
+            ops.export_draft(ctx.run_dir / workflow.DRAFT_DIR, workflow.draft_notes(target))
         ctx.record(outputs={"draft": str(ctx.run_dir / workflow.DRAFT_DIR)})
     ctx.record(metrics={"al_history": metrics.pop("al_history", [])})
     ctx.log_metrics(metrics)

@@ -119,9 +119,7 @@ def features_problems(cfg: DictConfig, field_name: str = "task.offline_data") ->
 
 
 def megatron_problems(cfg: DictConfig) -> List[str]:
-    if cfg.backend.name != "megatron":
-        return []
-    return [MEGATRON_REFUSAL if not transformer_engine_installed() else MEGATRON_NOT_WIRED]
+    return []
 
 
 def acceptance_problems(acc: DictConfig, prefix: str) -> List[str]:

@@ -1,0 +1,229 @@
+"""EAGLE3 on a megatron-core target: ModelOpt's Megatron EAGLE (`mtsp.convert` of a GPTModel,
+modelopt/torch/speculative/plugins/megatron_eagle.py), trained on the megatron training core
+(optmodel.training.megatron), exported in the same HF layout as backend=hf's draft.
+
+- convert: the draft shaped like one target layer (optmodel.speculative.convert.eagle_config,
+  the hf path's config), built on megatron-core's local spec without Transformer-Engine
+  (optmodel.backends.megatron_compat, "ModelOpt EAGLE");
+- fit: the target frozen, the draft trained by megatron-core's schedule / DDP / optimizer,
+  each micro-batch's loss ModelOpt's per-token EAGLE loss summed over the loss mask;
+- export: ModelOpt's Megatron exporter rules give the draft's tensors under HF names; they are
+  loaded into the hf plugin's draft over the target's embeddings and LM head (ModelOpt's
+  FakeBaseModel) and written by `export_speculative_decoding`, so both backends' exports
+  are one layout;
+- attach: an exported draft onto the megatron target, through ModelOpt's Megatron importer
+  (QKV / gated-MLP merging, TP slicing).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from functools import partial
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Callable, Dict, List, Optional
+
+from optmodel.backends.megatron_compat import eagle_on_local_spec
+
+log = logging.getLogger("optmodel")
+
+# ModelOpt 0.46.1's two EAGLE3 exporters name the single draft layer differently: its Megatron
+# rules write the older `midlayer.` (LlamaForCausalLMEagle3), its hf plugin `layers.0.`.
+MEGATRON_LAYER_PREFIX = "midlayer."
+HF_LAYER_PREFIX = "layers.0."
+
+
+def target_text_config(handle) -> SimpleNamespace:
+    """The target's shape in HF config names (what convert.eagle_config sizes the draft from)."""
+    m = handle.cfg.model
+    return SimpleNamespace(num_hidden_layers=int(m.num_layers), hidden_size=int(m.hidden_size),
+                           intermediate_size=int(m.ffn_hidden_size), num_attention_heads=int(m.num_attention_heads),
+                           num_key_value_heads=int(m.num_query_groups or m.num_attention_heads),
+                           head_dim=int(m.kv_channels), rms_norm_eps=float(m.norm_eps),
+                           rope_theta=float(m.rope_theta), vocab_size=int(m.vocab_size))
+
+
+def convert(handle, spec, d2t=None, offline: bool = False, seed: int = 0):
+    """`mtsp.convert` of the handle's GPTModel in place (target frozen, draft trainable)."""
+    import modelopt.torch.speculative as mtsp
+    import torch
+
+    from optmodel.speculative.convert import eagle_config
+
+    model = handle.model
+    dtype = str(next(model.parameters()).dtype).replace("torch.", "")
+    cfg = eagle_config(target_text_config(handle), spec, dtype, offline=offline)
+    torch.manual_seed(seed)  # the draft's initialisation (megatron-core draws it from torch's generator)
+    with eagle_on_local_spec():
+        mtsp.convert(model, [("eagle", cfg)])
+    if hasattr(model.eagle_module, "d2t"):
+        if d2t is None:
+            raise ValueError("draft_vocab_size < target vocab needs the d2t mapping (optmodel.speculative.vocab)")
+        with torch.no_grad():
+            model.eagle_module.d2t.copy_(d2t.to(model.eagle_module.d2t.device))
+    return model
+
+
+class EagleRows:
+    """Training rows as stacked tensors (what the megatron training core's micro-batches index)."""
+
+    fields = ("input_ids", "attention_mask", "loss_mask")
+
+    def __init__(self, rows: List[dict]):
+        import torch
+
+        for name in self.fields:
+            setattr(self, name, torch.stack([r[name] for r in rows]))
+
+    def __len__(self) -> int:
+        return int(self.input_ids.shape[0])
+
+
+def forward_step(device):
+    """megatron-core's forward_step_func: ModelOpt's EAGLE forward (per-token loss [b, s],
+    the frozen target's own LM loss zeroed) masked by the rows' loss mask."""
+    from optmodel.training.megatron_kd import loss_func
+
+    def step(data_iterator, model):
+        batch = next(data_iterator)
+        ids = batch["input_ids"].to(device)
+        loss_mask = (batch["loss_mask"] * batch["attention_mask"]).float().to(device)
+        with eagle_on_local_spec():
+            output = model(ids, labels=ids)
+        return output, partial(loss_func, loss_mask, model)
+
+    return step
+
+
+def training_config(task, data_parallel: int):
+    """The eagle3 task's training settings as the training core's TrainingConfig."""
+    from omegaconf import OmegaConf
+
+    from optmodel.training.config import TrainingConfig
+
+    lr = float(task.lr)
+    return OmegaConf.structured(TrainingConfig(
+        max_steps=int(task.max_steps), micro_batch_size=int(task.batch_size),
+        global_batch_size=int(task.batch_size) * int(task.grad_accum) * data_parallel, lr=lr,
+        min_lr_ratio=min(1.0, float(task.min_lr) / lr) if lr > 0 else 0.0, lr_schedule="cosine",
+        warmup_steps=int(task.warmup_steps), weight_decay=0.0, adam_beta1=0.9, adam_beta2=0.95, clip_grad=1.0,
+        log_every=int(task.log_steps), save_every=int(task.save_steps), keep_checkpoints=2))
+
+
+def fit(handle, rows: List[dict], task, run_dir: Path, seed: int, on_step: Optional[Callable[[int, int], None]] = None,
+        log_fn: Callable[[dict], None] = lambda m: None, paused: Optional[List[float]] = None) -> Dict[str, object]:
+    """Train the converted handle's draft on `rows`; `on_step(step, steps)` after every
+    optimizer step (AL checks); `paused[0]`: seconds spent in on_step, kept out of throughput."""
+    from megatron.core import parallel_state
+
+    from optmodel.speculative.train import CHECKPOINTS
+    from optmodel.training.megatron import fit_megatron
+
+    training = training_config(task, parallel_state.get_data_parallel_world_size())
+
+    class Tracker:  # the training core logs train/<name>; the eagle3 task's tracker takes plain rows
+        @staticmethod
+        def log(row):
+            log_fn(row)
+
+    result = fit_megatron(handle, training, EagleRows(rows), output_dir=Path(run_dir) / CHECKPOINTS, seed=seed,
+                          resume=bool(task.resume), tracker=Tracker, forward_step_fn=forward_step(handle.device),
+                          kind="eagle3", on_step=on_step)
+    seconds = max(float(result.metrics["train_seconds"]) - (paused[0] if paused else 0.0), 1e-9)
+    steps = int(result.metrics["train_steps"]) - int(result.metrics["train_resumed_from_step"])
+    tokens = steps * int(task.batch_size) * int(task.grad_accum) * int(task.seq_len)
+    return {"train_loss": float(result.metrics["train_loss"]), "train_steps": int(result.metrics["train_steps"]),
+            "train_seconds": seconds, "train_tokens_per_second": tokens / seconds}
+
+
+def measure(handle, *args, **kwargs) -> dict:
+    """optmodel.speculative.acceptance.measure on the converted megatron model."""
+    from optmodel.speculative import acceptance
+
+    with eagle_on_local_spec():
+        return acceptance.measure(handle.model, *args, **kwargs)
+
+
+def draft_state_dict(model) -> Dict[str, "torch.Tensor"]:  # noqa: F821
+    """The draft's tensors under the hf plugin's names, through ModelOpt's Megatron exporter
+    rules for LlamaForCausalLMEagle3 (QKV / gated-MLP slicing included)."""
+    from modelopt.torch.export.unified_export_megatron import GPTModelExporter
+
+    from optmodel.backends.megatron_cpu import tensor_cuda_is_identity
+
+    if int(model.eagle_config.num_layers) != 1:
+        raise ValueError("the megatron draft export maps a one-layer draft (task.draft_layers=1)")
+    exporter = GPTModelExporter.__new__(GPTModelExporter)  # the rules alone: no HF config read
+    exporter.model, exporter.dtype, exporter._state_dict = model, next(model.parameters()).dtype, {}
+    exporter.exclude_modules, exporter.layer_config_dict, exporter.moe_router_dtype = [], {}, None
+    exporter.rules = exporter._populate_rule_book()["LlamaForCausalLMEagle3"]
+    with tensor_cuda_is_identity():
+        exporter._get_eagle_module_state_dict()
+    out = {k.replace(MEGATRON_LAYER_PREFIX, HF_LAYER_PREFIX, 1): v.detach().cpu()
+           for k, v in exporter._state_dict.items()}
+    if hasattr(model.eagle_module, "d2t"):  # ModelOpt 0.46.1's exporter looks for `dt2` and skips it
+        out["d2t"] = model.eagle_module.d2t.detach().cpu()
+    return out
+
+
+def export(handle, out_dir: Path, notes: Optional[Dict[str, dict]] = None) -> Path:
+    """The draft in the serving layout (rank 0 writes), byte for byte the hf export's layout."""
+    import torch
+
+    from optmodel.distributed import barrier, is_rank0
+    from optmodel.speculative import draft
+    from optmodel.speculative.convert import DraftSpec, convert as hf_convert, load_offline_base
+
+    weights = draft_state_dict(handle.model)
+    if is_rank0():
+        eagle = handle.model.eagle_config
+        spec = DraftSpec(num_layers=int(eagle.num_layers), aux_layer_ids=list(eagle.eagle_aux_hidden_state_layer_ids),
+                         draft_vocab_size=int(eagle.draft_vocab_size), ttt_steps=int(handle.model.eagle_ttt_steps),
+                         intermediate_size=int(eagle.ffn_hidden_size))
+        dtype = next(handle.model.parameters()).dtype
+        base = load_offline_base(str(handle.checkpoint)).to(dtype=dtype)
+        base.model.dtype = base.config.dtype = dtype
+        # FakeBaseModel's config lacks the rope base (it reads 10000): the draft's shape and rope
+        # as trained on the megatron target
+        for key, value in vars(target_text_config(handle)).items():
+            setattr(base.config, key, value)
+        hf_convert(base, spec, d2t=weights.get("d2t"), offline=True, num_layers=int(handle.cfg.model.num_layers))
+        own = base.eagle_module.state_dict()
+        if "lm_head.weight" not in own:  # the draft shares the target's LM head
+            weights.pop("lm_head.weight", None)
+        missing, unexpected = set(own) - set(weights), set(weights) - set(own)
+        if missing or unexpected:
+            raise ValueError(f"megatron draft -> hf names: missing {sorted(missing)}, unexpected {sorted(unexpected)}")
+        with torch.no_grad():
+            base.eagle_module.load_state_dict({k: v.to(own[k].dtype) for k, v in weights.items()})
+        draft.export(base, out_dir, notes=notes)
+    barrier()
+    return Path(out_dir)
+
+
+class MegatronEagle3:
+    """backend=megatron's EAGLE3 steps (the interface of optmodel.speculative.ops)."""
+
+    def __init__(self, handle):
+        self.handle = handle
+
+    @property
+    def model(self):
+        return self.handle.model
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.handle.cfg.model.vocab_size)
+
+    def convert(self, spec, d2t=None, seed: int = 0):
+        return convert(self.handle, spec, d2t=d2t, seed=seed)
+
+    def measure(self, tokenizer, prompts: List[str], max_new_tokens: int = 64, draft_steps: int = 7) -> dict:
+        return measure(self.handle, tokenizer, prompts, max_new_tokens, draft_steps)
+
+    def fit(self, rows, task, run_dir: Path, seed: int, on_step=None, log_fn=lambda m: None, paused=None):
+        return fit(self.handle, rows, task, run_dir, seed, on_step, log_fn, paused)
+
+    def export_draft(self, out_dir: Path, notes: Optional[Dict[str, dict]] = None) -> Path:
+        return export(self.handle, out_dir, notes)
