@@ -17,6 +17,7 @@ modelopt/torch/speculative/plugins/megatron_eagle.py), trained on the megatron t
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from functools import partial
@@ -227,3 +228,87 @@ class MegatronEagle3:
 
     def export_draft(self, out_dir: Path, notes: Optional[Dict[str, dict]] = None) -> Path:
         return export(self.handle, out_dir, notes)
+
+    def attach(self, draft_dir: Path):
+        return attach(self.handle, draft_dir)
+
+
+def draft_import_rules():
+    """Where each megatron draft module's weights sit in the hf layout, as ModelOpt's Megatron
+    importer mappings (QKV / gated-MLP merging, TP slicing): ModelOpt 0.46.1 has import rules
+    for target models only, so these follow its Llama import rules with the draft's names."""
+    from modelopt.torch.export.plugins.mcore_custom import (COL_TP, REPLICATE, ROW_TP, GatedMLPMerging,
+                                                            NameRemapping, QKVMerging)
+
+    layer = HF_LAYER_PREFIX
+    return {
+        "fc": NameRemapping("fc.", REPLICATE),
+        "enorm": NameRemapping(f"{layer}input_layernorm.", REPLICATE),
+        "first_input_layernorm": NameRemapping(f"{layer}hidden_norm.", REPLICATE),
+        "linear_qkv": QKVMerging(f"{layer}self_attn.", COL_TP),
+        "linear_proj": NameRemapping(f"{layer}self_attn.o_proj.", ROW_TP),
+        "pre_mlp_layernorm": NameRemapping(f"{layer}post_attention_layernorm.", REPLICATE),
+        "linear_fc1": GatedMLPMerging(f"{layer}mlp.", COL_TP),
+        "linear_fc2": NameRemapping(f"{layer}mlp.down_proj.", ROW_TP),
+        "final_layernorm": NameRemapping("norm.", REPLICATE),
+        "output_layer": NameRemapping("lm_head.", COL_TP),
+    }
+
+
+def load_draft(model, draft_dir: Path) -> None:
+    """An exported (hf layout) one-layer draft's weights into the converted megatron model's
+    draft, through ModelOpt's Megatron importer (this rank's TP slices)."""
+    import torch
+    from modelopt.torch.export.plugins.megatron_importer import GPTModelImporter
+
+    from optmodel.backends.megatron_cpu import tensor_cuda_is_identity
+
+    importer = GPTModelImporter.__new__(GPTModelImporter)  # its rule machinery over the draft's safetensors
+    importer.pretrained_model_path, importer.model = Path(draft_dir), model
+    importer.dtype, importer.dequantize, importer.verbose = next(model.parameters()).dtype, False, False
+    importer.disable_tqdm, importer.moe_router_dtype = True, None
+    mappings = draft_import_rules()
+    names = {"name_remapping": importer._name_remapping, "qkv_merging": importer._qkv_merging,
+             "gated_mlp_merging": importer._gated_mlp_merging}
+
+    def rule(key, module):
+        m = mappings[key]
+        names[m.func_name](module, m.target_name_or_prefix, **m.func_kwargs)
+
+    eagle = model.eagle_module
+    layer = eagle.decoder.layers[0]
+    with torch.no_grad(), tensor_cuda_is_identity():
+        rule("fc", eagle.fc)
+        rule("enorm", eagle.enorm)
+        rule("first_input_layernorm", layer.input_layernorm)
+        qkv = layer.self_attention.linear_qkv
+        config = qkv.config
+        # the importer reshapes QKV by config.hidden_size; EAGLE3's first layer takes [embeddings, hidden]
+        qkv.config = copy.copy(config)
+        qkv.config.hidden_size = qkv.weight.shape[1]
+        try:
+            rule("linear_qkv", qkv)
+        finally:
+            qkv.config = config
+        rule("linear_proj", layer.self_attention.linear_proj)
+        rule("pre_mlp_layernorm", layer.pre_mlp_layernorm)
+        rule("linear_fc1", layer.mlp.linear_fc1)
+        rule("linear_fc2", layer.mlp.linear_fc2)
+        rule("final_layernorm", eagle.decoder.final_layernorm)
+        if hasattr(eagle, "eagle_output_layer"):
+            rule("output_layer", eagle.eagle_output_layer)
+
+
+def attach(handle, draft_dir: Path):
+    """Convert the megatron target with the exported draft's shape and load its weights."""
+    from safetensors import safe_open
+
+    from optmodel.speculative.draft import spec_of_export
+
+    spec, _ = spec_of_export(draft_dir)
+    with safe_open(str(Path(draft_dir) / "model.safetensors"), "pt") as f:
+        d2t = f.get_tensor("d2t") if "d2t" in f.keys() else None
+    model = convert(handle, spec, d2t=d2t)
+    load_draft(model, draft_dir)
+    model.eval()
+    return model
