@@ -47,6 +47,11 @@ def _duplicated_linear():
             if parallel_mode not in (None, "duplicated"):
                 raise ValueError(f"local Linear stands in for TELinear(parallel_mode='duplicated') only, "
                                  f"got {parallel_mode!r}")
+            if kwargs.get("tp_group") is None:
+                # replicated over TP in checkpoints: each TP rank holds a replica, not shard 0
+                from megatron.core import parallel_state
+
+                kwargs["tp_group"] = parallel_state.get_tensor_model_parallel_group()
             super().__init__(input_size, output_size, **kwargs)
 
     return DuplicatedLinear

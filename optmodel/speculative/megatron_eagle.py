@@ -17,6 +17,7 @@ modelopt/torch/speculative/plugins/megatron_eagle.py), trained on the megatron t
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import time
@@ -33,6 +34,23 @@ log = logging.getLogger("optmodel")
 # rules write the older `midlayer.` (LlamaForCausalLMEagle3), its hf plugin `layers.0.`.
 MEGATRON_LAYER_PREFIX = "midlayer."
 HF_LAYER_PREFIX = "layers.0."
+
+
+@contextlib.contextmanager
+def eagle_scope(model):
+    """What every forward of the converted model runs in: the local-spec adaptations, and the
+    target's logits left in vocab shards (ModelOpt's EAGLE gathers them itself, as under
+    Megatron-LM's parallel_output=True; the handle's GPTModel gathers in its output layer)."""
+    layer = getattr(model, "output_layer", None)
+    before = getattr(layer, "gather_output", None)
+    if layer is not None:
+        layer.gather_output = False
+    try:
+        with eagle_on_local_spec():
+            yield
+    finally:
+        if layer is not None:
+            layer.gather_output = before
 
 
 def target_text_config(handle) -> SimpleNamespace:
@@ -90,11 +108,17 @@ def forward_step(device):
         batch = next(data_iterator)
         ids = batch["input_ids"].to(device)
         loss_mask = (batch["loss_mask"] * batch["attention_mask"]).float().to(device)
-        with eagle_on_local_spec():
+        with eagle_scope(unwrapped(model)):
             output = model(ids, labels=ids)
         return output, partial(loss_func, loss_mask, model)
 
     return step
+
+
+def unwrapped(model):
+    while hasattr(model, "module"):  # megatron-core's DDP wrapper
+        model = model.module
+    return model
 
 
 def training_config(task, data_parallel: int):
@@ -142,7 +166,7 @@ def measure(handle, *args, **kwargs) -> dict:
     """optmodel.speculative.acceptance.measure on the converted megatron model."""
     from optmodel.speculative import acceptance
 
-    with eagle_on_local_spec():
+    with eagle_scope(handle.model):
         return acceptance.measure(handle.model, *args, **kwargs)
 
 
@@ -159,13 +183,46 @@ def draft_state_dict(model) -> Dict[str, "torch.Tensor"]:  # noqa: F821
     exporter.model, exporter.dtype, exporter._state_dict = model, next(model.parameters()).dtype, {}
     exporter.exclude_modules, exporter.layer_config_dict, exporter.moe_router_dtype = [], {}, None
     exporter.rules = exporter._populate_rule_book()["LlamaForCausalLMEagle3"]
-    with tensor_cuda_is_identity():
+    with tensor_cuda_is_identity(), whole_tensor_parallel_weights(model.eagle_module):
         exporter._get_eagle_module_state_dict()
-    out = {k.replace(MEGATRON_LAYER_PREFIX, HF_LAYER_PREFIX, 1): v.detach().cpu()
-           for k, v in exporter._state_dict.items()}
+        # copies: a renamed tensor may be the parameter itself, which holds its shard again after
+        out = {k.replace(MEGATRON_LAYER_PREFIX, HF_LAYER_PREFIX, 1): v.detach().cpu().clone()
+               for k, v in exporter._state_dict.items()}
     if hasattr(model.eagle_module, "d2t"):  # ModelOpt 0.46.1's exporter looks for `dt2` and skips it
         out["d2t"] = model.eagle_module.d2t.detach().cpu()
     return out
+
+
+@contextlib.contextmanager
+def whole_tensor_parallel_weights(module):
+    """Every tensor-parallel parameter of `module` holding its whole (all-rank) tensor for the
+    duration (the exporter's slicing rules assume TP 1), this rank's shard again after."""
+    import torch
+    import torch.distributed as dist
+    from megatron.core import parallel_state
+
+    world = parallel_state.get_tensor_model_parallel_world_size()
+    shards = {}
+    if world > 1:
+        group = parallel_state.get_tensor_model_parallel_group()
+        for name, param in module.named_parameters():
+            if not getattr(param, "tensor_model_parallel", False):
+                continue
+            dim = int(param.partition_dim)
+            parts = [torch.empty_like(param.data) for _ in range(world)]
+            dist.all_gather(parts, param.data.contiguous(), group=group)
+            if name.endswith("linear_fc1.weight") and param.data.shape[dim] % 2 == 0:
+                # gated MLP: each rank holds [its gate rows; its up rows]
+                halves = [p.chunk(2, dim=dim) for p in parts]
+                parts = [h[0] for h in halves] + [h[1] for h in halves]
+            shards[name] = param.data
+            param.data = torch.cat(parts, dim=dim)
+    try:
+        yield
+    finally:
+        for name, param in module.named_parameters():
+            if name in shards:
+                param.data = shards[name]
 
 
 def export(handle, out_dir: Path, notes: Optional[Dict[str, dict]] = None) -> Path:
