@@ -289,6 +289,41 @@ class MegatronEagle3:
     def attach(self, draft_dir: Path):
         return attach(self.handle, draft_dir)
 
+    def dump_features(self, rows, out_dir: Path, aux_ids: List[int], shard_size: int, target: str, batch_size: int):
+        from optmodel.speculative import features
+
+        m = self.handle.cfg.model
+        shape = {"hidden_size": int(m.hidden_size), "num_layers": int(m.num_layers), "vocab_size": int(m.vocab_size)}
+        return features.dump(self.model, rows, out_dir, aux_ids, shard_size, target, batch_size,
+                             hidden_states=lambda batch: target_hidden_states(self.handle, aux_ids, batch), shape=shape)
+
+
+def target_hidden_states(handle, aux_ids: List[int], batch) -> tuple:
+    """(final normalized hidden, aux layers' outputs concatenated), [b, s, h] each, as the hf
+    dump computes them: forward hooks on the decoder layers and the final norm of the
+    target's megatron forward (full causal rows; right padding never reaches earlier positions)."""
+    import torch
+
+    model = handle.model
+    captured: Dict[int, "torch.Tensor"] = {}
+
+    def keep(key):
+        def hook(module, inputs, output):
+            captured[key] = (output if isinstance(output, torch.Tensor) else output[0]).detach()
+        return hook
+
+    hooks = [layer.register_forward_hook(keep(layer.layer_number - 1)) for layer in model.decoder.layers
+             if layer.layer_number - 1 in aux_ids]
+    hooks.append(model.decoder.final_layernorm.register_forward_hook(keep("final")))
+    try:
+        handle.logits(batch["input_ids"])
+    finally:
+        for h in hooks:
+            h.remove()
+    # megatron's activations are [s, b, h]
+    return (captured["final"].transpose(0, 1).contiguous(),
+            torch.cat([captured[i] for i in aux_ids], dim=-1).transpose(0, 1).contiguous())
+
 
 def draft_import_rules():
     """Where each megatron draft module's weights sit in the hf layout, as ModelOpt's Megatron

@@ -7,6 +7,8 @@
     ops.fit(rows, task, run_dir, seed, on_step, log_fn, paused) -> train metrics
     ops.export_draft(out_dir, notes)      the serving layout (collective; one rank writes)
     ops.attach(draft_dir)                 an exported draft back onto the target
+    ops.dump_features(rows, out_dir, aux_ids, shard_size, target, batch_size)
+                                          offline features (optmodel.speculative.features), one format
 
 This module holds backend=hf's (ModelOpt's HF EAGLE plugin, transformers' Trainer);
 backend=megatron's is optmodel.speculative.megatron_eagle.MegatronEagle3."""
@@ -60,6 +62,11 @@ class HFEagle3:
         from optmodel.speculative import draft
 
         return draft.attach(self.model, draft_dir)
+
+    def dump_features(self, rows, out_dir: Path, aux_ids: List[int], shard_size: int, target: str, batch_size: int):
+        from optmodel.speculative import features
+
+        return features.dump(self.model, rows, out_dir, aux_ids, shard_size, target, batch_size)
 
 
 def fit_rows(model, dataset, task, run_dir: Path, on_cpu: bool, seed: int, callbacks: List,

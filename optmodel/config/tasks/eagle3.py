@@ -11,17 +11,17 @@ from typing import List, Optional
 from omegaconf import DictConfig
 
 from optmodel.config.errors import positive
-from optmodel.config.machine import transformer_engine_installed
 from optmodel.config.tasks.base import TaskConfig, TaskSpec
 
-MEGATRON_REFUSAL = (
-    "backend: ModelOpt's Megatron EAGLE (megatron_eagle) builds its draft with Transformer-Engine layers and "
-    "transformer_engine is not installed. Fix: backend=hf, or run in a GPU image with Transformer-Engine."
-)
-MEGATRON_NOT_WIRED = (
-    "backend: the megatron EAGLE3 path is not wired in this version (only its Transformer-Engine check). "
-    "Fix: backend=hf."
-)
+MEGATRON_PIPELINE_REFUSAL = (
+    "parallel.pipeline: ModelOpt's Megatron EAGLE (0.46.1) collects the target's aux hidden states inside the last "
+    "pipeline stage, which holds only its own layers. Fix: parallel.pipeline=1 (parallel.tensor shards the target).")
+MEGATRON_DRAFT_LAYERS_REFUSAL = (
+    "task.draft_layers: on backend=megatron the draft is one layer (ModelOpt's Megatron export rules name a "
+    "single `midlayer`, mapped here onto the hf layout). Fix: task.draft_layers=1, or backend=hf.")
+MEGATRON_OFFLINE_REFUSAL = (
+    "task.offline_data: offline EAGLE3 training runs on backend=hf, which holds only the target's embeddings and "
+    "LM head (features dumped by task=eagle3_features on either backend). Fix: backend=hf.")
 
 
 @dataclass
@@ -118,8 +118,22 @@ def features_problems(cfg: DictConfig, field_name: str = "task.offline_data") ->
     return found
 
 
-def megatron_problems(cfg: DictConfig) -> List[str]:
-    return []
+def megatron_problems(cfg: DictConfig, trains: bool = True) -> List[str]:
+    """What backend=megatron's EAGLE3 (optmodel.speculative.megatron_eagle) cannot do."""
+    if cfg.backend.name != "megatron":
+        return []
+    from optmodel.config.dtype import compute_dtype, expected_device
+    from optmodel.config.tasks.finetune import MEGATRON_CPU_DTYPE_REFUSAL
+
+    found = [MEGATRON_PIPELINE_REFUSAL] if cfg.parallel.pipeline > 1 else []
+    if trains:
+        if cfg.task.get("draft_layers", 1) != 1:
+            found.append(MEGATRON_DRAFT_LAYERS_REFUSAL)
+        if cfg.task.get("offline_data"):
+            found.append(MEGATRON_OFFLINE_REFUSAL)
+        if expected_device(cfg.backend) == "cpu" and compute_dtype(cfg.backend, cfg.model, "cpu") != "float32":
+            found.append(MEGATRON_CPU_DTYPE_REFUSAL)
+    return found
 
 
 def acceptance_problems(acc: DictConfig, prefix: str) -> List[str]:
@@ -130,7 +144,7 @@ def acceptance_problems(acc: DictConfig, prefix: str) -> List[str]:
 def problems(cfg: DictConfig) -> List[str]:
     task = cfg.task
     found = megatron_problems(cfg) + draft_problems(cfg)
-    if task.offline_data:
+    if task.offline_data and cfg.backend.name != "megatron":
         found += features_problems(cfg)
     else:
         found += file_problems("task.conversations", task.conversations, ("messages", "conversations"),
