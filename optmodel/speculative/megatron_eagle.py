@@ -158,7 +158,8 @@ def fit(handle, rows: List[dict], task, run_dir: Path, seed: int, on_step: Optio
     seconds = max(float(result.metrics["train_seconds"]) - (paused[0] if paused else 0.0), 1e-9)
     steps = int(result.metrics["train_steps"]) - int(result.metrics["train_resumed_from_step"])
     tokens = steps * int(task.batch_size) * int(task.grad_accum) * int(task.seq_len)
-    return {"train_loss": float(result.metrics["train_loss"]), "train_steps": int(result.metrics["train_steps"]),
+    return {"train_loss": float(result.metrics["train_loss"]), "train_first_loss": result.metrics["train_first_loss"],
+            "train_steps": int(result.metrics["train_steps"]),
             "train_seconds": seconds, "train_tokens_per_second": tokens / seconds}
 
 
