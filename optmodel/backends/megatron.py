@@ -377,3 +377,9 @@ def architecture_as_loaded(handle: MegatronHandle) -> dict:
                 num_attention_heads=built.num_attention_heads)
     arch["parameters_this_rank"] = sum(p.numel() for p in handle.model.parameters())
     return arch
+
+
+def train_eagle3_offline(cfg: DictConfig, load_target, features_dir: Path, run_dir: Path, log_fn):
+    """ModelOpt's Megatron EAGLE in eagle_offline mode on the loaded target (sharded over TP)."""
+    ops = load_target().eagle3()
+    return ops, ops.fit_offline(features_dir, cfg.task, run_dir, int(cfg.run.seed), log_fn)

@@ -85,15 +85,21 @@ def convert(handle, spec, d2t=None, offline: bool = False, seed: int = 0):
 
 
 class EagleRows:
-    """Training rows as stacked tensors (what the megatron training core's micro-batches index)."""
+    """Training rows as stacked tensors (what the megatron training core's micro-batches index);
+    offline rows (optmodel.speculative.features) also carry the target's dumped hidden states."""
 
-    fields = ("input_ids", "attention_mask", "loss_mask")
+    ONLINE = ("input_ids", "attention_mask", "loss_mask")
+    OFFLINE = ("aux_hidden_states", "base_model_hidden_states")
 
     def __init__(self, rows: List[dict]):
         import torch
 
-        for name in self.fields:
+        offline = "base_model_outputs" in rows[0]
+        self.fields = self.ONLINE + (self.OFFLINE if offline else ())
+        for name in self.ONLINE:
             setattr(self, name, torch.stack([r[name] for r in rows]))
+        for name in self.OFFLINE if offline else ():
+            setattr(self, name, torch.stack([r["base_model_outputs"][name] for r in rows]))
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
@@ -101,15 +107,20 @@ class EagleRows:
 
 def forward_step(device):
     """megatron-core's forward_step_func: ModelOpt's EAGLE forward (per-token loss [b, s],
-    the frozen target's own LM loss zeroed) masked by the rows' loss mask."""
+    the frozen target's own LM loss zeroed) masked by the rows' loss mask; offline rows hand
+    it the dumped hidden states instead of running the target's decoder."""
     from optmodel.training.megatron_kd import loss_func
 
     def step(data_iterator, model):
         batch = next(data_iterator)
         ids = batch["input_ids"].to(device)
         loss_mask = (batch["loss_mask"] * batch["attention_mask"]).float().to(device)
+        offline = {}
+        if "aux_hidden_states" in batch:  # ModelOpt's eagle_offline forward takes them [s, b, h]
+            offline = {"aux_hidden_states": batch["aux_hidden_states"].transpose(0, 1).contiguous().to(device),
+                       "hidden_states": batch["base_model_hidden_states"].transpose(0, 1).contiguous().to(device)}
         with eagle_scope(unwrapped(model)):
-            output = model(ids, labels=ids)
+            output = model(ids, labels=ids, **offline)
         return output, partial(loss_func, loss_mask, model)
 
     return step
@@ -283,6 +294,23 @@ class MegatronEagle3:
 
     def fit(self, rows, task, run_dir: Path, seed: int, on_step=None, log_fn=lambda m: None, paused=None):
         return fit(self.handle, rows, task, run_dir, seed, on_step, log_fn, paused)
+
+    def fit_offline(self, features_dir: Path, task, run_dir: Path, seed: int, log_fn=lambda m: None):
+        """The draft trained from an eagle3_features dump (either backend's) in ModelOpt's
+        eagle_offline mode: the target's embeddings and output layer only run."""
+        from optmodel.speculative import features
+        from optmodel.speculative.convert import DraftSpec
+        from optmodel.speculative.workflow import vocab_mapping
+
+        manifest = features.read_manifest(features_dir)
+        spec = DraftSpec.from_cfg(task)
+        spec.aux_layer_ids = list(manifest["aux_layer_ids"])
+        dataset = features.FeaturesDataset(features_dir, dtype=next(self.model.parameters()).dtype)
+        d2t = vocab_mapping(task, dataset.rows, self.vocab_size, Path(run_dir) / "draft_vocab")
+        convert(self.handle, spec, d2t=d2t, offline=True, seed=seed)
+        metrics = fit(self.handle, dataset.rows, task, run_dir, seed, None, log_fn)
+        self.model.eval()
+        return metrics
 
     def export_draft(self, out_dir: Path, notes: Optional[Dict[str, dict]] = None) -> Path:
         return export(self.handle, out_dir, notes)

@@ -23,9 +23,6 @@ MEGATRON_SEQUENCE_PARALLEL_REFUSAL = (
     "parallel.sequence_parallel: without Transformer-Engine ModelOpt's Megatron EAGLE draft normalizes with "
     "megatron-core's torch norm, which refuses sequence parallelism. Fix: parallel.sequence_parallel=false, or a "
     "GPU image with Transformer-Engine.")
-MEGATRON_OFFLINE_REFUSAL = (
-    "task.offline_data: offline EAGLE3 training runs on backend=hf, which holds only the target's embeddings and "
-    "LM head (features dumped by task=eagle3_features on either backend). Fix: backend=hf.")
 
 
 @dataclass
@@ -137,8 +134,6 @@ def megatron_problems(cfg: DictConfig, trains: bool = True) -> List[str]:
     if trains:
         if cfg.task.get("draft_layers", 1) != 1:
             found.append(MEGATRON_DRAFT_LAYERS_REFUSAL)
-        if cfg.task.get("offline_data"):
-            found.append(MEGATRON_OFFLINE_REFUSAL)
         if expected_device(cfg.backend) == "cpu" and compute_dtype(cfg.backend, cfg.model, "cpu") != "float32":
             found.append(MEGATRON_CPU_DTYPE_REFUSAL)
     return found
@@ -152,7 +147,7 @@ def acceptance_problems(acc: DictConfig, prefix: str) -> List[str]:
 def problems(cfg: DictConfig) -> List[str]:
     task = cfg.task
     found = megatron_problems(cfg) + draft_problems(cfg)
-    if task.offline_data and cfg.backend.name != "megatron":
+    if task.offline_data:
         found += features_problems(cfg)
     else:
         found += file_problems("task.conversations", task.conversations, ("messages", "conversations"),
