@@ -160,3 +160,50 @@ def test_a_draft_reading_layers_the_target_lacks_is_refused(online, tmp_path):
     (bad / "config.json").write_text(json.dumps(conf))
     found = config_problems(compose_cfg("task=validate", f"task.draft={bad}", *MEGATRON))
     assert len(found) == 1 and found[0].startswith("task.draft:") and "[7]" in found[0]
+
+
+@pytest.fixture(scope="module")
+def two_ranks(online, tmp_path_factory):
+    """TP 2 online training, validation of its draft at TP 2, and a PP 2 feature dump, in two gloo processes."""
+    from eagle3_megatron_workers import spawn
+
+    base = tmp_path_factory.mktemp("eagle3_megatron_2ranks")
+    runs = {name: str(base / name) for name in ("tp2", "tp2_validate", "pp2_features")}
+    scenarios = [
+        ["tp2", ["task=eagle3", *MEGATRON, *FAST, "parallel=tp2"], runs["tp2"]],
+        ["tp2_validate", ["task=validate", f"run.load={runs['tp2']}", *MEGATRON, *ACC, "parallel=tp2"],
+         runs["tp2_validate"]],
+        ["pp2_features", ["task=eagle3_features", *MEGATRON, "parallel=export_pp", "task.num_conversations=8",
+                          "task.seq_len=32", "task.shard_size=4"], runs["pp2_features"]],
+    ]
+    return spawn(scenarios, str(base / "results.json")), runs
+
+
+@pytest.mark.slow
+def test_tensor_parallel_training_matches_one_process(online, two_ranks):
+    run_dir, metrics = online
+    results, runs = two_ranks
+    assert results["tp2"]["train_loss"] == pytest.approx(metrics["train_loss"], abs=1e-4)
+    assert results["tp2"]["al_after"] == pytest.approx(metrics["al_after"], abs=0.02)
+    assert results["tp2_validate"]["acceptance_length"] == pytest.approx(results["tp2"]["al_after"], abs=0.02)
+    one, two = (tensors(Path(read_manifest(d)["outputs"]["draft"])) for d in (run_dir, runs["tp2"]))
+    assert set(one) == set(two) and all((one[k].float() - two[k].float()).abs().max() < 1e-4 for k in one)
+
+
+@pytest.mark.slow
+def test_pipeline_parallel_features_match_the_hf_dump(two_ranks, tmp_path):
+    import torch
+
+    from optmodel.speculative.features import read_manifest as features_manifest
+
+    _, runs = two_ranks
+    ours = Path(read_manifest(runs["pp2_features"])["outputs"]["features"])
+    execute(compose_cfg("task=eagle3_features", "backend.dtype=float32", "task.num_conversations=8", "task.seq_len=32",
+                        "task.shard_size=4"), tmp_path / "hf")
+    theirs = Path(read_manifest(tmp_path / "hf")["outputs"]["features"])
+    assert features_manifest(ours) == features_manifest(theirs)
+    for shard in features_manifest(ours)["shards"]:
+        a, b = (torch.load(d / shard["file"]) for d in (ours, theirs))
+        valid = a["attention_mask"].bool()
+        for key in ("aux_hidden_states", "base_model_hidden_states"):
+            assert a[key].shape == b[key].shape and (a[key][valid] - b[key][valid]).abs().max() < 1e-4

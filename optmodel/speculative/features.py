@@ -53,11 +53,13 @@ def target_hidden_states(model, aux_ids: List[int], batch: Dict[str, "torch.Tens
 
 
 def dump(model, rows: List[dict], out_dir: Path, aux_ids: List[int], shard_size: int, target: str,
-         batch_size: int = 8, hidden_states=None, shape: Optional[Dict[str, int]] = None) -> Tuple[dict, List[str]]:
+         batch_size: int = 8, hidden_states=None, shape: Optional[Dict[str, int]] = None,
+         write: bool = True) -> Tuple[dict, List[str]]:
     """Write (or finish) the feature shards of `rows` under `out_dir`; returns the manifest
     and the shard files written by this call (the others were kept from an earlier one).
     `hidden_states(batch) -> (final, aux)` and `shape` (hidden_size, num_layers, vocab_size)
-    stand for another backend's model; default: a transformers model's forward and config."""
+    stand for another backend's model; default: a transformers model's forward and config.
+    `write=False`: compute only (the other ranks of a model sharded over several processes)."""
     import torch
 
     from optmodel.speculative.data import collate
@@ -93,15 +95,18 @@ def dump(model, rows: List[dict], out_dir: Path, aux_ids: List[int], shard_size:
             final, aux = hidden_states(batch)
             finals.append(final.cpu())
             auxes.append(aux.cpu())
+        manifest["shards"].append({"file": name, "start": start, "rows": len(part)})
+        written.append(name)
+        if not write:
+            continue
         shard = {**collate(part), "base_model_hidden_states": torch.cat(finals), "aux_hidden_states": torch.cat(auxes)}
         tmp = out_dir / f".{name}.partial"
         torch.save(shard, tmp)
         tmp.replace(out_dir / name)  # a kill before this line leaves no shard: it is redone
-        manifest["shards"].append({"file": name, "start": start, "rows": len(part)})
-        written.append(name)
         atomic_write_text(out_dir / MANIFEST, json.dumps(manifest, indent=2))
     manifest["complete"] = True
-    atomic_write_text(out_dir / MANIFEST, json.dumps(manifest, indent=2))
+    if write:
+        atomic_write_text(out_dir / MANIFEST, json.dumps(manifest, indent=2))
     return manifest, written
 
 

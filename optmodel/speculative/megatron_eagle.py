@@ -323,8 +323,12 @@ class MegatronEagle3:
 
         m = self.handle.cfg.model
         shape = {"hidden_size": int(m.hidden_size), "num_layers": int(m.num_layers), "vocab_size": int(m.vocab_size)}
+        from optmodel.distributed import is_rank0
+
+        # collective: every rank runs the sharded forward, rank 0 writes
         return features.dump(self.model, rows, out_dir, aux_ids, shard_size, target, batch_size,
-                             hidden_states=lambda batch: target_hidden_states(self.handle, aux_ids, batch), shape=shape)
+                             hidden_states=lambda batch: target_hidden_states(self.handle, aux_ids, batch), shape=shape,
+                             write=is_rank0())
 
 
 def target_hidden_states(handle, aux_ids: List[int], batch) -> tuple:
@@ -343,15 +347,39 @@ def target_hidden_states(handle, aux_ids: List[int], batch) -> tuple:
 
     hooks = [layer.register_forward_hook(keep(layer.layer_number - 1)) for layer in model.decoder.layers
              if layer.layer_number - 1 in aux_ids]
-    hooks.append(model.decoder.final_layernorm.register_forward_hook(keep("final")))
+    if getattr(model.decoder, "final_layernorm", None) is not None:  # the last pipeline stage's
+        hooks.append(model.decoder.final_layernorm.register_forward_hook(keep("final")))
     try:
         handle.logits(batch["input_ids"])
     finally:
         for h in hooks:
             h.remove()
+    ids = batch["input_ids"]
+    shape = (ids.shape[1], ids.shape[0], int(handle.cfg.model.hidden_size))
+    found = {key: from_owning_stage(captured.get(key), shape, next(model.parameters()).dtype)
+             for key in [*aux_ids, "final"]}
     # megatron's activations are [s, b, h]
-    return (captured["final"].transpose(0, 1).contiguous(),
-            torch.cat([captured[i] for i in aux_ids], dim=-1).transpose(0, 1).contiguous())
+    return (found["final"].transpose(0, 1).contiguous(),
+            torch.cat([found[i] for i in aux_ids], dim=-1).transpose(0, 1).contiguous())
+
+
+def from_owning_stage(tensor, shape, dtype):
+    """`tensor` on every pipeline stage, sent by the one stage that computed it (PP 1: as is)."""
+    import torch
+    import torch.distributed as dist
+    from megatron.core import parallel_state
+
+    if parallel_state.get_pipeline_model_parallel_world_size() == 1:
+        return tensor
+    group = parallel_state.get_pipeline_model_parallel_group()
+    device = tensor.device if tensor is not None else torch.device("cpu")
+    flags = [torch.zeros(1, device=device) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(flags, torch.ones(1, device=device) if tensor is not None else torch.zeros(1, device=device),
+                    group=group)
+    owner = dist.get_global_rank(group, next(i for i, f in enumerate(flags) if f.item() > 0))
+    buffer = tensor.contiguous() if tensor is not None else torch.empty(shape, dtype=dtype, device=device)
+    dist.broadcast(buffer, src=owner, group=group)
+    return buffer
 
 
 def draft_import_rules():

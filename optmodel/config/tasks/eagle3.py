@@ -128,7 +128,7 @@ def megatron_problems(cfg: DictConfig, trains: bool = True) -> List[str]:
 
     from optmodel.config.machine import transformer_engine_installed
 
-    found = [MEGATRON_PIPELINE_REFUSAL] if cfg.parallel.pipeline > 1 else []
+    found = [MEGATRON_PIPELINE_REFUSAL] if cfg.parallel.pipeline > 1 and cfg.task.name != "eagle3_features" else []
     if cfg.parallel.get("sequence_parallel") and not transformer_engine_installed():
         found.append(MEGATRON_SEQUENCE_PARALLEL_REFUSAL)
     if trains:
