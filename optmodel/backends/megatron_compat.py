@@ -23,13 +23,18 @@ from typing import Iterator
 #   4. every train-time-test forward enters `te_dot_product_attention_with_cp`, which reads
 #      `TEDotProductAttention.forward`; without TE that class is built on megatron-core's
 #      MagicMock stand-in for the `transformer_engine` module and has no `forward`;
-#   5. megatron-core 0.16.1's `Attention._adjust_key_value_for_inference` asks
+#   5. its train-time-test steps write each step's keys / values into a StaticInferenceContext
+#      cache in place; megatron-core 0.16.1's local DotProductAttention keeps views of that cache
+#      for backward when no GQA repeat copies them (draft heads = query groups, e.g. an MLA
+#      target), so backward fails ("modified by an inplace operation");
+#   6. megatron-core 0.16.1's `Attention._adjust_key_value_for_inference` asks
 #      `is_te_min_version("2.2.0")` when ModelOpt hands it an inference context (every
 #      train-time-test step > 0), and that raises TypeError without TE (no TE version).
 # The local equivalents: megatron-core's `WrappedTorchNorm`, its local `Linear` (one
 # replicated weight on every TP rank, as "duplicated" means), the local layer spec with
 # megatron-core's own DotProductAttention (which applies whatever mask it is given, so the
-# arbitrary train-time-test mask works), the context-parallel wrapper as a no-op (at CP 1 it
+# arbitrary train-time-test mask works) reading copies of the cached keys / values (as ModelOpt's
+# own CP wrapper copies them for TE), the context-parallel wrapper as a no-op (at CP 1 it
 # patches nothing anyway; CP > 1 without TE is refused at validation), and
 # `is_te_min_version` answering False (no TE).
 
@@ -57,6 +62,19 @@ def _duplicated_linear():
     return DuplicatedLinear
 
 
+def _copying_core_attention():
+    """megatron-core's local DotProductAttention on copies of key and value."""
+    from megatron.core.transformer.dot_product_attention import DotProductAttention
+
+    class CopyingDotProductAttention(DotProductAttention):
+        """Keys / values may be views of a cache the next train-time-test step overwrites."""
+
+        def forward(self, query, key, value, *args, **kwargs):
+            return super().forward(query, key.clone(), value.clone(), *args, **kwargs)
+
+    return CopyingDotProductAttention
+
+
 def local_eagle_layer_spec(config, local_core_attention: bool = False, remap_te_layernorm: bool = False,
                            real_quant_cfg: str = "None", qk_l2_norm: bool = False,
                            use_arbitrary_attention_mask: bool = False):
@@ -69,6 +87,7 @@ def local_eagle_layer_spec(config, local_core_attention: bool = False, remap_te_
                                     qk_l2_norm=qk_l2_norm)
     spec.submodules.self_attention.params["attn_mask_type"] = (
         AttnMaskType.arbitrary if use_arbitrary_attention_mask else AttnMaskType.causal)
+    spec.submodules.self_attention.submodules.core_attention = _copying_core_attention()
     return spec
 
 

@@ -19,11 +19,6 @@ MEGATRON_PIPELINE_REFUSAL = (
 MEGATRON_DRAFT_LAYERS_REFUSAL = (
     "task.draft_layers: on backend=megatron the draft is one layer (ModelOpt's Megatron export rules name a "
     "single `midlayer`, mapped here onto the hf layout). Fix: task.draft_layers=1, or backend=hf.")
-MEGATRON_SEQUENCE_PARALLEL_REFUSAL = (
-    "parallel.sequence_parallel: without Transformer-Engine ModelOpt's Megatron EAGLE draft normalizes with "
-    "megatron-core's torch norm, which refuses sequence parallelism. Fix: parallel.sequence_parallel=false, or a "
-    "GPU image with Transformer-Engine.")
-
 
 @dataclass
 class AcceptanceConfig:
@@ -126,11 +121,7 @@ def megatron_problems(cfg: DictConfig, trains: bool = True) -> List[str]:
     from optmodel.config.dtype import compute_dtype, expected_device
     from optmodel.config.tasks.finetune import MEGATRON_CPU_DTYPE_REFUSAL
 
-    from optmodel.config.machine import transformer_engine_installed
-
     found = [MEGATRON_PIPELINE_REFUSAL] if cfg.parallel.pipeline > 1 and cfg.task.name != "eagle3_features" else []
-    if cfg.parallel.get("sequence_parallel") and not transformer_engine_installed():
-        found.append(MEGATRON_SEQUENCE_PARALLEL_REFUSAL)
     if trains:
         if cfg.task.get("draft_layers", 1) != 1:
             found.append(MEGATRON_DRAFT_LAYERS_REFUSAL)
