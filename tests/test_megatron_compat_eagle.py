@@ -62,3 +62,37 @@ def test_the_scope_is_undone_and_never_claims_transformer_engine():
         assert plugin.get_gpt_modelopt_spec is not before["get_gpt_modelopt_spec"]
         assert "transformer_engine" not in sys.modules and not transformer_engine_installed()
     assert {n: getattr(plugin, n) for n in names} | {"is_te_min_version": attention.is_te_min_version} == before
+
+
+def test_local_attention_still_keeps_views_of_the_cache_it_is_given():
+    """ModelOpt writes each train-time-test step's keys into its cache in place; megatron-core's
+    local attention saves what it was given for backward, so the next write breaks backward
+    unless the draft's attention reads copies (CopyingDotProductAttention)."""
+    import torch
+    from megatron.core.transformer.dot_product_attention import DotProductAttention
+    from megatron.core.transformer.enums import AttnMaskType
+    from megatron.core.transformer.transformer_config import TransformerConfig
+
+    from conftest import compose_cfg
+    from optmodel.backends.megatron_compat import _copying_core_attention
+    from optmodel.distributed import destroy_model_parallel, init_model_parallel
+
+    init_model_parallel(compose_cfg().parallel, device="cpu")
+    try:
+        config = TransformerConfig(num_layers=1, hidden_size=8, num_attention_heads=2, use_cpu_initialization=True)
+        mask = torch.zeros(1, 1, 4, 4, dtype=torch.bool)
+
+        def backward_after_the_next_write(cls):
+            attn = cls(config, layer_number=1, attn_mask_type=AttnMaskType.arbitrary, attention_type="self")
+            query = torch.randn(4, 1, 2, 4, requires_grad=True)
+            cache = torch.zeros(4, 1, 2, 4)
+            cache[:] = torch.randn(4, 1, 2, 4, requires_grad=True)  # this step's keys, written in place
+            out = attn(query, cache, cache, attention_mask=mask)
+            cache.add_(1.0)  # the next step's write
+            out.sum().backward()
+
+        with pytest.raises(RuntimeError, match="inplace"):
+            backward_after_the_next_write(DotProductAttention)
+        backward_after_the_next_write(_copying_core_attention())
+    finally:
+        destroy_model_parallel()
