@@ -81,16 +81,11 @@ def test_eagle3_recipes_train_online_or_from_the_dump_they_are_paired_with(recip
     assert offline.task.max_steps * offline.task.batch_size * offline.task.grad_accum == 128000
 
 
-def test_a_kimi_k2_eagle3_recipe_on_megatron_would_not_validate_without_transformer_engine():
-    """Why there is none (README: left out): Kimi-K2's layout shards activations over TP
-    (sequence parallel), which the draft's torch norms refuse without Transformer-Engine."""
-    from optmodel.config.machine import transformer_engine_installed
-
-    if transformer_engine_installed():
-        pytest.skip("with Transformer-Engine the TE norms take sequence parallelism")
-    for task in ("eagle3", "eagle3_features"):
-        cfg = compose_cfg("model=kimi_k2_instruct", "parallel=kimi_k2", "backend=megatron", f"task={task}")
-        assert any(p.startswith("parallel.sequence_parallel: ") and "EAGLE" in p for p in problems_on(cfg, 64)), task
+def test_the_kimi_k2_eagle3_recipe_trains_on_megatron_at_the_example_layout(recipes):
+    """Megatron-LM's ADVANCED.md layout: TP 8, ETP 1, EP 64 on 64 GPUs, one draft layer."""
+    cfg = recipes["kimi_k2_eagle3"]
+    assert (cfg.task.name, cfg.backend.name, cfg.task.draft_layers) == ("eagle3", "megatron", 1)
+    assert (cfg.parallel.tensor, cfg.parallel.expert_tensor, cfg.parallel.expert, cfg.parallel.pipeline) == (8, 1, 64, 1)
 
 
 def readme_recipe_rows():
