@@ -219,3 +219,39 @@ def test_pipeline_parallel_features_match_the_hf_dump(two_ranks, tmp_path):
         valid = a["attention_mask"].bool()
         for key in ("aux_hidden_states", "base_model_hidden_states"):
             assert a[key].shape == b[key].shape and (a[key][valid] - b[key][valid]).abs().max() < 1e-4
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint_where_the_whole_run_went(tmp_path):
+    """Checkpoints are the megatron training core's (draft, optimizer, scheduler): killed after
+    step 3 with a checkpoint at step 2, the rerun trains step 3 again to the same loss."""
+    from omegaconf import OmegaConf
+
+    from optmodel.backends import megatron
+    from optmodel.config.tasks.eagle3 import Eagle3TaskConfig
+    from optmodel.speculative import workflow
+
+    task = OmegaConf.structured(Eagle3TaskConfig(max_steps=3, lr=3e-3, al_every=0, seq_len=32, num_conversations=8,
+                                                 batch_size=4, save_steps=2, log_steps=1))
+
+    class Killed(Exception):
+        pass
+
+    def train(run_dir, kill_at=None):
+        handle = megatron.load(compose_cfg(*MEGATRON))
+        losses = []
+
+        def log(row):
+            if "train/loss" in row:
+                losses.append(row["train/loss"])
+                if len(losses) == kill_at:
+                    raise Killed
+
+        try:
+            workflow.train_online(handle.eagle3(), handle.tokenizer, task, run_dir, 0, log)
+        except Killed:
+            pass
+        return losses
+
+    whole = train(tmp_path / "whole")
+    assert len(train(tmp_path / "killed", kill_at=3)) == 3
+    assert train(tmp_path / "killed") == whole[2:]  # step 3 again, from checkpoint-2
