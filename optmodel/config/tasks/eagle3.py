@@ -20,6 +20,7 @@ MEGATRON_DRAFT_LAYERS_REFUSAL = (
     "task.draft_layers: on backend=megatron the draft is one layer (ModelOpt's Megatron export rules name a "
     "single `midlayer`, mapped here onto the hf layout). Fix: task.draft_layers=1, or backend=hf.")
 
+
 @dataclass
 class AcceptanceConfig:
     """Acceptance length (AL) measurement: greedy, MT-Bench-style first turns."""
