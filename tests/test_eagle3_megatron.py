@@ -107,16 +107,29 @@ def test_draft_validates_with_the_same_acceptance_length(online, tmp_path, backe
     assert out["acceptance_length"] == pytest.approx(metrics["al_after"], abs=0.02)
 
 
-def test_an_mla_moe_target_trains_a_draft_that_validates_alike_on_both_backends(tmp_path):
+def test_an_mla_moe_target_trains_a_two_layer_draft_that_validates_alike_on_both_backends(tmp_path):
     """tiny_deepseek (MLA + MoE): the draft's heads equal its query groups, the case where the
-    local attention would keep views of ModelOpt's key cache (megatron_compat, ModelOpt EAGLE)."""
-    short = ["task.max_steps=3", "task.lr=3e-3", "task.seq_len=32", "task.num_conversations=16", "task.batch_size=4",
+    local attention would keep views of ModelOpt's key cache (megatron_compat, ModelOpt EAGLE);
+    two draft layers: the second one's names differ between ModelOpt's two exporters."""
+    import torch
+
+    short = ["task.draft_layers=2", "task.max_steps=3", "task.lr=3e-3", "task.seq_len=32", "task.num_conversations=16", "task.batch_size=4",
              "task.al_every=0", "task.draft_vocab_size=512", "run.seed=0"]
     acc = ["task.acceptance.num_prompts=2", "task.acceptance.max_new_tokens=12", "task.acceptance.draft_steps=3"]
     execute(compose_cfg("task=eagle3", "model=tiny_deepseek", *MEGATRON, *short), tmp_path / "train")
     al = [execute(compose_cfg("task=validate", "model=tiny_deepseek", f"run.load={tmp_path / 'train'}", *backend, *acc),
                   tmp_path / f"validate{len(backend)}")["acceptance_length"] for backend in ([], MEGATRON)]
     assert al[0] == pytest.approx(al[1], abs=0.02)
+    # the import into megatron inverts the export exactly: the attached draft exports the same tensors
+    from optmodel.backends import megatron
+    from optmodel.speculative.megatron_draft import draft_state_dict
+
+    handle = megatron.load(compose_cfg("model=tiny_deepseek", *MEGATRON))
+    draft = Path(read_manifest(tmp_path / "train")["outputs"]["draft"])
+    handle.eagle3().attach(draft)
+    again, exported = draft_state_dict(handle.model), tensors(draft)
+    assert again.keys() == exported.keys() and all(torch.equal(again[k], exported[k].to(again[k].dtype)) for k in again)
+    assert "layers.1.input_layernorm.weight" in again and "layers.1.hidden_norm.weight" not in again
 
 
 def test_features_match_the_hf_dump_and_train_on_either_backend(tmp_path):
@@ -152,7 +165,6 @@ def test_features_match_the_hf_dump_and_train_on_either_backend(tmp_path):
 
 @pytest.mark.parametrize("overrides, field", [
     (["parallel.pipeline=2", "run.world_size=2"], "parallel.pipeline"),
-    (["task.draft_layers=2"], "task.draft_layers"),
     (["backend.dtype=bfloat16"], "backend.dtype"),
 ])
 def test_what_megatron_cannot_do_is_refused_naming_the_field(overrides, field):

@@ -22,10 +22,22 @@ from typing import Dict, Optional
 
 from optmodel.backends.megatron_compat import eagle_on_local_spec
 
-# ModelOpt 0.46.1's two EAGLE3 exporters name the single draft layer differently: its Megatron
-# rules write the older `midlayer.` (LlamaForCausalLMEagle3), its hf plugin `layers.0.`.
-MEGATRON_LAYER_PREFIX = "midlayer."
-HF_LAYER_PREFIX = "layers.0."
+# ModelOpt 0.46.1's two EAGLE3 exporters name the draft layers differently: its Megatron rules
+# write the older `midlayer.` / `midlayer.<i>.` (LlamaForCausalLMEagle3 / ...Eagle3Deep, the
+# layers after the first with their input norm as `hidden_norm`), its hf plugin `layers.<i>.`.
+MEGATRON_RULES = {True: "LlamaForCausalLMEagle3", False: "LlamaForCausalLMEagle3Deep"}  # by "one layer"
+
+
+def hf_name(key: str, one_layer: bool) -> str:
+    """A Megatron-rule draft tensor name -> the hf plugin's."""
+    if one_layer:
+        return key.replace("midlayer.", "layers.0.", 1)
+    if not key.startswith("midlayer."):
+        return key
+    index, rest = key[len("midlayer."):].split(".", 1)
+    if index != "0" and rest.startswith("hidden_norm."):
+        rest = rest.replace("hidden_norm.", "input_layernorm.", 1)
+    return f"layers.{index}.{rest}"
 
 
 @contextlib.contextmanager
@@ -78,22 +90,20 @@ def convert(handle, spec, d2t=None, offline: bool = False, seed: int = 0):
 
 def draft_state_dict(model) -> Dict[str, "torch.Tensor"]:  # noqa: F821
     """The draft's tensors under the hf plugin's names, through ModelOpt's Megatron exporter
-    rules for LlamaForCausalLMEagle3 (QKV / gated-MLP slicing included)."""
+    rules for LlamaForCausalLMEagle3 / ...Eagle3Deep (QKV / gated-MLP slicing included)."""
     from modelopt.torch.export.unified_export_megatron import GPTModelExporter
 
     from optmodel.backends.megatron_cpu import tensor_cuda_is_identity
 
-    if int(model.eagle_config.num_layers) != 1:
-        raise ValueError("the megatron draft export maps a one-layer draft (task.draft_layers=1)")
+    one_layer = int(model.eagle_config.num_layers) == 1
     exporter = GPTModelExporter.__new__(GPTModelExporter)  # the rules alone: no HF config read
     exporter.model, exporter.dtype, exporter._state_dict = model, next(model.parameters()).dtype, {}
     exporter.exclude_modules, exporter.layer_config_dict, exporter.moe_router_dtype = [], {}, None
-    exporter.rules = exporter._populate_rule_book()["LlamaForCausalLMEagle3"]
+    exporter.rules = exporter._populate_rule_book()[MEGATRON_RULES[one_layer]]
     with tensor_cuda_is_identity(), whole_tensor_parallel_weights(model.eagle_module):
         exporter._get_eagle_module_state_dict()
         # copies: a renamed tensor may be the parameter itself, which holds its shard again after
-        out = {k.replace(MEGATRON_LAYER_PREFIX, HF_LAYER_PREFIX, 1): v.detach().cpu().clone()
-               for k, v in exporter._state_dict.items()}
+        out = {hf_name(k, one_layer): v.detach().cpu().clone() for k, v in exporter._state_dict.items()}
     if hasattr(model.eagle_module, "d2t"):  # ModelOpt 0.46.1's exporter looks for `dt2` and skips it
         out["d2t"] = model.eagle_module.d2t.detach().cpu()
     return out
@@ -166,31 +176,33 @@ def export(handle, out_dir: Path, notes: Optional[Dict[str, dict]] = None) -> Pa
     return Path(out_dir)
 
 
-def draft_import_rules():
-    """Where each megatron draft module's weights sit in the hf layout, as ModelOpt's Megatron
-    importer mappings (QKV / gated-MLP merging, TP slicing): ModelOpt 0.46.1 has import rules
-    for target models only, so these follow its Llama import rules with the draft's names."""
+def draft_import_rules(layer: int):
+    """Where draft layer `layer`'s megatron modules (and, for layer 0, the draft's own) sit in the
+    hf layout, as ModelOpt's Megatron importer mappings (QKV / gated-MLP merging, TP slicing):
+    ModelOpt 0.46.1 has import rules for target models only, so these follow its Llama import
+    rules with the draft's names."""
     from modelopt.torch.export.plugins.mcore_custom import (COL_TP, REPLICATE, ROW_TP, GatedMLPMerging,
                                                             NameRemapping, QKVMerging)
 
-    layer = HF_LAYER_PREFIX
+    prefix = f"layers.{layer}."
     return {
         "fc": NameRemapping("fc.", REPLICATE),
-        "enorm": NameRemapping(f"{layer}input_layernorm.", REPLICATE),
-        "first_input_layernorm": NameRemapping(f"{layer}hidden_norm.", REPLICATE),
-        "linear_qkv": QKVMerging(f"{layer}self_attn.", COL_TP),
-        "linear_proj": NameRemapping(f"{layer}self_attn.o_proj.", ROW_TP),
-        "pre_mlp_layernorm": NameRemapping(f"{layer}post_attention_layernorm.", REPLICATE),
-        "linear_fc1": GatedMLPMerging(f"{layer}mlp.", COL_TP),
-        "linear_fc2": NameRemapping(f"{layer}mlp.down_proj.", ROW_TP),
+        "enorm": NameRemapping(f"{prefix}input_layernorm.", REPLICATE),  # the embeddings' norm (layer 0)
+        # the hidden states' norm: EAGLE3's `hidden_norm` in layer 0, the plain input norm after it
+        "input_layernorm": NameRemapping(f"{prefix}{'hidden_norm' if layer == 0 else 'input_layernorm'}.", REPLICATE),
+        "linear_qkv": QKVMerging(f"{prefix}self_attn.", COL_TP),
+        "linear_proj": NameRemapping(f"{prefix}self_attn.o_proj.", ROW_TP),
+        "pre_mlp_layernorm": NameRemapping(f"{prefix}post_attention_layernorm.", REPLICATE),
+        "linear_fc1": GatedMLPMerging(f"{prefix}mlp.", COL_TP),
+        "linear_fc2": NameRemapping(f"{prefix}mlp.down_proj.", ROW_TP),
         "final_layernorm": NameRemapping("norm.", REPLICATE),
         "output_layer": NameRemapping("lm_head.", COL_TP),
     }
 
 
 def load_draft(model, draft_dir: Path) -> None:
-    """An exported (hf layout) one-layer draft's weights into the converted megatron model's
-    draft, through ModelOpt's Megatron importer (this rank's TP slices)."""
+    """An exported (hf layout) draft's weights into the converted megatron model's draft,
+    through ModelOpt's Megatron importer (this rank's TP slices)."""
     import torch
     from modelopt.torch.export.plugins.megatron_importer import GPTModelImporter
 
@@ -200,33 +212,32 @@ def load_draft(model, draft_dir: Path) -> None:
     importer.pretrained_model_path, importer.model = Path(draft_dir), model
     importer.dtype, importer.dequantize, importer.verbose = next(model.parameters()).dtype, False, False
     importer.disable_tqdm, importer.moe_router_dtype = True, None
-    mappings = draft_import_rules()
     names = {"name_remapping": importer._name_remapping, "qkv_merging": importer._qkv_merging,
              "gated_mlp_merging": importer._gated_mlp_merging}
 
-    def rule(key, module):
-        m = mappings[key]
+    def rule(key, module, layer=0):
+        m = draft_import_rules(layer)[key]
         names[m.func_name](module, m.target_name_or_prefix, **m.func_kwargs)
 
     eagle = model.eagle_module
-    layer = eagle.decoder.layers[0]
     with torch.no_grad(), tensor_cuda_is_identity():
         rule("fc", eagle.fc)
         rule("enorm", eagle.enorm)
-        rule("first_input_layernorm", layer.input_layernorm)
-        qkv = layer.self_attention.linear_qkv
-        config = qkv.config
-        # the importer reshapes QKV by config.hidden_size; EAGLE3's first layer takes [embeddings, hidden]
-        qkv.config = copy.copy(config)
-        qkv.config.hidden_size = qkv.weight.shape[1]
-        try:
-            rule("linear_qkv", qkv)
-        finally:
-            qkv.config = config
-        rule("linear_proj", layer.self_attention.linear_proj)
-        rule("pre_mlp_layernorm", layer.pre_mlp_layernorm)
-        rule("linear_fc1", layer.mlp.linear_fc1)
-        rule("linear_fc2", layer.mlp.linear_fc2)
+        for i, layer in enumerate(eagle.decoder.layers):
+            rule("input_layernorm", layer.input_layernorm, i)
+            qkv = layer.self_attention.linear_qkv
+            config = qkv.config
+            # the importer reshapes QKV by config.hidden_size; EAGLE3's first layer takes [embeddings, hidden]
+            qkv.config = copy.copy(config)
+            qkv.config.hidden_size = qkv.weight.shape[1]
+            try:
+                rule("linear_qkv", qkv, i)
+            finally:
+                qkv.config = config
+            rule("linear_proj", layer.self_attention.linear_proj, i)
+            rule("pre_mlp_layernorm", layer.pre_mlp_layernorm, i)
+            rule("linear_fc1", layer.mlp.linear_fc1, i)
+            rule("linear_fc2", layer.mlp.linear_fc2, i)
         rule("final_layernorm", eagle.decoder.final_layernorm)
         if hasattr(eagle, "eagle_output_layer"):
             rule("output_layer", eagle.eagle_output_layer)

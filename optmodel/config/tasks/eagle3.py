@@ -16,9 +16,6 @@ from optmodel.config.tasks.base import TaskConfig, TaskSpec
 MEGATRON_PIPELINE_REFUSAL = (
     "parallel.pipeline: ModelOpt's Megatron EAGLE (0.46.1) collects the target's aux hidden states inside the last "
     "pipeline stage, which holds only its own layers. Fix: parallel.pipeline=1 (parallel.tensor shards the target).")
-MEGATRON_DRAFT_LAYERS_REFUSAL = (
-    "task.draft_layers: on backend=megatron the draft is one layer (ModelOpt's Megatron export rules name a "
-    "single `midlayer`, mapped here onto the hf layout). Fix: task.draft_layers=1, or backend=hf.")
 
 
 @dataclass
@@ -124,8 +121,6 @@ def megatron_problems(cfg: DictConfig, trains: bool = True) -> List[str]:
 
     found = [MEGATRON_PIPELINE_REFUSAL] if cfg.parallel.pipeline > 1 and cfg.task.name != "eagle3_features" else []
     if trains:
-        if cfg.task.get("draft_layers", 1) != 1:
-            found.append(MEGATRON_DRAFT_LAYERS_REFUSAL)
         if expected_device(cfg.backend) == "cpu" and compute_dtype(cfg.backend, cfg.model, "cpu") != "float32":
             found.append(MEGATRON_CPU_DTYPE_REFUSAL)
     return found
