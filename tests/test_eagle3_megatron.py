@@ -160,7 +160,9 @@ def test_features_match_the_hf_dump_and_train_on_either_backend(tmp_path):
     for features, backend in ((dirs["megatron"], []), (dirs["hf"], MEGATRON)):
         out = execute(compose_cfg("task=eagle3", f"task.offline_data={features}", "task.max_steps=2",
                                   "task.batch_size=4", "task.al_every=0", *backend), tmp_path / f"offline{len(backend)}")
-        assert out["train_steps"] == 2 and (tmp_path / f"offline{len(backend)}" / "draft" / "model.safetensors").is_file()
+        draft = tmp_path / f"offline{len(backend)}" / "draft"
+        assert out["train_steps"] == 2 and (draft / "model.safetensors").is_file()
+        assert json.loads((draft / "config.json").read_text())["rope_theta"] == 1e6  # the target's rope base
 
 
 @pytest.mark.parametrize("overrides, field", [

@@ -115,6 +115,12 @@ def offline(target_dir: Path, features_dir: Path, task, run_dir: Path, device, s
     dtype = getattr(torch, manifest["dtype"])  # what the target computed the features in
     model = load_offline_base(str(target_dir)).to(device=device, dtype=dtype)
     model.model.dtype = model.config.dtype = dtype  # FakeBaseModel's dtype attribute sizes the draft
+    # FakeBaseModel's config has no rope base (the draft would train with 10000): the target's
+    from transformers import AutoConfig
+
+    from optmodel.speculative.convert import rope_theta, text_config
+
+    model.config.rope_theta = rope_theta(text_config(AutoConfig.from_pretrained(str(target_dir))))
     spec = DraftSpec.from_cfg(task)
     spec.aux_layer_ids = list(manifest["aux_layer_ids"])
     dataset = features.FeaturesDataset(features_dir, dtype=next(model.parameters()).dtype)
