@@ -31,7 +31,9 @@ from typing import Iterator
 #      `is_te_min_version("2.2.0")` when ModelOpt hands it an inference context (every
 #      train-time-test step > 0), and that raises TypeError without TE (no TE version).
 # The local equivalents: megatron-core's `WrappedTorchNorm`, its local `Linear` (one
-# replicated weight on every TP rank, as "duplicated" means), the local layer spec with
+# replicated weight on every TP rank, as "duplicated" means; given the TP group, since without
+# one megatron-core 0.16.1's checkpoint entry claims TP rank 0 on every rank and a TP 2
+# checkpoint save fails its sharding validation), the local layer spec with
 # megatron-core's own DotProductAttention (which applies whatever mask it is given, so the
 # arbitrary train-time-test mask works) reading copies of the cached keys / values (as ModelOpt's
 # own CP wrapper copies them for TE), the context-parallel wrapper as a no-op (at CP 1 it
