@@ -190,17 +190,18 @@ def test_a_draft_reading_layers_the_target_lacks_is_refused(online, tmp_path):
 
 @pytest.fixture(scope="module")
 def two_ranks(online, tmp_path_factory):
-    """TP 2 online training, validation of its draft at TP 2, and a PP 2 feature dump, in two gloo processes."""
+    """TP 2 online training, validation of its draft at TP 2, and PP 2 / TP 2 feature dumps, in two gloo processes."""
     from eagle3_megatron_workers import spawn
 
     base = tmp_path_factory.mktemp("eagle3_megatron_2ranks")
-    runs = {name: str(base / name) for name in ("tp2", "tp2_validate", "pp2_features")}
+    runs = {name: str(base / name) for name in ("tp2", "tp2_validate", "pp2_features", "tp2_features")}
+    features = ["task=eagle3_features", *MEGATRON, "task.num_conversations=8", "task.seq_len=32", "task.shard_size=4"]
     scenarios = [
         ["tp2", ["task=eagle3", *MEGATRON, *FAST, "parallel=tp2"], runs["tp2"]],
         ["tp2_validate", ["task=validate", f"run.load={runs['tp2']}", *MEGATRON, *ACC, "parallel=tp2"],
          runs["tp2_validate"]],
-        ["pp2_features", ["task=eagle3_features", *MEGATRON, "parallel=export_pp", "task.num_conversations=8",
-                          "task.seq_len=32", "task.shard_size=4"], runs["pp2_features"]],
+        ["pp2_features", [*features, "parallel=export_pp"], runs["pp2_features"]],
+        ["tp2_features", [*features, "parallel=tp2"], runs["tp2_features"]],
     ]
     return spawn(scenarios, str(base / "results.json")), runs
 
@@ -217,22 +218,23 @@ def test_tensor_parallel_training_matches_one_process(online, two_ranks):
 
 
 @pytest.mark.slow
-def test_pipeline_parallel_features_match_the_hf_dump(two_ranks, tmp_path):
+def test_pipeline_and_tensor_parallel_features_match_the_hf_dump(two_ranks, tmp_path):
     import torch
 
     from optmodel.speculative.features import read_manifest as features_manifest
 
     _, runs = two_ranks
-    ours = Path(read_manifest(runs["pp2_features"])["outputs"]["features"])
     execute(compose_cfg("task=eagle3_features", "backend.dtype=float32", "task.num_conversations=8", "task.seq_len=32",
                         "task.shard_size=4"), tmp_path / "hf")
     theirs = Path(read_manifest(tmp_path / "hf")["outputs"]["features"])
-    assert features_manifest(ours) == features_manifest(theirs)
-    for shard in features_manifest(ours)["shards"]:
-        a, b = (torch.load(d / shard["file"]) for d in (ours, theirs))
-        valid = a["attention_mask"].bool()
-        for key in ("aux_hidden_states", "base_model_hidden_states"):
-            assert a[key].shape == b[key].shape and (a[key][valid] - b[key][valid]).abs().max() < 1e-4
+    for layout in ("pp2_features", "tp2_features"):
+        ours = Path(read_manifest(runs[layout])["outputs"]["features"])
+        assert features_manifest(ours) == features_manifest(theirs), layout
+        for shard in features_manifest(ours)["shards"]:
+            a, b = (torch.load(d / shard["file"]) for d in (ours, theirs))
+            valid = a["attention_mask"].bool()
+            for key in ("aux_hidden_states", "base_model_hidden_states"):
+                assert a[key].shape == b[key].shape and (a[key][valid] - b[key][valid]).abs().max() < 1e-4, layout
 
 
 def test_a_killed_run_resumes_from_its_last_checkpoint_where_the_whole_run_went(tmp_path):
