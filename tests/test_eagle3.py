@@ -197,26 +197,6 @@ def test_features_of_another_target_refused(features_dir, tmp_path):
     assert "hidden_size 256" in problems[0] and "num_layers 8" in problems[1]
 
 
-def test_megatron_refused_without_transformer_engine():
-    from optmodel.config.machine import transformer_engine_installed
-
-    if transformer_engine_installed():
-        pytest.skip("Transformer-Engine is installed here")
-    for task in ("eagle3", "eagle3_features", "validate"):
-        problems = config_problems(compose_cfg(f"task={task}", "backend=megatron"))
-        assert any(p.startswith("backend:") and "Transformer-Engine" in p for p in problems)
-
-
-@pytest.mark.gpu
-def test_megatron_passes_the_transformer_engine_check_on_gpu():
-    from optmodel.config.machine import transformer_engine_installed
-
-    if not transformer_engine_installed():
-        pytest.skip("needs Transformer-Engine")
-    problems = config_problems(compose_cfg("task=eagle3", "backend=megatron"))
-    assert not any("transformer_engine is not installed" in p for p in problems)
-
-
 def test_sigterm_mid_training_checkpoints_and_a_rerun_resumes(tmp_path):
     """A SIGTERM during training (optmodel.run's handler raises Terminated) leaves a
     checkpoint at the step reached; the rerun in the same run dir starts from it."""

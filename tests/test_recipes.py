@@ -81,12 +81,11 @@ def test_eagle3_recipes_train_online_or_from_the_dump_they_are_paired_with(recip
     assert offline.task.max_steps * offline.task.batch_size * offline.task.grad_accum == 128000
 
 
-def test_a_kimi_k2_eagle3_recipe_on_megatron_would_not_validate():
-    """Why there is none (README: left out): task=eagle3 / eagle3_features on backend=megatron is
-    refused, and Kimi-K2 cannot run on backend=hf's one process at TP 8 / EP 64."""
-    for task in ("eagle3", "eagle3_features"):
-        cfg = compose_cfg("model=kimi_k2_instruct", "parallel=kimi_k2", "backend=megatron", f"task={task}")
-        assert any(p.startswith("backend: ") and "EAGLE" in p for p in problems_on(cfg, 64)), task
+def test_the_kimi_k2_eagle3_recipe_trains_on_megatron_at_the_example_layout(recipes):
+    """Megatron-LM's ADVANCED.md layout: TP 8, ETP 1, EP 64 on 64 GPUs, one draft layer."""
+    cfg = recipes["kimi_k2_eagle3"]
+    assert (cfg.task.name, cfg.backend.name, cfg.task.draft_layers) == ("eagle3", "megatron", 1)
+    assert (cfg.parallel.tensor, cfg.parallel.expert_tensor, cfg.parallel.expert, cfg.parallel.pipeline) == (8, 1, 64, 1)
 
 
 def readme_recipe_rows():

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, open_dict
 from optmodel.backends.handle import ModelHandle
 from optmodel.models.checkpoint import resolve_checkpoint
 
-__all__ = ["ModelHandle", "load", "resolve_source"]
+__all__ = ["ModelHandle", "load", "resolve_source", "train_eagle3_offline"]
 
 
 def resolve_source(cfg: DictConfig, source=None):
@@ -61,3 +61,12 @@ def load(cfg: DictConfig, source=None) -> ModelHandle:
             cfg.model = model_cfg
     backend = importlib.import_module(f"optmodel.backends.{cfg.backend.name}")
     return backend.load(cfg, path, origin)
+
+
+def train_eagle3_offline(cfg: DictConfig, load_target, features_dir, run_dir, log_fn):
+    """An EAGLE3 draft trained from an eagle3_features dump on cfg's backend: (the backend's
+    EAGLE3 steps holding it, optmodel.speculative.ops; train metrics). `load_target()` gives
+    the target's handle where the backend needs it (megatron); hf reads only the target's
+    embeddings and LM head."""
+    backend = importlib.import_module(f"optmodel.backends.{cfg.backend.name}")
+    return backend.train_eagle3_offline(cfg, load_target, Path(features_dir), Path(run_dir), log_fn)

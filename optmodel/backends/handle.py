@@ -11,6 +11,8 @@
     handle.architecture()                          -> the shape as produced, in ModelConfig field names
     handle.quantizer_summary()                     -> formats, quantizer counts, effective bits of the whole model
     handle.train(training, train, held, ...)       -> FitResult; the handle holds the trained model after
+    handle.eagle3()                                -> this backend's EAGLE3 steps on the model (convert, fit,
+                                                      measure, export_draft, attach: optmodel.speculative.ops)
 
 Collective methods (logits, save, export on a multi-rank world) are called by every rank
 with the same arguments; the handle decides which rank writes, and writes atomically.
@@ -124,6 +126,11 @@ class ModelHandle:
         """Train this model per `training` (a TrainingConfig node) on SFT datasets; with
         `teacher` (a handle of the same backend) distill per `distillation`. Collective.
         Returns optmodel.training.loop.FitResult; `self.model` is the trained model after."""
+        raise NotImplementedError
+
+    # --- EAGLE3 ---------------------------------------------------------------------------
+    def eagle3(self):
+        """This backend's EAGLE3 steps on this handle's model (optmodel.speculative.ops)."""
         raise NotImplementedError
 
     # --- persistence ----------------------------------------------------------------------

@@ -31,6 +31,12 @@ class HFHandle(ModelHandle):
     backend = "hf"
     takes_mask = True
 
+    def eagle3(self):
+        """ModelOpt's HF EAGLE plugin and transformers' Trainer (optmodel.speculative.ops)."""
+        from optmodel.speculative.ops import HFEagle3
+
+        return HFEagle3(self.model, self.device.type == "cpu")
+
     # --- forward --------------------------------------------------------------------------
     def logits(self, input_ids, attention_mask=None):
         """Left-padded rows get the positions they would have unpadded, so a batched row
@@ -259,3 +265,18 @@ def load(cfg: DictConfig, path: Optional[Path] = None, origin: Optional[dict] = 
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return HFHandle(model=model, tokenizer=tokenizer, device=device, source=Path(path), cfg=cfg, origin=origin)
+
+
+def train_eagle3_offline(cfg: DictConfig, load_target, features_dir: Path, run_dir: Path, log_fn):
+    """ModelOpt's eagle_offline mode over the target's embeddings and LM head (FakeBaseModel)."""
+    import torch
+
+    from optmodel.config.machine import runs_on_cpu
+    from optmodel.speculative import workflow
+    from optmodel.speculative.features import read_manifest
+    from optmodel.speculative.ops import HFEagle3
+
+    on_cpu = runs_on_cpu(cfg.backend)
+    model, metrics = workflow.offline(read_manifest(features_dir)["target"], features_dir, cfg.task, run_dir,
+                                      torch.device("cpu" if on_cpu else "cuda"), int(cfg.run.seed), log_fn)
+    return HFEagle3(model, on_cpu), metrics

@@ -90,6 +90,13 @@ class MegatronHandle(ModelHandle):
         return fit_megatron(self, training, train_dataset, eval_dataset, output_dir=output_dir, seed=seed,
                             teacher=teacher, distillation=distillation, resume=resume, tracker=tracker)
 
+    def eagle3(self):
+        """ModelOpt's Megatron EAGLE on this model, trained by the megatron training core
+        (optmodel.speculative.megatron_eagle)."""
+        from optmodel.speculative.megatron_eagle import MegatronEagle3
+
+        return MegatronEagle3(self)
+
     def forward_loop(self, batches, batch_size: int = 1, desc: str = "calibrate"):
         """The `forward_loop` of `mtq.quantize(handle.model, cfg, forward_loop)`: every batch
         through the whole model (all stages, all ranks in step).
@@ -355,3 +362,9 @@ def architecture_as_loaded(handle: MegatronHandle) -> dict:
     arch["parameters"], arch["active_parameters"] = parameters(arch)  # of the whole model (all ranks)
     arch["parameters_this_rank"] = sum(p.numel() for p in handle.model.parameters())
     return arch
+
+
+def train_eagle3_offline(cfg: DictConfig, load_target, features_dir: Path, run_dir: Path, log_fn):
+    """ModelOpt's Megatron EAGLE in eagle_offline mode on the loaded target (sharded over TP)."""
+    ops = load_target().eagle3()
+    return ops, ops.fit_offline(features_dir, cfg.task, run_dir, int(cfg.run.seed), log_fn)

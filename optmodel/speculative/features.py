@@ -53,9 +53,13 @@ def target_hidden_states(model, aux_ids: List[int], batch: Dict[str, "torch.Tens
 
 
 def dump(model, rows: List[dict], out_dir: Path, aux_ids: List[int], shard_size: int, target: str,
-         batch_size: int = 8, data: Optional[dict] = None) -> Tuple[dict, List[str]]:
+         batch_size: int = 8, data: Optional[dict] = None, hidden_states=None,
+         shape: Optional[Dict[str, int]] = None, write: bool = True) -> Tuple[dict, List[str]]:
     """Write (or finish) the feature shards of `rows` under `out_dir`; returns the manifest
-    and the shard files written by this call (the others were kept from an earlier one)."""
+    and the shard files written by this call (the others were kept from an earlier one).
+    `hidden_states(batch) -> (final, aux)` and `shape` (hidden_size, num_layers, vocab_size)
+    stand for another backend's model; default: a transformers model's forward and config.
+    `write=False`: compute only (the other ranks of a model sharded over several processes)."""
     import torch
 
     from optmodel.speculative.data import collate
@@ -64,11 +68,14 @@ def dump(model, rows: List[dict], out_dir: Path, aux_ids: List[int], shard_size:
     out_dir.mkdir(parents=True, exist_ok=True)
     digest = rows_digest(rows)
     text = getattr(model.config, "text_config", None) or model.config
+    shape = shape or {"hidden_size": text.hidden_size, "num_layers": text.num_hidden_layers,
+                      "vocab_size": text.vocab_size}
+    hidden_states = hidden_states or (lambda batch: target_hidden_states(model, aux_ids, batch))
     manifest = read_manifest(out_dir) or {}
     identity = {"target": str(target), "data_digest": digest, "num_rows": len(rows),
                 "seq_len": int(rows[0]["input_ids"].shape[0]), "shard_size": shard_size,
-                "aux_layer_ids": list(aux_ids), "hidden_size": text.hidden_size,
-                "num_layers": text.num_hidden_layers, "vocab_size": text.vocab_size,
+                "aux_layer_ids": list(aux_ids), "hidden_size": shape["hidden_size"],
+                "num_layers": shape["num_layers"], "vocab_size": shape["vocab_size"],
                 "dtype": str(next(model.parameters()).dtype).replace("torch.", "")}
     if manifest and {k: manifest.get(k) for k in identity} != identity:
         raise ValueError(f"{out_dir} holds features of another target / data / layout; use a new directory")
@@ -86,18 +93,21 @@ def dump(model, rows: List[dict], out_dir: Path, aux_ids: List[int], shard_size:
         finals, auxes = [], []
         for b in range(0, len(part), batch_size):
             batch = {k: v.to(device) for k, v in collate(part[b:b + batch_size]).items()}
-            final, aux = target_hidden_states(model, aux_ids, batch)
+            final, aux = hidden_states(batch)
             finals.append(final.cpu())
             auxes.append(aux.cpu())
+        manifest["shards"].append({"file": name, "start": start, "rows": len(part)})
+        written.append(name)
+        if not write:
+            continue
         shard = {**collate(part), "base_model_hidden_states": torch.cat(finals), "aux_hidden_states": torch.cat(auxes)}
         tmp = out_dir / f".{name}.partial"
         torch.save(shard, tmp)
         tmp.replace(out_dir / name)  # a kill before this line leaves no shard: it is redone
-        manifest["shards"].append({"file": name, "start": start, "rows": len(part)})
-        written.append(name)
         atomic_write_text(out_dir / MANIFEST, json.dumps(manifest, indent=2))
     manifest["complete"] = True
-    atomic_write_text(out_dir / MANIFEST, json.dumps(manifest, indent=2))
+    if write:
+        atomic_write_text(out_dir / MANIFEST, json.dumps(manifest, indent=2))
     return manifest, written
 
 

@@ -3,7 +3,7 @@
 Checkpoints are the shared training layer's (optmodel/training/checkpoints.py: marked complete
 only once the Trainer finished writing them). TrainingArguments from the task config (lr cosine to a
 floor, clip 1.0, no weight decay, Adam betas 0.9 / 0.95, periodic checkpoints, resume)
-and a callback measuring acceptance length every N steps."""
+and a callback after every step (acceptance length every N steps)."""
 
 from __future__ import annotations
 
@@ -55,16 +55,15 @@ def last_checkpoint(out_dir: Path) -> Optional[str]:
     return str(found) if found else None
 
 
-def acceptance_callback(every: int, measure: Callable[[], dict], sink: Callable[[int, dict], None]):
-    """A TrainerCallback measuring AL every `every` optimizer steps (and at the end)."""
+def step_callback(on_step: Callable[[int, int], None]):
+    """A TrainerCallback calling on_step(step, max_steps) after every optimizer step."""
     from transformers import TrainerCallback
 
-    class AcceptanceCallback(TrainerCallback):
+    class StepCallback(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
-            if every > 0 and (state.global_step % every == 0 or state.global_step == state.max_steps):
-                sink(state.global_step, measure())
+            on_step(state.global_step, state.max_steps)
 
-    return AcceptanceCallback()
+    return StepCallback()
 
 
 def metrics_callback(log_fn: Callable[[dict], None]):

@@ -53,44 +53,34 @@ def vocab_mapping(task, rows: List[dict], vocab_size: int, out_dir: Path):
     return d2t
 
 
-def _train(model, dataset, task, run_dir: Path, on_cpu: bool, seed: int, callbacks: List,
-           al_seconds: Sequence[float] = (0.0,), target: Optional[str] = None) -> dict:
-    from optmodel.speculative import train
-    from optmodel.speculative.checkpoint import target_identity
-
-    args = train.training_arguments(task, run_dir / train.CHECKPOINTS, on_cpu, seed)
-    model.train()
-    identity = target_identity(model, target or getattr(model.config, "_name_or_path", None))
-    _, result = train.train(model, dataset, args, callbacks, resume=bool(task.resume), target=identity)
-    tokens = int(task.max_steps) * int(task.batch_size) * int(task.grad_accum) * int(task.seq_len)
-    runtime = max(float(result.metrics.get("train_runtime", 0.0)) - al_seconds[0], 1e-9)
-    return {"train_loss": float(result.training_loss), "train_steps": int(result.global_step),
-            "train_seconds": runtime, "train_tokens_per_second": tokens / runtime}
-
-
 def online(model, tokenizer, task, run_dir: Path, on_cpu: bool, seed: int,
            log_fn: Callable[[dict], None] = lambda m: None) -> Dict[str, object]:
-    """Convert the loaded target, train its draft with AL checks, export it."""
-    from optmodel.speculative import acceptance, train
-    from optmodel.speculative.convert import DraftSpec, convert
-    from optmodel.speculative.data import RowsDataset
+    """`train_online` of a transformers model (backend=hf's EAGLE3 steps)."""
+    from optmodel.speculative.ops import HFEagle3
 
+    return train_online(HFEagle3(model, on_cpu), tokenizer, task, run_dir, seed, log_fn)
+
+
+def train_online(ops, tokenizer, task, run_dir: Path, seed: int,
+                 log_fn: Callable[[dict], None] = lambda m: None) -> Dict[str, object]:
+    """Convert the loaded target, train its draft with AL checks (`ops`: the backend's EAGLE3
+    steps, optmodel.speculative.ops)."""
+    from optmodel.speculative.convert import DraftSpec
     from optmodel.speculative.data import new_account
 
     run_dir = Path(run_dir)
     account = new_account()
     rows = conversation_rows(tokenizer, task, account)
-    vocab_size = (getattr(model.config, "text_config", None) or model.config).vocab_size
-    d2t = vocab_mapping(task, rows, vocab_size, run_dir / "draft_vocab")
-    convert(model, DraftSpec.from_cfg(task), d2t=d2t)
+    d2t = vocab_mapping(task, rows, ops.vocab_size, run_dir / "draft_vocab")
+    ops.convert(DraftSpec.from_cfg(task), d2t=d2t, seed=seed)
     acc = task.acceptance
     prompts = al_prompts(acc)
 
-    al_seconds = [0.0]  # AL checks run inside Trainer.train: kept out of the throughput
+    al_seconds = [0.0]  # AL checks run inside training: kept out of the throughput
 
     def measure():
         start = time.perf_counter()
-        result = acceptance.measure(model, tokenizer, prompts, int(acc.max_new_tokens), int(acc.draft_steps))
+        result = ops.measure(tokenizer, prompts, int(acc.max_new_tokens), int(acc.draft_steps))
         al_seconds[0] += time.perf_counter() - start
         return result
 
@@ -101,16 +91,19 @@ def online(model, tokenizer, task, run_dir: Path, on_cpu: bool, seed: int,
         log.info("step %d: acceptance length %.3f", step, m["acceptance_length"])
         log_fn({"step": step, "acceptance_length": m["acceptance_length"], "acceptance_rate": m["acceptance_rate"]})
 
-    before = measure() if task.al_every else None
+    every = int(task.al_every)
+
+    def on_step(step: int, steps: int):
+        if every > 0 and (step % every == 0 or step == steps):
+            sink(step, measure())
+
+    before = measure() if every else None
     if before:
         sink(0, before)
     al_seconds[0] = 0.0
-    callbacks = [train.metrics_callback(log_fn)]
-    if task.al_every:
-        callbacks.append(train.acceptance_callback(int(task.al_every), measure, sink))
-    metrics = _train(model, RowsDataset(rows), task, run_dir, on_cpu, seed, callbacks, al_seconds)
-    after = history[-1] if history and history[-1]["step"] == metrics["train_steps"] else (measure() if task.al_every else None)
-    model.eval()
+    metrics = ops.fit(rows, task, run_dir, seed, on_step, log_fn, al_seconds)
+    after = history[-1] if history and history[-1]["step"] == metrics["train_steps"] else (measure() if every else None)
+    ops.model.eval()
     metrics.update(al_before=before["acceptance_length"] if before else None,
                    al_after=after["acceptance_length"] if after else None, al_history=history, data=account)
     return metrics
@@ -124,27 +117,32 @@ def offline(target_dir: Path, features_dir: Path, task, run_dir: Path, device, s
 
     from optmodel.speculative import features, train
     from optmodel.speculative.convert import DraftSpec, convert, load_offline_base
+    from optmodel.speculative.ops import fit_rows
 
     manifest = features.read_manifest(features_dir)
     on_cpu = torch.device(device).type == "cpu"
     dtype = getattr(torch, manifest["dtype"])  # what the target computed the features in
     model = load_offline_base(str(target_dir)).to(device=device, dtype=dtype)
     model.model.dtype = model.config.dtype = dtype  # FakeBaseModel's dtype attribute sizes the draft
+    # FakeBaseModel's config has no rope base (the draft would train with 10000): the target's
+    from transformers import AutoConfig
+
+    from optmodel.speculative.convert import rope_theta, text_config
+
+    model.config.rope_theta = rope_theta(text_config(AutoConfig.from_pretrained(str(target_dir))))
     spec = DraftSpec.from_cfg(task)
     spec.aux_layer_ids = list(manifest["aux_layer_ids"])
     dataset = features.FeaturesDataset(features_dir, dtype=next(model.parameters()).dtype)
     vocab_size = manifest["vocab_size"]
     d2t = vocab_mapping(task, dataset.rows, vocab_size, Path(run_dir) / "draft_vocab")
     convert(model, spec, d2t=d2t, offline=True, num_layers=manifest["num_layers"])
-    metrics = _train(model, dataset, task, Path(run_dir), on_cpu, seed, [train.metrics_callback(log_fn)],
-                     target=str(target_dir))
+    metrics = fit_rows(model, dataset, task, Path(run_dir), on_cpu, seed, [train.metrics_callback(log_fn)],
+                       target=str(target_dir))
     model.eval()
     metrics["data"] = manifest.get("data")  # the account of the dump's rows
     return model, metrics
 
 
-def export_draft(model, run_dir: Path, target: str, deploy: str = "none") -> Path:
-    """The draft in `deploy`'s serving conventions, with a note naming its target."""
-    from optmodel.speculative.draft import export
-
-    return export(model, Path(run_dir) / DRAFT_DIR, notes={TARGET_NOTE: {"target": str(target)}}, deploy=deploy)
+def draft_notes(target: str) -> Dict[str, dict]:
+    """The json files written beside an exported draft: which target it was trained against."""
+    return {TARGET_NOTE: {"target": str(target)}}

@@ -4,8 +4,9 @@
     optmodel task=eagle3 task.offline_data=<eagle3_features run>/features   # from dumped features
 
 Online, the frozen target runs in memory and AL is measured before training, every
-task.al_every steps and at the end. Offline, only the target's embeddings and LM head are
-loaded; measure AL afterwards with task=validate run.load=<this run>. The run records the
+task.al_every steps and at the end. Offline, the dumped hidden states stand for the target's
+decoder (backend=hf loads only the target's embeddings and LM head); measure AL afterwards
+with task=validate run.load=<this run>. The run records the
 draft (`outputs.draft`, the serving layout) and its target (`outputs.target`, also the
 run's `saved_model`, so run.load=<this run> gives task=validate the target back)."""
 
@@ -13,38 +14,34 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-from optmodel.config.machine import runs_on_cpu
 from optmodel.distributed import is_rank0
 from optmodel.speculative import workflow
 from optmodel.speculative.data import account_line
 
 
 def run(ctx) -> Dict[str, Any]:
-    import torch
-
     cfg, task = ctx.cfg, ctx.cfg.task
     if task.offline_data:
+        from optmodel.backends import train_eagle3_offline
         from optmodel.speculative.features import read_manifest
 
         target = read_manifest(task.offline_data)["target"]
-        device = torch.device("cpu" if runs_on_cpu(cfg.backend) else "cuda")
-        model, metrics = workflow.offline(target, task.offline_data, task, ctx.run_dir, device, cfg.run.seed,
-                                          ctx.tracker.log)
+        ops, metrics = train_eagle3_offline(cfg, ctx.load_model, task.offline_data, ctx.run_dir, ctx.tracker.log)
+        model = ops.model
     else:
         handle = ctx.load_model()
         ctx.record_model(handle)  # the target's shape, before the draft is attached
         target = str(handle.source)
+        ops = handle.eagle3()
+        metrics = workflow.train_online(ops, handle.tokenizer, task, ctx.run_dir, cfg.run.seed, ctx.tracker.log)
         model = handle.model
-        metrics = workflow.online(model, handle.tokenizer, task, ctx.run_dir, handle.device.type == "cpu",
-                                  cfg.run.seed, ctx.tracker.log)
     ctx.record(outputs={"target": target, "saved_model": target},
                speculative={"algorithm": "eagle3", "offline": bool(task.offline_data),
                             "aux_layer_ids": list(model.eagle_config.eagle_aux_hidden_state_layer_ids),
                             "draft_vocab_size": int(model.eagle_config.draft_vocab_size),
                             "draft_layers": int(task.draft_layers), "ttt_steps": int(task.ttt_steps)})
     if task.export:
-        if is_rank0():
-            workflow.export_draft(model, ctx.run_dir, target, task.deploy)
+        ops.export_draft(ctx.run_dir / workflow.DRAFT_DIR, workflow.draft_notes(target), task.deploy)
         ctx.record(outputs={"draft": str(ctx.run_dir / workflow.DRAFT_DIR)}, speculative={"deploy": task.deploy})
     account = metrics.pop("data", None)
     ctx.record(metrics={"al_history": metrics.pop("al_history", [])}, data=account)

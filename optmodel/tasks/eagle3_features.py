@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict
 
-from optmodel.speculative import features, workflow
-from optmodel.speculative.convert import DraftSpec, aux_layer_ids, text_config
+from optmodel.speculative import workflow
+from optmodel.speculative.convert import DraftSpec, aux_layer_ids
 from optmodel.speculative.data import account_line, new_account
 
 
@@ -17,10 +17,10 @@ def run(ctx) -> Dict[str, Any]:
     handle = ctx.load_model()
     account = new_account()
     rows = workflow.conversation_rows(handle.tokenizer, task, account)
-    aux = aux_layer_ids(DraftSpec(aux_layer_ids=list(task.aux_layer_ids)), text_config(handle.model.config).num_hidden_layers)
+    aux = aux_layer_ids(DraftSpec(aux_layer_ids=list(task.aux_layer_ids)), int(handle.cfg.model.num_layers))
     out = Path(task.output_dir).expanduser() if task.output_dir else ctx.run_dir / "features"
-    manifest, written = features.dump(handle.model, rows, out, aux, int(task.shard_size), str(handle.source),
-                                      int(task.batch_size), data=account)
+    manifest, written = handle.eagle3().dump_features(rows, out, aux, int(task.shard_size), str(handle.source),
+                                                      int(task.batch_size), data=account)
     ctx.record(outputs={"features": str(out), "target": str(handle.source)}, data=account)
     metrics = {"rows": manifest["num_rows"], "shards": len(manifest["shards"]), "shards_written": len(written),
                "shards_kept": len(manifest["shards"]) - len(written)}

@@ -14,7 +14,6 @@ from typing import Any, Dict
 
 from optmodel.config.tasks.validate import draft_dir
 from optmodel.distributed import is_rank0
-from optmodel.speculative import acceptance, draft
 from optmodel.speculative.workflow import al_prompts
 
 
@@ -22,9 +21,9 @@ def run(ctx) -> Dict[str, Any]:
     cfg, acc = ctx.cfg, ctx.cfg.task.acceptance
     handle = ctx.load_model()
     path = draft_dir(cfg)
-    draft.attach(handle.model, path)
-    result = acceptance.measure(handle.model, handle.tokenizer, al_prompts(acc), int(acc.max_new_tokens),
-                                int(acc.draft_steps))
+    ops = handle.eagle3()
+    ops.attach(path)
+    result = ops.measure(handle.tokenizer, al_prompts(acc), int(acc.max_new_tokens), int(acc.draft_steps))
     ctx.write_file("acceptance", "acceptance.json", json.dumps({"draft": str(path), **result}, indent=2))
     ctx.record(outputs={"draft": str(path)})
     ctx.log_metrics({k: v for k, v in result.items() if k != "per_position"})

@@ -40,13 +40,17 @@ from optmodel.training.loop import FitResult
 
 log = logging.getLogger("optmodel")
 
+SFT_FIELDS = ("input_ids", "labels", "attention_mask")
 DECAY_STYLES = {"cosine": "cosine", "linear": "linear", "constant": "constant"}
 
 
 def fit_megatron(handle, training, train_dataset, eval_dataset=None, *, output_dir: Path, seed: int, teacher=None,
-                 distillation=None, resume: bool = False, tracker=None) -> FitResult:
+                 distillation=None, resume: bool = False, tracker=None, forward_step_fn=None, kind: Optional[str] = None,
+                 on_step=None) -> FitResult:
     """Train `handle.model` (this rank's stage) per `training` (a TrainingConfig node); with
     `teacher` (a MegatronHandle at the same layout), distillation per `distillation`.
+    `forward_step_fn` replaces the SFT / KD micro-batch step (EAGLE3: ModelOpt's draft loss over
+    the dataset's `fields`), `kind` names the run, `on_step(step, steps)` runs after each step.
     `resume` (or a requeued Slurm job): continue from the newest complete checkpoint in
     `output_dir` — weights, optimizer, scheduler, and the data order from that step on."""
     import torch
@@ -59,7 +63,8 @@ def fit_megatron(handle, training, train_dataset, eval_dataset=None, *, output_d
 
     torch.manual_seed(seed)
     model = handle.model
-    kind = ("qad" if is_quantized(model) else "kd") if teacher is not None else ("qat" if is_quantized(model) else "sft")
+    kind = kind or (("qad" if is_quantized(model) else "kd") if teacher is not None
+                    else ("qat" if is_quantized(model) else "sft"))
     if teacher is not None:
         model = distillation_model(model, teacher.model, distillation)
     steps = total_steps(training, len(train_dataset), int(training.global_batch_size))
@@ -75,7 +80,7 @@ def fit_megatron(handle, training, train_dataset, eval_dataset=None, *, output_d
     batches = microbatches(train_dataset, micro, seed)
     adjust = get_tensor_shapes_adjust_fn_for_distillation(
         [ddp], seq_length=seq, micro_batch_size=micro, decoder_seq_length=seq) if teacher is not None else None
-    schedule = _schedule(forward_step(handle.device), seq, micro, adjust)
+    schedule = _schedule(forward_step_fn or forward_step(handle.device), seq, micro, adjust)
 
     history: List[Dict[str, Any]] = []
     times: List[float] = []
@@ -115,6 +120,8 @@ def fit_megatron(handle, training, train_dataset, eval_dataset=None, *, output_d
             ddp.train()
         if training.save_every and step % int(training.save_every) == 0:
             save_checkpoint(ddp, optimizer, scheduler, output_dir, step, int(training.keep_checkpoints))
+        if on_step is not None:
+            on_step(step, steps)
     seconds = time.perf_counter() - start
 
     metrics: Dict[str, Any] = {
@@ -189,7 +196,7 @@ def microbatches(dataset, micro: int, seed: int):
                              f"({dp} ranks). Fix: more data or a smaller task.training.micro_batch_size.")
         for start in range(rank * micro, usable, micro * dp):
             rows = order[start:start + micro]
-            yield {k: getattr(dataset, k)[rows] for k in ("input_ids", "labels", "attention_mask")}
+            yield {k: getattr(dataset, k)[rows] for k in getattr(dataset, "fields", SFT_FIELDS)}
 
 
 def _schedule(step_fn, seq: int, micro: int, adjust):

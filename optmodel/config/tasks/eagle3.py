@@ -11,17 +11,11 @@ from typing import List, Optional
 from omegaconf import DictConfig
 
 from optmodel.config.errors import positive
-from optmodel.config.machine import transformer_engine_installed
 from optmodel.config.tasks.base import TaskConfig, TaskSpec
 
-MEGATRON_REFUSAL = (
-    "backend: ModelOpt's Megatron EAGLE (megatron_eagle) builds its draft with Transformer-Engine layers and "
-    "transformer_engine is not installed. Fix: backend=hf, or run in a GPU image with Transformer-Engine."
-)
-MEGATRON_NOT_WIRED = (
-    "backend: the megatron EAGLE3 path is not wired in this version (only its Transformer-Engine check). "
-    "Fix: backend=hf."
-)
+MEGATRON_PIPELINE_REFUSAL = (
+    "parallel.pipeline: ModelOpt's Megatron EAGLE (0.46.1) collects the target's aux hidden states inside the last "
+    "pipeline stage, which holds only its own layers. Fix: parallel.pipeline=1 (parallel.tensor shards the target).")
 
 
 @dataclass
@@ -132,10 +126,18 @@ def features_problems(cfg: DictConfig, field_name: str = "task.offline_data") ->
     return found
 
 
-def megatron_problems(cfg: DictConfig) -> List[str]:
+def megatron_problems(cfg: DictConfig, trains: bool = True) -> List[str]:
+    """What backend=megatron's EAGLE3 (optmodel.speculative.megatron_eagle) cannot do."""
     if cfg.backend.name != "megatron":
         return []
-    return [MEGATRON_REFUSAL if not transformer_engine_installed() else MEGATRON_NOT_WIRED]
+    from optmodel.config.dtype import compute_dtype, expected_device
+    from optmodel.config.tasks.finetune import MEGATRON_CPU_DTYPE_REFUSAL
+
+    found = [MEGATRON_PIPELINE_REFUSAL] if cfg.parallel.pipeline > 1 and cfg.task.name != "eagle3_features" else []
+    if trains:
+        if expected_device(cfg.backend) == "cpu" and compute_dtype(cfg.backend, cfg.model, "cpu") != "float32":
+            found.append(MEGATRON_CPU_DTYPE_REFUSAL)
+    return found
 
 
 def acceptance_problems(acc: DictConfig, prefix: str) -> List[str]:

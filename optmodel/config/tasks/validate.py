@@ -27,14 +27,32 @@ def draft_dir(cfg: DictConfig) -> Optional[str]:
     return ((origin or {}).get("outputs") or {}).get("draft")
 
 
+def draft_fit_problems(cfg: DictConfig, path: Path) -> List[str]:
+    """The exported draft against the target it is put on: aux layers inside the target's layers."""
+    import json
+
+    conf = json.loads((path / "config.json").read_text())
+    layers = int(cfg.model.num_layers)
+    aux = list((conf.get("eagle_config") or {}).get("eagle_aux_hidden_state_layer_ids") or [])
+    found = []
+    outside = [i for i in aux if not 0 <= int(i) < layers]
+    if outside:
+        found.append(f"task.draft: {path} reads the target's layers {outside} (eagle_aux_hidden_state_layer_ids "
+                     f"{aux}); model {cfg.model.name} has layers 0..{layers - 1}. Fix: the draft trained for this "
+                     f"target (run.load=<its eagle3 run>).")
+    return found
+
+
 def problems(cfg: DictConfig) -> List[str]:
-    found = megatron_problems(cfg)
+    found = megatron_problems(cfg, trains=False)
     path = draft_dir(cfg)
     if path is None:
         found.append("task.draft: no draft to validate. Fix: run.load=<an eagle3 run dir> or task.draft=<exported draft dir>.")
     elif not (Path(path).expanduser() / "config.json").is_file():
         found.append(f"task.draft: {path} holds no config.json. Fix: an eagle3 run's draft/ dir "
                      f"(export_speculative_decoding output).")
+    else:
+        found += draft_fit_problems(cfg, Path(path).expanduser())
     return found + acceptance_problems(cfg.task.acceptance, "task.acceptance")
 
 
