@@ -116,4 +116,16 @@ def export_layout_problems(cfg: DictConfig, field_name: str = "parallel.tensor")
     """An export from a tensor-parallel megatron model is refused (see EXPORT_TP_REFUSAL)."""
     if cfg.backend.name == "megatron" and cfg.parallel.tensor != 1:
         return [f"{field_name}: {EXPORT_TP_REFUSAL} (parallel={cfg.parallel.name} has TP {cfg.parallel.tensor})"]
-    return []
+    return _expert_parallel_problems(cfg)
+
+
+def _expert_parallel_problems(cfg: DictConfig) -> List[str]:
+    """ModelOpt 0.46's Megatron exporter names the experts of megatron-core's SequentialMLP (what
+    optmodel builds: per-expert Linear modules, no grouped GEMM) by their index on the rank."""
+    if cfg.backend.name != "megatron" or cfg.parallel.expert == 1 or cfg.model.moe is None:
+        return []
+    return [f"parallel.expert: ModelOpt 0.46's Megatron exporter writes each expert-parallel rank's experts under "
+            f"their local index, so an export at EP {cfg.parallel.expert} holds one rank's share of the experts "
+            f"(measured: EP 2 of an 8-expert model wrote experts 0-3). Fix: parallel.expert=1 for the export "
+            f"(parallel=export_pp: pipeline stages instead); a quantize run at EP > 1: task.export=false, then "
+            f"task=export run.load=<that run> parallel=export_pp."]

@@ -28,18 +28,7 @@ def problems(cfg: DictConfig) -> List[str]:
         found.append(p)
     if (p := one_of("task.dtype", cfg.task.dtype, ("bfloat16", "float16"))):
         found.append(p)
-    return found + export_layout_problems(cfg) + _expert_parallel_problems(cfg) + _deploy_problems(cfg)
-
-
-def _expert_parallel_problems(cfg: DictConfig) -> List[str]:
-    """ModelOpt 0.46's Megatron exporter names the experts of megatron-core's SequentialMLP (what
-    optmodel builds: per-expert Linear modules, no grouped GEMM) by their index on the rank."""
-    if cfg.backend.name != "megatron" or cfg.parallel.expert == 1 or cfg.model.moe is None:
-        return []
-    return [f"parallel.expert: ModelOpt 0.46's Megatron exporter writes each expert-parallel rank's experts under "
-            f"their local index, so an export at EP {cfg.parallel.expert} holds one rank's share of the experts "
-            f"(measured: EP 2 of an 8-expert model wrote experts 0-3). Fix: parallel.expert=1 for the export "
-            f"(parallel=export_pp: pipeline stages instead)."]
+    return found + export_layout_problems(cfg) + _deploy_problems(cfg)
 
 
 def _deploy_problems(cfg: DictConfig) -> List[str]:
