@@ -1,4 +1,4 @@
-"""optmodel/backends/megatron_compat.py: each adaptation of ModelOpt's Megatron plugins to
+"""optmodel/backends/megatron_compat/: each adaptation of ModelOpt's Megatron plugins to
 megatron-core's local spec has a test here that fails once the library does it itself (then
 the adaptation goes), and nothing of it may let the process believe Transformer-Engine is
 installed. The adapted plugins running for real: tests/test_prune_megatron.py."""
@@ -62,7 +62,7 @@ def test_modelopt_registers_no_local_spec_norm_or_linear(minitron):
     from modelopt.torch.nas.registry import DMRegistry
 
     for cls in (nn.RMSNorm, Linear, SelfAttention, MLASelfAttention):
-        assert any(c.__module__ == "optmodel.backends.megatron_compat" for c in DMRegistry[cls].__mro__), cls
+        assert any(c.__module__ == "optmodel.backends.megatron_compat.minitron" for c in DMRegistry[cls].__mro__), cls
 
 
 def test_modelopt_head_pruning_still_needs_te_attention(minitron):
