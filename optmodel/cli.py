@@ -8,6 +8,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from optmodel.config.schema import register_schemas
@@ -34,28 +35,52 @@ def main() -> None:
     """Check the command line's overrides against the schemas, then let Hydra run."""
     from optmodel.config.overrides import override_problems
 
-    problems = override_problems(sys.argv[1:]) or run_dir_problems(sys.argv[1:])
+    problems = override_problems(sys.argv[1:])
     if problems:
-        from optmodel.config.errors import ConfigError
-
-        print(f"error: {ConfigError(problems)}", file=sys.stderr)
-        sys.exit(2)
+        refuse(problems)
     hydra_main()
 
 
-def run_dir_problems(argv) -> list:
-    """run.output_dir is Hydra's run dir too (its .hydra/ and log go there): a dir that holds
-    another run, or one in use, is refused before Hydra writes into it. Sweeps name their
-    own job dirs, so this is for single runs."""
-    if "-m" in argv or "--multirun" in argv or any(a.startswith("--cfg") or a in ("--help", "-h") for a in argv):
-        return []
-    values = dict(a.lstrip("+").split("=", 1) for a in argv if "=" in a and not a.startswith("-"))
-    if not values.get("run.output_dir"):
-        return []
-    from optmodel.claim import probe_run_dir
+def refuse(problems) -> None:
+    """A config problem is the user's to fix: the message, exit 2, no traceback."""
+    from optmodel.config.errors import ConfigError
 
-    return probe_run_dir(Path(values["run.output_dir"]), values.get("task", "quantize"),
-                         resume=values.get("run.resume", "false").lower() == "true")
+    print(f"error: {ConfigError(problems)}", file=sys.stderr)
+    sys.exit(2)
+
+
+class SettleBeforeRunDir(Callback):
+    """Hydra creates the run dir (.hydra/, optmodel.log) before the task function runs. A
+    plain run that validation refuses, or a dry run (which writes nothing), is settled here,
+    before that: a refused run leaves no dir behind."""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        from omegaconf import open_dict
+
+        from optmodel.claim import probe_run_dir
+        from optmodel.config.errors import ConfigError
+        from optmodel.launch.plain import submitting_launcher
+        from optmodel.run import checked_config
+
+        HydraConfig.instance().set_config(config)  # what run_job does next: the checks read the choices
+        if submitting_launcher():
+            return  # the launcher checks, submits, and cleans its own refusals
+        cfg = config.copy()
+        with open_dict(cfg):
+            del cfg["hydra"]
+        try:
+            problems = [] if cfg.run.dry_run else probe_run_dir(Path(config.hydra.run.dir), cfg.task.name,
+                                                                resume=bool(cfg.run.resume))
+            if problems:
+                raise ConfigError(problems)
+            cfg = checked_config(cfg)
+            if cfg.run.dry_run:
+                from optmodel.plan import dry_run
+
+                dry_run(cfg)
+                sys.exit(0)
+        except ConfigError as err:
+            refuse(err.problems)
 
 
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
@@ -75,9 +100,7 @@ def hydra_main(cfg: DictConfig) -> None:
     except ConfigError as err:
         if in_sweep():  # the launcher records it as this job's failure; the sweep goes on
             raise
-        # A config problem is the user's to fix: the message, no traceback.
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        refuse(err.problems)
 
 
 if __name__ == "__main__":

@@ -129,20 +129,28 @@ def model_was_typed() -> bool:
     return group_was_chosen("model")
 
 
+def checked_config(cfg: DictConfig, typed_model: Optional[bool] = None) -> DictConfig:
+    """The config a run executes (run.load: its shape; model=auto: config.json's; format
+    short names: the *_CFG name), validated, its inputs checked (ConfigError when not).
+    A dry run is validated by its plan instead."""
+    cfg = resolve_run_config(cfg, model_was_typed() if typed_model is None else typed_model)
+    if not cfg.run.get("dry_run"):
+        validate(cfg)
+        preflight(cfg)
+    return cfg
+
+
 def execute(cfg: DictConfig, run_dir: Path, typed_model: Optional[bool] = None) -> Dict[str, Any]:
     """Run `cfg.task` with its results in `run_dir`; returns the task's metrics.
 
     Validation comes first and raises ConfigError before anything is loaded or written.
     run.dry_run=true stops after validation: it prints the plan and writes nothing.
     """
-    # run.load: its shape; model=auto: config.json's; format short names: the *_CFG name
-    cfg = resolve_run_config(cfg, model_was_typed() if typed_model is None else typed_model)
+    cfg = checked_config(cfg, typed_model)
     if cfg.run.get("dry_run"):
         from optmodel.plan import dry_run
 
         return dry_run(cfg)
-    validate(cfg)
-    preflight(cfg)
     launch, run_dir, ranks = join_world(cfg, Path(run_dir))  # all ranks: one process group, one run dir
     claim = claim_for_run(cfg, run_dir, launch.is_rank0)  # before anything is written there
     try:

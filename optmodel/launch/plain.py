@@ -17,14 +17,22 @@ from typing import Optional
 SUBMITTING_LAUNCHERS = ("OptmodelSlurmLauncher", "OptmodelLocalRanksLauncher")
 
 
-def hand_to_launcher() -> Optional[int]:
-    """Exit status of the submitted run, or None when this run executes here."""
+def submitting_launcher() -> bool:
+    """Whether this plain run goes to optmodel's Slurm or local-ranks launcher."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     hc = HydraConfig.get()
-    if hc.mode != RunMode.RUN or not str(hc.launcher.get("_target_", "")).endswith(SUBMITTING_LAUNCHERS):
+    return hc.mode == RunMode.RUN and str(hc.launcher.get("_target_", "")).endswith(SUBMITTING_LAUNCHERS)
+
+
+def hand_to_launcher() -> Optional[int]:
+    """Exit status of the submitted run, or None when this run executes here."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not submitting_launcher():
         return None
+    hc = HydraConfig.get()
     run_dir = hc.runtime.output_dir
     args = [a for a in sys.argv[1:] if not a.startswith(("hydra.sweep.dir=", "hydra.sweep.subdir="))]
     cmd = [sys.executable, "-m", "optmodel", "--multirun", *args, f"hydra.sweep.dir={run_dir}", "hydra.sweep.subdir=."]
