@@ -94,13 +94,27 @@ def hydra_main(cfg: DictConfig) -> None:
         sys.exit(status)
     from optmodel.console import quiet_console
 
+    from optmodel.launch import signals
+
+    run_dir = run_dir_of(cfg)
     try:
         with quiet_console():  # library banners and warnings: optmodel.log only
-            execute(cfg, run_dir_of(cfg))
+            execute(cfg, run_dir)
     except ConfigError as err:
         if in_sweep():  # the launcher records it as this job's failure; the sweep goes on
             raise
         refuse(err.problems)
+    except (signals.Terminated, KeyboardInterrupt) as err:
+        if in_sweep():
+            raise
+        # A stop that was asked for: one line, no traceback; the manifest says how it ended.
+        from optmodel.config.tasks import task_spec
+
+        again = (f"continue it with run.resume=true run.output_dir={run_dir}" if task_spec(cfg.task.name).resumable
+                 else "task={} starts over: rerun it with run.output_dir=<a new dir>".format(cfg.task.name))
+        print(f"optmodel: {signals.interruption(err) or 'interrupted'}; {run_dir} records the run as failed; "
+              f"{again}.", file=sys.stderr, flush=True)
+        sys.exit(128 + (signals.requested() or 2))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 import logging
 import random
-import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
@@ -215,12 +214,16 @@ def _run_claimed(cfg: DictConfig, run_dir: Path, launch, ranks) -> Dict[str, Any
         failed = False
         return metrics
     except BaseException as err:
-        # A resumable task saved for a Slurm requeue is not failed: it continues in the requeued job.
-        ctrl_c = isinstance(err, KeyboardInterrupt) or signals.requested() == signal.SIGINT
-        reason = "interrupted (Ctrl-C, SIGINT)" if ctrl_c else f"{type(err).__name__}: {err}"
-        manifest.finish("requeued" if was_requeued() else "failed", error=reason)
-        log.exception("task %s failed", cfg.task.name)
+        with signals.deferred():  # a second signal does not cut the record of the first short
+            reason = signals.interruption(err) or f"{type(err).__name__}: {err}"
+            # A resumable task saved for a Slurm requeue is not failed: it continues in the requeued job.
+            manifest.finish("requeued" if was_requeued() else "failed", error=reason)
+            if signals.interruption(err):
+                log.error("task %s %s", cfg.task.name, reason)  # a stop asked for: no traceback
+            else:
+                log.exception("task %s failed", cfg.task.name)
         raise
     finally:
-        tracker.close(failed=failed)
+        with signals.deferred():
+            tracker.close(failed=failed)
         signals.restore(previous_handlers)  # the caller (a sweep, a test) keeps its own handling

@@ -8,7 +8,6 @@ the shape they were measured on; reuse refuses scores of another shape.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -109,11 +108,11 @@ def save(path: Path, scores: Dict[str, Any], shape: Dict[str, Any], meta: Dict[s
     """Atomic torch.save of {format, shape, scores, meta}."""
     import torch
 
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save({"format": FORMAT, "shape": shape, "scores": scores, "meta": meta}, tmp)
-    os.replace(tmp, path)
-    return path
+    from optmodel.manifest import atomic_file
+
+    with atomic_file(path) as tmp:
+        torch.save({"format": FORMAT, "shape": shape, "scores": scores, "meta": meta}, tmp)
+    return Path(path)
 
 
 class ScoresMismatch(ValueError):
