@@ -118,5 +118,64 @@ class Manifest:
 
 
 def read_manifest(run_dir: Path) -> Dict[str, Any]:
+    """optmodel.json of `run_dir`, its outputs resolved against where the dir is now."""
     with open(Path(run_dir) / MANIFEST_NAME) as f:
-        return json.load(f)
+        data = json.load(f)
+    return with_resolved_outputs(data, run_dir)
+
+
+# --- paths inside a run dir: recorded relative to it, so a moved or copied dir loads its own files
+def relative_outputs(outputs: Dict[str, Any], run_dir: Path) -> Dict[str, Any]:
+    """`outputs` with every absolute path inside `run_dir` made relative to it."""
+    root = Path(run_dir).resolve()
+    relative = {}
+    for key, value in outputs.items():
+        if isinstance(value, str) and value and os.sep in value:  # a path (not `hf`, `bfloat16`)
+            try:
+                value = str(Path(value).resolve().relative_to(root))
+            except ValueError:
+                pass  # outside the run dir (a checkpoint, another run): kept as given
+        relative[key] = value
+    return relative
+
+
+def with_resolved_outputs(manifest: Dict[str, Any], run_dir: Path) -> Dict[str, Any]:
+    """The manifest with outputs as absolute paths under `run_dir`, wherever it is now.
+
+    Relative values name files of the run dir when such a file exists (others, like
+    `export_format: hf`, are not paths). Manifests written before paths were relative hold
+    absolute ones: those inside the dir the run was made in (.hydra/hydra.yaml or
+    config.yaml say which) are moved under `run_dir` too."""
+    outputs = manifest.get("outputs")
+    if not isinstance(outputs, dict) or not outputs:
+        return manifest
+    run_dir = Path(run_dir).expanduser().absolute()
+    made_in = None
+    resolved = {}
+    for key, value in outputs.items():
+        if isinstance(value, str) and value:
+            if not os.path.isabs(value):
+                if (run_dir / value).exists():
+                    value = str(run_dir / value)
+            else:
+                made_in = made_in if made_in is not None else (_made_in(run_dir) or "")
+                if made_in and Path(value).is_relative_to(made_in):
+                    value = str(run_dir / Path(value).relative_to(made_in))
+        resolved[key] = value
+    return {**manifest, "outputs": resolved}
+
+
+def _made_in(run_dir: Path) -> str | None:
+    """The dir an older run wrote its absolute paths under."""
+    import yaml
+
+    for name, keys in ((".hydra/hydra.yaml", ("hydra", "runtime", "output_dir")), ("config.yaml", ("run", "output_dir"))):
+        try:
+            value = yaml.safe_load((run_dir / name).read_text())
+            for key in keys:
+                value = value[key]
+        except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError):
+            continue
+        if isinstance(value, str) and value:
+            return value
+    return None

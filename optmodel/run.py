@@ -19,7 +19,7 @@ from optmodel.launch import signals
 from optmodel.launch.preemption import was_requeued
 from optmodel.launch.signals import Terminated  # noqa: F401  (a BaseException: libraries cannot swallow it)
 from optmodel.launch.world import join_world
-from optmodel.manifest import Manifest, atomic_write_text
+from optmodel.manifest import Manifest, atomic_write_text, relative_outputs
 from optmodel.models.checkpoint import resolve_checkpoint
 from optmodel.tracking import Tracker
 
@@ -44,7 +44,10 @@ class RunContext:
         return load(self.cfg, source=source)
 
     def record(self, **fields: Any) -> None:
-        """Merge into the manifest: dict fields (metrics, outputs, ...) update, others replace."""
+        """Merge into the manifest: dict fields (metrics, outputs, ...) update, others replace.
+        Outputs inside the run dir are recorded relative to it (the dir may move)."""
+        if "outputs" in fields:
+            fields["outputs"] = relative_outputs(fields["outputs"], self.run_dir)
         merged = {k: ({**(self.manifest.data.get(k) or {}), **v} if isinstance(v, dict) and k != "architecture" else v)
                   for k, v in fields.items()}
         self.manifest.update(**merged)
