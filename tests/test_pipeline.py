@@ -89,6 +89,9 @@ def test_pipeline_records_each_steps_metrics_and_all_of_them_flat(pipeline_run):
     assert steps["export"]["metrics"]["effective_bits"] == quant["effective_bits"]
     for key in ("mmlu", "perplexity_before", "perplexity_after", "effective_bits"):
         assert manifest["metrics"][key] == metrics[key]
+    for step in ("quantize", "export"):  # both steps' effective_bits kept, none overwritten
+        assert manifest["metrics"][f"{step}/effective_bits"] == steps[step]["metrics"]["effective_bits"]
+    assert manifest["metrics"]["mmlu/mmlu"] == mmlu["mmlu"]
     assert metrics["pipeline_seconds"] >= sum(s["seconds"] for s in steps.values())
     assert manifest["quantization"]["format"] == "FP8_DEFAULT_CFG"
 
@@ -118,7 +121,8 @@ def test_unknown_step_and_two_steps_writing_one_output_exit_2_before_anything_ru
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "task.steps[1]: unknown value 'mmlux'. Did you mean mmlu?" in proc.stderr
     assert "Valid: distill, eval, export, finetune, generate, mmlu, prune, quantize." in proc.stderr
-    assert "task.export: writes outputs.export, which step quantize writes too" in proc.stderr
+    assert ("task.quantize.export: steps quantize and export both write outputs.export (one run dir holds one of "
+            "each). Fix: task.quantize.export=false, or drop a step.") in proc.stderr
     assert "Traceback" not in proc.stderr and not (out / "optmodel.json").exists()
 
 
@@ -148,7 +152,8 @@ def test_chains_that_cannot_run_are_refused():
 
 def test_prune_then_distill_learns_from_the_input_model_and_saves_one_model():
     both = problems("task.steps=[prune,distill]", "task.prune.export_config.num_layers=2")
-    assert both == [p for p in both if "outputs.saved_model, which step prune writes too" in p] and len(both) == 1
+    assert both == ["task.prune.save_model: steps prune and distill both write outputs.saved_model (one run dir holds "
+                    "one of each). Fix: task.prune.save_model=false or task.distill.save_model=false, or drop a step."]
     overrides = ("task=pipeline", "task.steps=[prune,distill]", "task.prune.export_config.num_layers=2",
                  "task.prune.save_model=false")
     cfg = resolve_run_config(compose_cfg(*overrides))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
+from optmodel.console import rate
 from optmodel.config.machine import runs_on_cpu
 from optmodel.distributed import is_rank0
 from optmodel.speculative import workflow
@@ -49,6 +50,6 @@ def run(ctx) -> Dict[str, Any]:
     ctx.log_metrics(metrics)
     if is_rank0():
         print(f"optmodel eagle3: {cfg.model.name}, {metrics['train_steps']} steps, "
-              f"{metrics['train_tokens_per_second']:.0f} tokens/s, AL {metrics.get('al_before')} -> {metrics.get('al_after')}",
+              f"{rate(metrics['train_tokens_per_second'], 'tokens/s')}, AL {metrics.get('al_before')} -> {metrics.get('al_after')}",
               flush=True)
     return metrics
