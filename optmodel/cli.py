@@ -38,7 +38,41 @@ def main() -> None:
     problems = override_problems(sys.argv[1:])
     if problems:
         refuse(problems)
+    if shows_job_config(sys.argv[1:]):
+        return print_job_config(sys.argv[1:])
     hydra_main()
+
+
+def shows_job_config(argv) -> bool:
+    """`--cfg job` (optionally `--resolve`) of a single run, with nothing else Hydra must handle."""
+    flags = [a for a in argv if a.startswith("-")]
+    asked = any(argv[i] in ("--cfg", "-c") and argv[i + 1:i + 2] == ["job"] for i in range(len(argv))) or "--cfg=job" in argv
+    return asked and all(f in ("--cfg", "-c", "--cfg=job", "--resolve") for f in flags)
+
+
+def print_job_config(argv) -> None:
+    """What `--cfg job` prints is what runs: the composed config made concrete the way the run
+    makes it (model=auto's config.json, run.load's model, canonical format names). Hydra's own
+    --cfg job prints the composition before that (`???` for every number of model=auto)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf, open_dict
+
+    from optmodel.config.errors import ConfigError
+    from optmodel.config.resolve import resolve_run_config
+    from optmodel.run import model_was_typed
+
+    overrides = [a for i, a in enumerate(argv) if not a.startswith("-") and argv[i - 1:i] not in (["--cfg"], ["-c"])]
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        composed = compose("config", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(composed)  # model_was_typed reads the overrides there
+    cfg = composed.copy()
+    with open_dict(cfg):
+        del cfg["hydra"]
+    try:
+        cfg = resolve_run_config(cfg, model_was_typed())
+    except ConfigError as err:
+        refuse(err.problems)
+    print(OmegaConf.to_yaml(cfg, resolve="--resolve" in argv), end="")
 
 
 def refuse(problems) -> None:

@@ -153,7 +153,7 @@ def test_chains_that_cannot_run_are_refused():
 def test_prune_then_distill_learns_from_the_input_model_and_saves_one_model():
     both = problems("task.steps=[prune,distill]", "task.prune.export_config.num_layers=2")
     assert both == ["task.prune.save_model: steps prune and distill both write outputs.saved_model (one run dir holds "
-                    "one of each). Fix: task.prune.save_model=false or task.distill.save_model=false, or drop a step."]
+                    "one of each). Fix: task.prune.save_model=false, or drop a step."]
     overrides = ("task=pipeline", "task.steps=[prune,distill]", "task.prune.export_config.num_layers=2",
                  "task.prune.save_model=false")
     cfg = resolve_run_config(compose_cfg(*overrides))
