@@ -113,3 +113,33 @@ def test_lm_eval_close_names_resemble_the_typed_one():
     assert close_names("gsm8", known) == ["gsm8k"]
     assert close_names("wikitext2", known) == ["wikitext"]
     assert close_names("totally_new", known) == []
+
+
+# --- dry runs and exports ------------------------------------------------------------------------
+def test_a_dry_run_of_a_gpu_recipe_plans_on_a_machine_without_one(monkeypatch, capsys):
+    from optmodel.run import execute
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    cfg = compose_cfg("experiment=qwen3_8b_fp8", "run.dry_run=true")
+    assert cfg.backend.device == "cuda"
+    plan = execute(cfg, "unused")
+    out = capsys.readouterr().out
+    assert plan["world_size"] >= 1 and "on this machine (fix before running here)" in out
+    assert "backend.device: cuda was asked for but no NVIDIA GPU is visible" in out  # a note, not a refusal
+    with pytest.raises(ConfigError, match="backend.device: cuda was asked for"):
+        validate(compose_cfg("backend.device=cuda"))  # the real run still refuses
+
+
+def test_a_quantized_export_as_the_model_is_refused_with_how_to_evaluate_it(tmp_path):
+    import shutil
+
+    export = tmp_path / "export"  # what ModelOpt's unified HF export adds to a checkpoint
+    shutil.copytree(TINY_MODELS_DIR / "tiny_qwen3", export)
+    config = json.loads((export / "config.json").read_text())
+    config["quantization_config"] = {"quant_method": "modelopt", "quant_algo": "FP8"}
+    (export / "config.json").write_text(json.dumps(config))
+    (export / "hf_quant_config.json").write_text(json.dumps({"quantization": {"quant_algo": "FP8"}}))
+    with pytest.raises(ConfigError) as err:
+        validate(compose_cfg("task=mmlu", f"model.checkpoint={export}"))
+    problem = next(p for p in err.value.problems if p.startswith("model.checkpoint:"))
+    assert "is a ModelOpt quantized export (quant_algo FP8)" in problem and "run.load=<that quantize run dir>" in problem
