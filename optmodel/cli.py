@@ -93,11 +93,12 @@ class SettleBeforeRunDir(Callback):
 
         from optmodel.claim import probe_run_dir
         from optmodel.config.errors import ConfigError
-        from optmodel.launch.plain import submitting_launcher
+        from optmodel.launch.plain import note_run_dir, submitting_launcher
         from optmodel.run import checked_config
 
         HydraConfig.instance().set_config(config)  # what run_job does next: the checks read the choices
         if submitting_launcher():
+            note_run_dir(config.hydra.run.dir)  # a refused submission removes only a dir made for it
             return  # the launcher checks, submits, and cleans its own refusals
         cfg = config.copy()
         with open_dict(cfg):

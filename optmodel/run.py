@@ -220,8 +220,11 @@ def _run_claimed(cfg: DictConfig, run_dir: Path, launch, ranks) -> Dict[str, Any
         with signals.deferred():  # a second signal does not cut the record of the first short
             reason = signals.interruption(err) or f"{type(err).__name__}: {err}"
             # A resumable task saved for a Slurm requeue is not failed: it continues in the requeued job.
+            if was_requeued():
+                reason = ("requeued by Slurm (time limit or preemption): the task saved its state and the "
+                          "requeued job continues it in this run dir")
             manifest.finish("requeued" if was_requeued() else "failed", error=reason)
-            if signals.interruption(err):
+            if signals.interruption(err) or was_requeued():
                 log.error("task %s %s", cfg.task.name, reason)  # a stop asked for: no traceback
             else:
                 log.exception("task %s failed", cfg.task.name)

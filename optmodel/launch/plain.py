@@ -47,6 +47,22 @@ def hand_to_launcher() -> Optional[int]:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if status == 2 and not (Path(run_dir) / ".submitit").exists():
-        # Refused before anything was submitted: leave no run dir that looks like a run.
-        shutil.rmtree(run_dir, ignore_errors=True)
+        # Refused before anything was submitted: leave no run dir that looks like a run. Only
+        # what Hydra made here goes: a dir the user named that existed before keeps its files.
+        if run_dir_was_new(run_dir):
+            shutil.rmtree(run_dir, ignore_errors=True)
+        else:
+            shutil.rmtree(Path(run_dir) / ".hydra", ignore_errors=True)
+            (Path(run_dir) / "optmodel.log").unlink(missing_ok=True)
     return status
+
+
+_EXISTED: dict = {}  # run dir -> whether it existed before Hydra created it (cli's on_run_start)
+
+
+def note_run_dir(run_dir) -> None:
+    _EXISTED[str(Path(run_dir).absolute())] = Path(run_dir).exists()
+
+
+def run_dir_was_new(run_dir) -> bool:
+    return _EXISTED.get(str(Path(run_dir).absolute())) is False
