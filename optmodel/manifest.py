@@ -146,23 +146,31 @@ def with_resolved_outputs(manifest: Dict[str, Any], run_dir: Path) -> Dict[str, 
     `export_format: hf`, are not paths). Manifests written before paths were relative hold
     absolute ones: those inside the dir the run was made in (.hydra/hydra.yaml or
     config.yaml say which) are moved under `run_dir` too."""
-    outputs = manifest.get("outputs")
-    if not isinstance(outputs, dict) or not outputs:
-        return manifest
     run_dir = Path(run_dir).expanduser().absolute()
-    made_in = None
-    resolved = {}
-    for key, value in outputs.items():
-        if isinstance(value, str) and value:
-            if not os.path.isabs(value):
-                if (run_dir / value).exists():
-                    value = str(run_dir / value)
-            else:
-                made_in = made_in if made_in is not None else (_made_in(run_dir) or "")
-                if made_in and Path(value).is_relative_to(made_in):
-                    value = str(run_dir / Path(value).relative_to(made_in))
-        resolved[key] = value
-    return {**manifest, "outputs": resolved}
+    made_in: list = []  # looked up once, when an absolute path needs it
+
+    def resolve(outputs):
+        if not isinstance(outputs, dict):
+            return outputs
+        resolved = {}
+        for key, value in outputs.items():
+            if isinstance(value, str) and value:
+                if not os.path.isabs(value):
+                    if (run_dir / value).exists():
+                        value = str(run_dir / value)
+                else:
+                    made_in[:] = made_in or [_made_in(run_dir) or ""]
+                    if made_in[0] and Path(value).is_relative_to(made_in[0]):
+                        value = str(run_dir / Path(value).relative_to(made_in[0]))
+            resolved[key] = value
+        return resolved
+
+    if "outputs" in manifest:
+        manifest = {**manifest, "outputs": resolve(manifest["outputs"])}
+    if isinstance(manifest.get("steps"), dict):  # task=pipeline: each step's outputs
+        manifest["steps"] = {name: {**step, "outputs": resolve(step.get("outputs"))} if isinstance(step, dict) else step
+                             for name, step in manifest["steps"].items()}
+    return manifest
 
 
 def _made_in(run_dir: Path) -> str | None:

@@ -16,6 +16,8 @@ from optmodel.config.resolve import resolve_run_config
 from optmodel.config.validate import config_problems
 from optmodel.run import execute
 
+from optmodel.manifest import read_manifest
+
 from conftest import compose_cfg
 
 SAMPLE = Path(__file__).parent / "data" / "mmlu_sample"
@@ -52,7 +54,7 @@ def pipeline_run(tmp_path_factory, one_thread):
     cfg = compose_cfg("task=pipeline", "task.steps=[quantize,mmlu,export]", *SMALL,
                       f"task.mmlu.subjects=[{','.join(SUBJECTS)}]", f"run.output_dir={run_dir}")
     metrics, loads = counted_execute(cfg, run_dir)
-    return run_dir, metrics, loads, json.loads((run_dir / "optmodel.json").read_text())
+    return run_dir, metrics, loads, read_manifest(run_dir)
 
 
 def problems(*overrides):
@@ -102,7 +104,7 @@ def test_a_failing_step_stops_the_pipeline_and_keeps_the_earlier_outputs(tmp_pat
     with pytest.raises(RuntimeError, match=r"pipeline step 2/3 \(mmlu\) failed: AccuracyBelowBound") as err:
         counted_execute(cfg, tmp_path)
     assert err.value.loads == [None]
-    manifest = json.loads((tmp_path / "optmodel.json").read_text())
+    manifest = read_manifest(tmp_path)
     assert manifest["status"] == "failed" and "pipeline step 2/3 (mmlu)" in manifest["error"]
     steps = manifest["steps"]
     assert [steps[s]["status"] for s in ("quantize", "mmlu", "export")] == ["completed", "failed", "pending"]
@@ -167,7 +169,7 @@ def test_prune_then_distill_trains_the_pruned_model_in_memory_against_the_input_
                       "task.distill.training.micro_batch_size=2", "task.distill.training.global_batch_size=2",
                       *SMALL[:3], f"run.output_dir={tmp_path}")
     _, loads = counted_execute(cfg, tmp_path)
-    manifest = json.loads((tmp_path / "optmodel.json").read_text())
+    manifest = read_manifest(tmp_path)
     ckpt = str(Path(optmodel.__file__).parent / "assets" / "tiny_models" / "tiny_qwen3")
     assert loads == [None, ckpt] and manifest["model_loads"] == 2 and manifest["other_model_loads"] == [ckpt]
     prune, distill = manifest["steps"]["prune"]["metrics"], manifest["steps"]["distill"]["metrics"]
