@@ -93,6 +93,7 @@ class SettleBeforeRunDir(Callback):
 
         from optmodel.claim import probe_run_dir
         from optmodel.config.errors import ConfigError
+        from optmodel.distributed import detect_launch_env
         from optmodel.launch.plain import note_run_dir, submitting_launcher
         from optmodel.run import checked_config
 
@@ -104,8 +105,9 @@ class SettleBeforeRunDir(Callback):
         with open_dict(cfg):
             del cfg["hydra"]
         try:
-            problems = [] if cfg.run.dry_run else probe_run_dir(Path(config.hydra.run.dir), cfg.task.name,
-                                                                resume=bool(cfg.run.resume))
+            # rank 0 alone probes the dir (the lock): ranks started together would find each other's probe
+            probe = not cfg.run.dry_run and detect_launch_env().rank == 0
+            problems = probe_run_dir(Path(config.hydra.run.dir), cfg.task.name, resume=bool(cfg.run.resume)) if probe else []
             if problems:
                 raise ConfigError(problems)
             cfg = checked_config(cfg)
