@@ -1,7 +1,8 @@
 """Claiming a run dir before a run writes anything into it.
 
 - An exclusive lock (`.optmodel.lock`, flock) for the run's lifetime: a second run started
-  into the same dir fails at once, naming the pid and host that hold it.
+  into the same dir fails at once, naming the pid and host that hold it. The lock file is
+  removed when the run ends.
 - A dir that holds another run's manifest (completed, running, failed) is refused, with
   both fixes (a new dir, or run.resume=true to continue an unfinished run of the same task),
   so a run never rewrites a record it did not create. Sweep jobs re-running a failed job,
@@ -68,7 +69,10 @@ class RunDirClaim:
         self.run_dir, self._fd = run_dir, fd
 
     def release(self) -> None:
+        """Remove the lock file, then unlock: a finished run dir holds no `.optmodel.lock`.
+        A process that opened the old file meanwhile finds it unlinked and retries (_lock)."""
         if self._fd is not None:
+            (self.run_dir / LOCK_NAME).unlink(missing_ok=True)
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
@@ -76,19 +80,35 @@ class RunDirClaim:
 
 def _lock(run_dir: Path) -> int:
     path = run_dir / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = path.read_text().strip() or "another process"
-        os.close(fd)
-        raise ConfigError([
-            f"run.output_dir: {run_dir} is in use by a run that is still going ({holder}); two runs into one dir "
-            f"would overwrite each other. Fix: wait for it to finish, or run.output_dir=<another dir>."
-        ]) from None
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                holder = path.read_text().strip() or "another process"
+            except OSError:
+                holder = "another process"
+            os.close(fd)
+            raise ConfigError([
+                f"run.output_dir: {run_dir} is in use by a run that is still going ({holder}); two runs into one dir "
+                f"would overwrite each other. Fix: wait for it to finish, or run.output_dir=<another dir>."
+            ]) from None
+        if _same_file(fd, path):
+            break
+        os.close(fd)  # locked a file its holder removed on release: lock the current one
     os.ftruncate(fd, 0)
     os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
     return fd
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    own = os.fstat(fd)
+    return (own.st_dev, own.st_ino) == (st.st_dev, st.st_ino)
 
 
 def claim_run_dir(run_dir: Path, task: str, resume: bool = False, relaunch: bool = False) -> RunDirClaim:
@@ -102,8 +122,7 @@ def claim_run_dir(run_dir: Path, task: str, resume: bool = False, relaunch: bool
     try:
         _check_earlier_run(run_dir, task, resume, relaunch)
     except BaseException:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+        RunDirClaim(run_dir, fd).release()
         raise
     clean_stale_partials(run_dir)
     return RunDirClaim(run_dir, fd)
@@ -123,15 +142,23 @@ def _check_earlier_run(run_dir: Path, task: str, resume: bool, relaunch: bool) -
     unfinished = status in ("failed", "interrupted", "requeued", "unreadable")
     if status == "requeued" or (relaunch and unfinished) or (resume and unfinished and earlier.get("task") == task):
         return
-    what = f"a {status} {earlier.get('task')} run of {earlier.get('model')} (started {earlier.get('started_at')})"
+    what = f"{'an' if str(status)[:1] in 'aeiou' else 'a'} {status} {earlier.get('task')} run of {earlier.get('model')} (started {earlier.get('started_at')})"
     if resume and status == "completed":
         fix = "a completed run has nothing to continue: run.output_dir=<a new dir>, or load it with run.load=" + str(run_dir)
     elif resume:
         fix = f"run.resume continues a run of the same task (that one is task={earlier.get('task')}): run.output_dir=<a new dir>"
     else:
-        fix = ("run.output_dir=<a new dir> (or leave run.output_dir unset: a fresh timestamped dir), or "
-               "run.resume=true to continue an unfinished run of the same task there")
+        fix = "run.output_dir=<a new dir> (or leave run.output_dir unset: a fresh timestamped dir)"
+        if _resumable(task):
+            fix += ", or run.resume=true to continue an unfinished run of the same task there"
     raise ConfigError([f"run.output_dir: {run_dir} already holds {what}; its record and outputs are kept. Fix: {fix}."])
+
+
+def _resumable(task: str) -> bool:
+    from optmodel.config.tasks import task_specs
+
+    spec = task_specs().get(task)
+    return spec is not None and spec.resumable
 
 
 def probe_run_dir(run_dir: Path, task: str, resume: bool = False) -> list:

@@ -106,3 +106,9 @@ def quiet_console() -> Iterator[None]:
         logging.captureWarnings(False)
         for handler in console:
             handler.removeFilter(console_filter)
+
+
+def rate(value: float, unit: str) -> str:
+    """A throughput for a summary line: 3 significant digits below 100 (a CPU run's 0.42
+    tokens/s is not "0 tokens/s"), whole numbers with separators above."""
+    return f"{value:,.0f} {unit}" if value >= 100 else f"{value:.3g} {unit}"

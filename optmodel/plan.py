@@ -197,7 +197,7 @@ def dry_run(cfg: DictConfig) -> Dict:
     does not stop a dry run: it is listed under the plan instead.
     """
     from optmodel.config.errors import ConfigError
-    from optmodel.config.validate import config_problems, megatron_machine_problems
+    from optmodel.config.validate import config_problems, machine_problems
     from optmodel.models.checkpoint import checkpoint_problems
 
     world = int(cfg.run.world_size) if cfg.run.world_size is not None else required_world_size(cfg.parallel)
@@ -206,7 +206,7 @@ def dry_run(cfg: DictConfig) -> Dict:
         raise ConfigError(problems)
     plan = make_plan(cfg, world)
     text = format_plan(plan, _gpu_bytes())
-    notes = megatron_machine_problems(cfg) + checkpoint_problems(cfg.model)
+    notes = machine_problems(cfg) + checkpoint_problems(cfg.model)
     if launched_world_size(cfg) != world and cfg.run.world_size is None:
         text += f"\n  launch      {world} processes (this dry run was started as {launched_world_size(cfg)})"
     if notes:

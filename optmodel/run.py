@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 import logging
 import random
-import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
@@ -21,7 +20,7 @@ from optmodel.launch import signals
 from optmodel.launch.preemption import was_requeued
 from optmodel.launch.signals import Terminated  # noqa: F401  (a BaseException: libraries cannot swallow it)
 from optmodel.launch.world import join_world
-from optmodel.manifest import Manifest, atomic_write_text
+from optmodel.manifest import Manifest, atomic_write_text, relative_outputs
 from optmodel.models.checkpoint import resolve_checkpoint
 from optmodel.tracking import Tracker
 
@@ -46,7 +45,10 @@ class RunContext:
         return load(self.cfg, source=source)
 
     def record(self, **fields: Any) -> None:
-        """Merge into the manifest: dict fields (metrics, outputs, ...) update, others replace."""
+        """Merge into the manifest: dict fields (metrics, outputs, ...) update, others replace.
+        Outputs inside the run dir are recorded relative to it (the dir may move)."""
+        if "outputs" in fields:
+            fields["outputs"] = relative_outputs(fields["outputs"], self.run_dir)
         merged = {k: ({**(self.manifest.data.get(k) or {}), **v} if isinstance(v, dict) and k != "architecture" else v)
                   for k, v in fields.items()}
         self.manifest.update(**merged)
@@ -146,20 +148,28 @@ def model_was_typed() -> bool:
     return group_was_chosen("model")
 
 
+def checked_config(cfg: DictConfig, typed_model: Optional[bool] = None) -> DictConfig:
+    """The config a run executes (run.load: its shape; model=auto: config.json's; format
+    short names: the *_CFG name), validated, its inputs checked (ConfigError when not).
+    A dry run is validated by its plan instead."""
+    cfg = resolve_run_config(cfg, model_was_typed() if typed_model is None else typed_model)
+    if not cfg.run.get("dry_run"):
+        validate(cfg)
+        preflight(cfg)
+    return cfg
+
+
 def execute(cfg: DictConfig, run_dir: Path, typed_model: Optional[bool] = None) -> Dict[str, Any]:
     """Run `cfg.task` with its results in `run_dir`; returns the task's metrics.
 
     Validation comes first and raises ConfigError before anything is loaded or written.
     run.dry_run=true stops after validation: it prints the plan and writes nothing.
     """
-    # run.load: its shape; model=auto: config.json's; format short names: the *_CFG name
-    cfg = resolve_run_config(cfg, model_was_typed() if typed_model is None else typed_model)
+    cfg = checked_config(cfg, typed_model)
     if cfg.run.get("dry_run"):
         from optmodel.plan import dry_run
 
         return dry_run(cfg)
-    validate(cfg)
-    preflight(cfg)
     launch, run_dir, ranks = join_world(cfg, Path(run_dir))  # all ranks: one process group, one run dir
     claim = claim_for_run(cfg, run_dir, launch.is_rank0)  # before anything is written there
     try:
@@ -230,12 +240,19 @@ def _run_claimed(cfg: DictConfig, run_dir: Path, launch, ranks) -> Dict[str, Any
         log.warning("gated: %s", err)
         raise
     except BaseException as err:
-        # A resumable task saved for a Slurm requeue is not failed: it continues in the requeued job.
-        ctrl_c = isinstance(err, KeyboardInterrupt) or signals.requested() == signal.SIGINT
-        reason = "interrupted (Ctrl-C, SIGINT)" if ctrl_c else f"{type(err).__name__}: {err}"
-        manifest.finish("requeued" if was_requeued() else "failed", error=reason)
-        log.exception("task %s failed", cfg.task.name)
+        with signals.deferred():  # a second signal does not cut the record of the first short
+            reason = signals.interruption(err) or f"{type(err).__name__}: {err}"
+            # A resumable task saved for a Slurm requeue is not failed: it continues in the requeued job.
+            if was_requeued():
+                reason = ("requeued by Slurm (time limit or preemption): the task saved its state and the "
+                          "requeued job continues it in this run dir")
+            manifest.finish("requeued" if was_requeued() else "failed", error=reason)
+            if signals.interruption(err) or was_requeued():
+                log.error("task %s %s", cfg.task.name, reason)  # a stop asked for: no traceback
+            else:
+                log.exception("task %s failed", cfg.task.name)
         raise
     finally:
-        tracker.close(failed=failed)
+        with signals.deferred():
+            tracker.close(failed=failed)
         signals.restore(previous_handlers)  # the caller (a sweep, a test) keeps its own handling

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from optmodel.manifest import MANIFEST_NAME
+from optmodel.manifest import MANIFEST_NAME, with_resolved_outputs
 
 # Newest first: saved_model is what tasks record; the others are quantize's and convert's names.
 SAVED_MODEL_KEYS = ("saved_model", "quantized_model", "megatron_checkpoint")
@@ -27,7 +27,7 @@ def read_origin(run_dir: Optional[str]) -> Optional[Dict[str, Any]]:
             data = json.load(f)
     except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) else None
+    return with_resolved_outputs(data, Path(run_dir).expanduser()) if isinstance(data, dict) else None
 
 
 def saved_model_path(manifest: Dict[str, Any]) -> Optional[Path]:

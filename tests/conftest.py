@@ -77,7 +77,10 @@ def stand_in(key: str, tmp_path, model: str = "tiny_qwen3", what: str = "") -> s
     if key == "run.load" and "eagle3" in what:  # an eagle3 run: its manifest names the exported draft
         run = tmp_path / "eagle3_run"
         (run / "draft").mkdir(parents=True, exist_ok=True)
-        (run / "draft" / "config.json").write_text("{}")
+        (run / "draft" / "config.json").write_text(json.dumps({  # what validation reads of an exported draft
+            "num_hidden_layers": 1, "draft_vocab_size": 256, "intermediate_size": 384,
+            "eagle_config": {"eagle_aux_hidden_state_layer_ids": [1, 2, 3]}}))
+        (run / "draft" / "model.safetensors").write_bytes(b"")
         (run / "optmodel.json").write_text(json.dumps({"outputs": {"draft": str(run / "draft")}}))
         return str(run)
     if key in ("run.load", "task.load", "model.checkpoint"):
@@ -92,8 +95,14 @@ def stand_in(key: str, tmp_path, model: str = "tiny_qwen3", what: str = "") -> s
     if key == "task.prompts_file":
         (tmp_path / "prompts.txt").write_text("Once upon a time\n")
         return str(tmp_path / "prompts.txt")
-    if key == "task.scores":
-        (tmp_path / "prune_scores.pt").write_bytes(b"")
+    if key == "task.scores":  # a scores file of `model` (validation reads its format and shape)
+        import torch
+        from omegaconf import OmegaConf
+
+        from optmodel.pruning.scores import FORMAT, SCORES_FILE, shape_of
+
+        shape = shape_of(OmegaConf.to_container(compose_cfg(f"model={model}").model))
+        torch.save({"format": FORMAT, "shape": shape, "scores": {}, "meta": {}}, tmp_path / SCORES_FILE)
         return str(tmp_path)
     if key in ("task.data_dir", "task.mmlu.data_dir"):  # the cais/mmlu layout, every subject (validation reads only the listing)
         from optmodel.data.mmlu import SUBJECTS

@@ -44,9 +44,7 @@ def test_default_config_is_the_tiny_qwen3_fp8_quantize_run():
 
 @pytest.mark.parametrize("model", MODELS)
 def test_every_model_composes_with_single(model):
-    # transformers has no sdpa path for gpt-oss's attention sinks (refused with that fix)
-    eager = ["backend.attn_implementation=eager"] if "gpt_oss" in model else []
-    cfg = compose_cfg(f"model={model}", "parallel=single", *eager)
+    cfg = compose_cfg(f"model={model}", "parallel=single")
     assert cfg.model.name == model
     assert config_problems(cfg, check_inputs=False) == []
 

@@ -61,3 +61,10 @@ def test_export_task_checks_the_loaded_runs_format(tmp_path):
     (problem,) = problems("task=export", f"run.load={run}", "task.deploy=vllm")
     assert problem.startswith("run.load: task.deploy=vllm") and VLLM_ALGOS in problem
     assert problems("task=export", f"run.load={run}", "task.deploy=trtllm") == []
+
+
+@pytest.mark.parametrize("target", ["vllm", "sglang", "any"])
+def test_a_fake_quant_export_is_refused_for_every_engine_saying_what_it_would_serve(target):
+    (problem,) = problems(f"task.deploy={target}", "task.quant_cfg=fp8", "task.export_format=vllm_fq")
+    assert problem.startswith(f"task.deploy: {target}: the vllm_fq export")
+    assert "serves it as an unquantized bf16 model" in problem and "Fix: the hf export format" in problem

@@ -157,10 +157,18 @@ def test_eval_config_problems_are_named(tmp_path):
     assert "task.tasks: task file" in str(err.value) and "task.limit: must be > 0" in str(err.value)
 
 
-def test_eval_unknown_task_name_fails_before_the_model_loads(tmp_path):
+def test_eval_unknown_task_name_fails_before_the_model_loads(tmp_path, monkeypatch):
+    import optmodel.tasks.eval as eval_task
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(eval_task, "_PREFLIGHT", {})
     with pytest.raises(ConfigError, match=r"task.tasks: unknown value 'hellaswagg'. Did you mean hellaswag"):
         execute(compose_cfg("task=eval", "task.tasks=[hellaswagg]"), tmp_path / "run")
     assert not (tmp_path / "run").exists()  # refused before the run dir is claimed
+    # the task names are cached: the next refusal comes before lm-eval indexes its task tree
+    monkeypatch.setattr(eval_task, "task_manager", lambda *a, **k: pytest.fail("lm-eval's task index was rebuilt"))
+    with pytest.raises(ConfigError, match=r"unknown value 'gsm8'. Did you mean gsm8k\?"):
+        execute(compose_cfg("task=eval", "task.tasks=[gsm8]"), tmp_path / "run")
 
 
 def test_eval_task_whose_dataset_is_not_local_fails_offline_before_the_model_loads(tmp_path, monkeypatch):

@@ -48,7 +48,7 @@ def test_missing_tokenizer_is_refused_before_anything_runs(tmp_path):
     ckpt = copy_checkpoint(tmp_path, drop=("tokenizer.json", "tokenizer_config.json"))
     proc = optmodel(f"model.checkpoint={ckpt}", f"run.output_dir={tmp_path / 'run'}")
     refused(proc, "model.checkpoint:", "has no tokenizer")
-    assert not (tmp_path / "run" / "optmodel.json").exists()  # Hydra's .hydra/ and log only
+    assert not (tmp_path / "run").exists()  # refused before Hydra creates the run dir
 
 
 def test_a_tokenizer_of_another_model_is_refused(tmp_path):
@@ -103,10 +103,12 @@ def copy_run(run_dir: Path, dest: Path) -> Path:
 
 
 def test_rerun_into_a_used_dir_is_refused_and_keeps_the_earlier_record(finished_run):
+    assert not (finished_run / ".optmodel.lock").exists()  # the lock goes with the run
     before = (finished_run / "optmodel.json").read_bytes()
     overrides = (finished_run / ".hydra" / "overrides.yaml").read_bytes()
     proc = optmodel("task.quant_cfg=FP8_DEFAULT_CFG", f"run.output_dir={finished_run}", *SMALL)
-    refused(proc, "run.output_dir:", "already holds a completed quantize run", "run.output_dir=<a new dir>", "run.resume=true")
+    refused(proc, "run.output_dir:", "already holds a completed quantize run", "run.output_dir=<a new dir>")
+    assert "run.resume=true" not in proc.stderr  # quantize does not resume: no fix that is refused next
     assert (finished_run / "optmodel.json").read_bytes() == before
     proc = optmodel(f"run.output_dir={finished_run}", "run.resume=true", *SMALL)
     refused(proc, "run.output_dir:", "a completed run has nothing to continue")
@@ -216,7 +218,7 @@ def test_killed_runs_never_look_complete_and_keep_what_finished(point, tmp_path)
     assert (run_dir / "quantized").exists() == (saved is not None)  # a final dir exists only when complete
     assert not (run_dir / "export").exists()
     before = (run_dir / "optmodel.json").read_bytes()
-    refused(optmodel(f"run.output_dir={run_dir}", *SMALL), "already holds a interrupted quantize run")
+    refused(optmodel(f"run.output_dir={run_dir}", *SMALL), "already holds an interrupted quantize run")
     assert (run_dir / "optmodel.json").read_bytes() == before
     export = optmodel("task=export", f"run.load={run_dir}", f"run.output_dir={tmp_path / 'export'}")
     if saved:  # what finished before the kill stays usable
@@ -232,9 +234,11 @@ def test_sigterm_during_export_fails_the_run_but_its_quantized_model_exports(tmp
     proc = _start(run_dir)
     _wait_for(_partial(run_dir, "export"), proc, "the export")
     proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=120)
+    output = proc.communicate(timeout=120)[0]
     manifest = read_manifest(run_dir)
-    assert proc.returncode != 0 and manifest["status"] == "failed" and "signal 15" in manifest["error"]
+    assert proc.returncode == 128 + signal.SIGTERM and manifest["status"] == "failed" and "signal 15" in manifest["error"]
+    assert "Traceback" not in output and "interrupted (signal 15, SIGTERM" in output  # one line, no traceback
+    assert [p.name for p in run_dir.iterdir() if p.name.startswith(".") and p.name != ".hydra"] == []  # no lock, no temp file
     assert manifest["outputs"]["saved_model"] == str(run_dir / "quantized")
     assert not _partial(run_dir, "export")() and not (run_dir / "export").exists()
     export = optmodel("task=export", f"run.load={run_dir}", f"run.output_dir={tmp_path / 'export'}")

@@ -60,7 +60,7 @@ def test_convert_round_trip_reloads_in_transformers_with_identical_logits(tmp_pa
         tmp_path / "to_hf",
     )
     export = tmp_path / "to_hf" / "export"
-    manifest = json.loads((tmp_path / "to_hf" / "optmodel.json").read_text())
+    manifest = read_manifest(tmp_path / "to_hf")
     assert manifest["status"] == "completed" and manifest["outputs"]["export"] == str(export)
     assert manifest["metrics"]["weights_dtype"] == "bfloat16"
     assert json.loads((tmp_path / "to_megatron" / "optmodel.json").read_text())["metrics"]["weights_dtype"] == "float32"

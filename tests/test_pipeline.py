@@ -16,6 +16,8 @@ from optmodel.config.resolve import resolve_run_config
 from optmodel.config.validate import config_problems
 from optmodel.run import execute
 
+from optmodel.manifest import read_manifest
+
 from conftest import compose_cfg
 
 SAMPLE = Path(__file__).parent / "data" / "mmlu_sample"
@@ -52,7 +54,7 @@ def pipeline_run(tmp_path_factory, one_thread):
     cfg = compose_cfg("task=pipeline", "task.steps=[quantize,mmlu,export]", *SMALL,
                       f"task.mmlu.subjects=[{','.join(SUBJECTS)}]", f"run.output_dir={run_dir}")
     metrics, loads = counted_execute(cfg, run_dir)
-    return run_dir, metrics, loads, json.loads((run_dir / "optmodel.json").read_text())
+    return run_dir, metrics, loads, read_manifest(run_dir)
 
 
 def problems(*overrides):
@@ -89,6 +91,9 @@ def test_pipeline_records_each_steps_metrics_and_all_of_them_flat(pipeline_run):
     assert steps["export"]["metrics"]["effective_bits"] == quant["effective_bits"]
     for key in ("mmlu", "perplexity_before", "perplexity_after", "effective_bits"):
         assert manifest["metrics"][key] == metrics[key]
+    for step in ("quantize", "export"):  # both steps' effective_bits kept, none overwritten
+        assert manifest["metrics"][f"{step}/effective_bits"] == steps[step]["metrics"]["effective_bits"]
+    assert manifest["metrics"]["mmlu/mmlu"] == mmlu["mmlu"]
     assert metrics["pipeline_seconds"] >= sum(s["seconds"] for s in steps.values())
     assert manifest["quantization"]["format"] == "FP8_DEFAULT_CFG"
 
@@ -99,7 +104,7 @@ def test_a_failing_step_stops_the_pipeline_and_keeps_the_earlier_outputs(tmp_pat
     with pytest.raises(RuntimeError, match=r"pipeline step 2/3 \(mmlu\) failed: AccuracyBelowBound") as err:
         counted_execute(cfg, tmp_path)
     assert err.value.loads == [None]
-    manifest = json.loads((tmp_path / "optmodel.json").read_text())
+    manifest = read_manifest(tmp_path)
     assert manifest["status"] == "failed" and "pipeline step 2/3 (mmlu)" in manifest["error"]
     steps = manifest["steps"]
     assert [steps[s]["status"] for s in ("quantize", "mmlu", "export")] == ["completed", "failed", "pending"]
@@ -118,7 +123,8 @@ def test_unknown_step_and_two_steps_writing_one_output_exit_2_before_anything_ru
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "task.steps[1]: unknown value 'mmlux'. Did you mean mmlu?" in proc.stderr
     assert "Valid: distill, eval, export, finetune, generate, mmlu, prune, quantize." in proc.stderr
-    assert "task.export: writes outputs.export, which step quantize writes too" in proc.stderr
+    assert ("task.quantize.export: steps quantize and export both write outputs.export (one run dir holds one of "
+            "each). Fix: task.quantize.export=false, or drop a step.") in proc.stderr
     assert "Traceback" not in proc.stderr and not (out / "optmodel.json").exists()
 
 
@@ -149,7 +155,8 @@ def test_chains_that_cannot_run_are_refused():
 
 def test_prune_then_distill_learns_from_the_input_model_and_saves_one_model():
     both = problems("task.steps=[prune,distill]", "task.prune.export_config.num_layers=2")
-    assert both == [p for p in both if "outputs.saved_model, which step prune writes too" in p] and len(both) == 1
+    assert both == ["task.prune.save_model: steps prune and distill both write outputs.saved_model (one run dir holds "
+                    "one of each). Fix: task.prune.save_model=false, or drop a step."]
     overrides = ("task=pipeline", "task.steps=[prune,distill]", "task.prune.export_config.num_layers=2",
                  "task.prune.save_model=false")
     cfg = resolve_run_config(compose_cfg(*overrides))
@@ -163,7 +170,7 @@ def test_prune_then_distill_trains_the_pruned_model_in_memory_against_the_input_
                       "task.distill.training.micro_batch_size=2", "task.distill.training.global_batch_size=2",
                       *SMALL[:3], f"run.output_dir={tmp_path}")
     _, loads = counted_execute(cfg, tmp_path)
-    manifest = json.loads((tmp_path / "optmodel.json").read_text())
+    manifest = read_manifest(tmp_path)
     ckpt = str(Path(optmodel.__file__).parent / "assets" / "tiny_models" / "tiny_qwen3")
     assert loads == [None, ckpt] and manifest["model_loads"] == 2 and manifest["other_model_loads"] == [ckpt]
     prune, distill = manifest["steps"]["prune"]["metrics"], manifest["steps"]["distill"]["metrics"]

@@ -86,9 +86,15 @@ def test_awq_export_of_these_moe_models_is_refused_with_the_reason(model):
         validate(cfg(model, "task.quant_cfg=INT4_AWQ_CFG"))
 
 
-def test_gpt_oss_with_sdpa_is_refused_with_the_fix():
-    with pytest.raises(ConfigError, match="backend.attn_implementation=eager"):
-        validate(compose_cfg("model=tiny_gpt_oss"))
+def test_gpt_oss_runs_out_of_the_box_and_only_an_explicit_sdpa_is_refused():
+    from optmodel.config.resolve import resolve_run_config
+
+    cfg = resolve_run_config(compose_cfg("model=tiny_gpt_oss"), typed_model=True)
+    assert cfg.backend.attn_implementation == "eager"  # backend.attn_implementation=auto: what the family needs
+    validate(cfg)
+    assert resolve_run_config(compose_cfg()).backend.attn_implementation == "sdpa"
+    with pytest.raises(ConfigError, match="backend.attn_implementation: transformers runs gpt-oss's attention sinks"):
+        validate(compose_cfg("model=tiny_gpt_oss", "backend.attn_implementation=sdpa"))
 
 
 @pytest.mark.parametrize("model", MODELS)

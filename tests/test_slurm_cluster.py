@@ -75,6 +75,7 @@ def test_two_rank_job_is_one_gloo_world(slurm_cluster, tmp_path):  # noqa: F811
         (0, 2, "gloo", "submitit-slurm"), (1, 2, "gloo", "submitit-slurm")]
     assert len({r["pid"] for r in ranks}) == 2 and {r["run_dir"] for r in ranks} == {str(run_dir)}
     assert not (run_dir / "sweep.json").exists() and not (run_dir / "multirun.yaml").exists()
+    assert not (run_dir / ".optmodel.lock").exists()  # the lock goes with the job
 
 
 def test_scancel_of_a_running_and_a_pending_job_reads_cancelled(slurm_cluster, tmp_path):  # noqa: F811
@@ -151,3 +152,15 @@ def test_request_the_partition_cannot_hold_is_refused_before_sbatch(slurm_cluste
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 2, proc.stderr  # head + 1 problem
     assert not run_dir.exists(), "no run dir left behind for a refused run"
     assert "-> slurm job" not in proc.stdout
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["hydra.launcher.partition=debgu"], "hydra.launcher.partition: no Slurm partition named 'debgu'. Did you mean debug?"),
+    (["hydra.launcher.timeout_min=0"], "hydra.launcher.timeout_min: must be >= 1, got 0"),
+])
+def test_an_unknown_partition_or_a_zero_limit_is_refused_before_sbatch(slurm_cluster, tmp_path, overrides, message):  # noqa: F811
+    run_dir = tmp_path / "run"
+    launcher = [a for a in SLURM if not any(a.split("=")[0] == o.split("=")[0] for o in overrides)]
+    proc = optmodel(*launcher, *QUICK, *overrides, f"hydra.run.dir={run_dir}", timeout=120)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and not run_dir.exists() and "-> slurm job" not in proc.stdout

@@ -229,7 +229,9 @@ class _SubmititLauncher(BaseSubmititLauncher):
         from optmodel.config.errors import ConfigError
         from optmodel.config.validate import config_problems
 
-        problems = []
+        problems = resources.launcher_problems(self.params) + self._partition_problems()
+        if problems:  # the numbers below are sized from these
+            raise ConfigError(problems)
         for job, cfg in planned:
             if job.state == "skipped":
                 continue
@@ -254,6 +256,9 @@ class _SubmititLauncher(BaseSubmititLauncher):
 
     def _partition(self):
         return None
+
+    def _partition_problems(self) -> List[str]:
+        return []
 
     def _gpus(self) -> int:
         return int(self.params.get("gpus_per_node") or 0)
@@ -393,6 +398,21 @@ class OptmodelSlurmLauncher(_SubmititLauncher):
 
             self._partition_info = slurm.partition(self.params.get("partition"))
         return self._partition_info
+
+    def _partition_problems(self) -> List[str]:
+        from optmodel.launch import slurm
+
+        problem = resources.partition_problem(self.params.get("partition"), slurm.partition_names())
+        return [problem] if problem else []
+
+    def _request(self, alloc: resources.Allocation) -> Dict[str, Any]:
+        """A CPU job's ranks share the node's CPUs (cpus_per_task), instead of Slurm's one CPU
+        per task: a 1-rank CPU job would otherwise compute on a single core."""
+        request = super()._request(alloc)
+        part = self._partition()
+        if request.get("cpus_per_task") is None and not request.get("gpus_per_node") and part and part.cpus:
+            request["cpus_per_task"] = max(1, part.cpus // max(1, alloc.tasks_per_node))
+        return request
 
     def _gpus(self) -> int:
         """gpus_per_node as given, else what the partition's nodes have (0 on a CPU partition)."""

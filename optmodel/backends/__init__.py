@@ -55,6 +55,12 @@ def load(cfg: DictConfig, source=None) -> ModelHandle:
     """The handle of `source` (a HF checkpoint dir or an optmodel run dir; default: the run's
     model) on cfg's backend and device."""
     path, origin, model_cfg = resolve_source(cfg, source)
+    if source is not None and str(source) != str(cfg.run.get("load")) and model_cfg.get("checkpoint"):
+        # a second model (a teacher) goes by its own name; only where the name does not locate
+        # its weights (a bundled tiny model without model.checkpoint is found by its name)
+        model_cfg = model_cfg.copy()
+        with open_dict(model_cfg):
+            model_cfg.name = (origin or {}).get("model") or Path(str(source)).name
     if model_cfg is not cfg.model:
         cfg = cfg.copy()
         with open_dict(cfg):

@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 from optmodel.backends.handle import ModelHandle, pick_device
 from optmodel.backends.storage import shard_size_like
 from optmodel.config.dtype import checkpoint_dtype
+from optmodel.config.family_checks import attention_implementation
 from optmodel.manifest import atomic_dir
 
 log = logging.getLogger("optmodel")
@@ -253,7 +254,7 @@ def load(cfg: DictConfig, path: Optional[Path] = None, origin: Optional[dict] = 
         path,
         dtype=dtype,
         trust_remote_code=remote,
-        attn_implementation=cfg.backend.attn_implementation,
+        attn_implementation=attention_implementation(cfg.backend, cfg.model),
         device_map=str(device) if device.type == "cuda" and not quantized else None,
     )
     model.to(device).eval()

@@ -97,11 +97,12 @@ def deploy_problems(field: str, target: str, formats: List[str], kv_cache: str, 
         return []
     if target not in DEPLOY_TARGETS:
         return [f"task.deploy: unknown value {target!r}. Valid: {', '.join(DEPLOY_TARGETS)}."]
-    if export_format == "vllm_fq":  # bf16 weights + amax: vLLM's fake-quant reload, no engine kernels
-        if target == "vllm":
-            return []
-        return [f"{field}: task.deploy={target}: the vllm_fq export (bf16 weights + quantizer amax) reloads in "
-                f"vLLM only. Fix: the hf export format, or task.deploy=vllm."]
+    if export_format == "vllm_fq":  # bf16 weights + amax: ModelOpt's fake-quant plugin for vLLM, no engine kernels
+        return [f"task.deploy: {target}: the vllm_fq export holds bf16 weights (weight quantization folded "
+                f"in) plus the quantizers' amax for ModelOpt's vLLM fake-quant plugin (examples/vllm_serve); a plain "
+                f"engine load ignores the amax and serves it as an unquantized bf16 model. Fix: the hf export "
+                f"format (a checkpoint the engine serves with its quantized kernels), or task.deploy=none to keep "
+                f"the fake-quant export for that plugin."]
     problems = []
     for engine in engines_of(target):
         label, algos, kv_algos = ENGINES[engine]

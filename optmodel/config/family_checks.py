@@ -20,13 +20,25 @@ ETP_REFUSALS = {
 }
 
 
+# The attention a family needs from transformers when backend.attn_implementation=auto.
+FAMILY_ATTENTION = {"gpt_oss": "eager"}  # its attention sinks run in eager (or flash / flex) attention only
+
+
+def attention_implementation(backend: DictConfig, model: DictConfig) -> str:
+    """backend.attn_implementation made concrete: `auto` is what the model's family needs (sdpa
+    unless FAMILY_ATTENTION says otherwise); anything else is what the user asked for."""
+    chosen = backend.get("attn_implementation") or "auto"
+    return FAMILY_ATTENTION.get(model.get("family"), "sdpa") if chosen == "auto" else chosen
+
+
 def family_problems(cfg: DictConfig) -> List[str]:
     model, backend = cfg.model, cfg.backend
     problems = []
-    if model.family == "gpt_oss" and backend.name == "hf" and backend.attn_implementation == "sdpa":
+    if model.family == "gpt_oss" and backend.name == "hf" and attention_implementation(backend, model) == "sdpa":
         problems.append(
             f"backend.attn_implementation: transformers runs gpt-oss's attention sinks in eager (or flash / flex) "
-            f"attention only, not sdpa (model {model.name}). Fix: backend.attn_implementation=eager."
+            f"attention only, not sdpa (model {model.name}). Fix: backend.attn_implementation=auto (eager for "
+            f"gpt-oss), or eager."
         )
     task = cfg.task
     if (model.family in ("llama4", "gpt_oss") and task.name == "quantize" and task.get("export")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import typing
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 # Names users bring from Megatron-LM flags and the shell scripts' variables.
 ALIASES = {
@@ -73,6 +73,17 @@ def _free_form(path: str, known: Dict[str, Any]) -> bool:
     return False
 
 
+def _task_paths(overrides: Sequence[str]):
+    """Every known field path -> type (the chosen task's, or every task's under an experiment)."""
+    task = _chosen(overrides, "task", "quantize")
+    tasks: List[str] = task.split(",")
+    if _chosen(overrides, "experiment", ""):
+        from optmodel.config.tasks import task_specs
+
+        tasks = list(task_specs())  # an experiment may pick any task
+    return _known_paths(tasks), task
+
+
 def _chosen(overrides: Sequence[str], group: str, default: str) -> str:
     for o in overrides:
         if o.startswith(f"{group}="):
@@ -81,16 +92,14 @@ def _chosen(overrides: Sequence[str], group: str, default: str) -> str:
 
 
 def override_problems(argv: Sequence[str]) -> List[str]:
-    """Problems of the `key=value` overrides in `argv` (flags, groups and hydra.* are Hydra's)."""
+    """Problems of the `key=value` overrides in `argv`: what Hydra's grammar cannot parse,
+    unknown fields, unknown group options and values of the wrong type (Hydra answers the
+    last two with exit 1 and its own report)."""
     overrides = [a for a in argv if "=" in a and not a.startswith("-")]
-    task = _chosen(overrides, "task", "quantize")
-    tasks: List[str] = task.split(",")
-    if _chosen(overrides, "experiment", ""):
-        from optmodel.config.tasks import task_specs
-
-        tasks = list(task_specs())  # an experiment may pick any task
-    known = _known_paths(tasks)
-    problems = []
+    parsed, problems = _parse(overrides)
+    if problems:
+        return problems
+    known, task = _task_paths(overrides)
     for item in overrides:
         key = item.split("=", 1)[0]
         plus = key.startswith("+")
@@ -100,15 +109,87 @@ def override_problems(argv: Sequence[str]) -> List[str]:
         if key in known or _free_form(key, known):
             continue
         problems.append(_unknown(key, plus, known, task))
-    return problems
+    return problems + [p for o in parsed for p in _value_problems(o, known)]
+
+
+def _parse(overrides: Sequence[str]):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser, parsed, problems = OverridesParser.create(), [], []
+    for item in overrides:
+        try:
+            parsed += parser.parse_overrides([item])
+        except OverrideParseException as err:
+            problems.append(f"{item.split('=', 1)[0].lstrip('+~')}: `{item}` cannot be parsed "
+                            f"({str(err).splitlines()[0]}). Fix: quote the value: 'key=\"a value\"'.")
+    return parsed, problems
+
+
+def _values(override) -> List[Any]:
+    """The typed values an override sets (each choice of a sweep; none for range / glob sweeps)."""
+    from hydra.core.override_parser.types import ValueType
+
+    if not override.is_sweep_override():
+        return [override.value()]
+    if override.value_type in (ValueType.CHOICE_SWEEP, ValueType.SIMPLE_CHOICE_SWEEP):
+        return list(override.sweep_iterator())
+    return []
+
+
+_NODES = {int: ("IntegerNode", "an integer"), float: ("FloatNode", "a number"), bool: ("BooleanNode", "true or false")}
+
+
+def _value_problems(override, known: Dict[str, Any]) -> List[str]:
+    """A group option that is not in the config tree, or a number / flag that is not one."""
+    if override.is_delete():
+        return []
+    key = override.key_or_group
+    if key in GROUPS:
+        return [p for v in _values(override) if (p := _group_problem(key, v))]
+    if known.get(key) not in _NODES:
+        return []
+    import omegaconf.nodes
+    from omegaconf.errors import ValidationError
+
+    node, what = _NODES[known[key]]
+    for value in _values(override):
+        if value is None or (isinstance(value, str) and "${" in value):
+            continue  # null is the schema's to refuse; interpolations resolve later
+        try:
+            getattr(omegaconf.nodes, node)(value)  # the conversion OmegaConf applies when Hydra merges
+        except ValidationError:
+            return [f"{key}: {value!r} is not {what}. Fix: {key}=<{what}>."]
+    return []
+
+
+def _group_problem(group: str, value) -> Optional[str]:
+    if value is None:
+        return f"{group}: null is not a config of group {group}. Fix: leave {group}= out for its default."
+    from optmodel.config.errors import one_of
+    from optmodel.paths import conf_dir
+
+    problem = one_of(group, str(value), sorted(p.stem for p in (conf_dir() / group).glob("*.yaml")))
+    return problem and problem.replace(f"{group}: unknown value", f"{group}: no config named", 1) + (
+        f" Fix: {group}=<one of them> (conf/{group}/ holds one file per option).")
 
 
 def _unknown(key: str, plus: bool, known: Dict[str, Any], task: str) -> str:
     section = key.split(".")[0]
     candidates = [p for p in known if p.split(".")[0] == section] or list(known)
-    close = [ALIASES[key]] if key in ALIASES else difflib.get_close_matches(key, candidates, n=3, cutoff=0.6)
+    close = [ALIASES[key]] if key in ALIASES else _close_fields(key, candidates)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     where = f" of task={task}" if section == "task" else ""
     what = "adds a key that nothing reads" if plus else "is not a field"
     return (f"{key}: {'+' if plus else ''}{key} {what}{where}; the setting would be ignored or refused.{hint} "
             f"Fix: use a field of the schema (`optmodel --cfg job` prints them all).")
+
+
+def _close_fields(key: str, candidates: Sequence[str]) -> List[str]:
+    """Fields of the same section whose name holds the typed one (`bits` -> `effective_bits`)
+    first, then the closest spellings."""
+    parent, _, leaf = key.rpartition(".")
+    holding = [c for c in candidates if c.rpartition(".")[0] == parent and len(leaf) >= 3
+               and (leaf in c.rpartition(".")[2] or c.rpartition(".")[2] in leaf)]
+    spelled = difflib.get_close_matches(key, candidates, n=3, cutoff=0.6)
+    return (holding + [c for c in spelled if c not in holding])[:3]

@@ -105,13 +105,25 @@ def pipeline_problems(cfg: DictConfig) -> List[str]:
             problems += export_deploy_problems(cfg, steps[:i])
         for key in spec.outputs(step, quantized):
             if key in written:
-                problems.append(f"task.{name}: writes outputs.{key}, which step {written[key]} writes too (one run "
-                                f"dir holds one of each). Fix: turn one off (e.g. task.quantize.export=false with an "
-                                f"export step, task.prune.save_model=false before distill), or drop a step.")
+                problems.append(output_conflict(cfg, written[key], name, key))
             else:
                 written[key] = name
         quantized = quantized or quantizes(step.task)
     return problems
+
+
+# The field of a step that turns an output off (the fix of two steps writing one output).
+OUTPUT_SWITCHES = {"saved_model": "save_model", "export": "export"}
+
+
+def output_conflict(cfg: DictConfig, earlier: str, later: str, key: str) -> str:
+    """Two steps write outputs.<key>: the message names the field that turns it off, of the
+    earlier step first (its output is the one the later step replaces)."""
+    switch = OUTPUT_SWITCHES.get(key)
+    fields = [f"task.{s}.{switch}" for s in (earlier, later) if switch and switch in step_config(cfg, s).task]
+    fix = " or ".join(f"{f}=false" for f in fields) + (", or drop a step" if fields else "drop one of the steps")
+    return (f"{fields[0] if fields else 'task.steps'}: steps {earlier} and {later} both write outputs.{key} (one run "
+            f"dir holds one of each). Fix: {fix}.")
 
 
 def export_deploy_problems(cfg: DictConfig, earlier: List[str]) -> List[str]:

@@ -6,9 +6,10 @@ backend is picked earlier, by its conf/task YAML, so `--cfg job` shows it.)"""
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from optmodel.config.auto_model import resolve_auto_model
+from optmodel.config.family_checks import attention_implementation
 from optmodel.config.format_aliases import resolve_format_aliases
 from optmodel.config.inherit import inherit_run_model
 from optmodel.config.pipeline import resolve_pipeline
@@ -17,4 +18,16 @@ from optmodel.config.pipeline import resolve_pipeline
 def resolve_run_config(cfg: DictConfig, typed_model: bool = False) -> DictConfig:
     cfg = resolve_auto_model(cfg)
     cfg = inherit_run_model(cfg, typed_model)
+    cfg = resolve_attention(cfg)
     return resolve_pipeline(resolve_format_aliases(cfg))  # task=pipeline: each step as its own task
+
+
+def resolve_attention(cfg: DictConfig) -> DictConfig:
+    """backend.attn_implementation=auto made concrete for the (possibly inherited) model."""
+    concrete = attention_implementation(cfg.backend, cfg.model)
+    if cfg.backend.get("attn_implementation") == concrete:
+        return cfg
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        cfg.backend.attn_implementation = concrete
+    return cfg

@@ -94,7 +94,7 @@ class BackendConfig:
     name: str = "hf"
     device: str = "auto"  # auto | cpu | cuda
     dtype: str = "auto"  # compute dtype: auto | float32 | bfloat16 | float16 (auto: optmodel/config/dtype.py)
-    attn_implementation: str = "sdpa"  # sdpa / eager (backend=hf; gpt-oss's sinks need eager)
+    attn_implementation: str = "auto"  # auto | sdpa | eager | ... (backend=hf; auto: sdpa, eager for gpt-oss's sinks)
     # backend=megatron only:
     token_dispatcher: str = "allgather"  # MoE token dispatcher: allgather (gloo and NCCL) | alltoall (NCCL)
     cpu_init: bool = False  # build and keep weights in host memory (convert / export of stages larger than a GPU)

@@ -141,6 +141,15 @@ def megatron_problems(cfg: DictConfig) -> List[str]:
     return problems
 
 
+def machine_problems(cfg: DictConfig) -> List[str]:
+    """What this machine lacks for the run: a GPU asked for, megatron's CUDA / Transformer-Engine
+    paths. A dry run plans for the cluster, so it lists these as notes instead of refusing."""
+    problems = []
+    if cfg.backend.device == "cuda" and not cuda_visible():
+        problems.append("backend.device: cuda was asked for but no NVIDIA GPU is visible. Fix: backend.device=auto or cpu.")
+    return problems + megatron_machine_problems(cfg)
+
+
 def megatron_machine_problems(cfg: DictConfig) -> List[str]:
     """backend=megatron settings that this machine cannot run (a dry run plans for another
     machine, so it lists these as notes instead of refusing)."""
@@ -179,10 +188,7 @@ def group_name_problems(cfg: DictConfig) -> List[str]:
         ("logger.name", cfg.logger.name, choices.LOGGERS),
         ("logger.mode", cfg.logger.mode, choices.WANDB_MODES),
     ]
-    problems = [p for field, value, valid in checks if (p := one_of(field, value, valid))]
-    if cfg.backend.device == "cuda" and not cuda_visible():
-        problems.append("backend.device: cuda was asked for but no NVIDIA GPU is visible. Fix: backend.device=auto or cpu.")
-    return problems
+    return [p for field, value, valid in checks if (p := one_of(field, value, valid))]
 
 
 def data_problems(data: DictConfig, model: DictConfig) -> List[str]:
@@ -239,7 +245,7 @@ def config_problems(cfg: DictConfig, world_size: Optional[int] = None, check_inp
     if not any(p.startswith("task.name:") for p in problems):
         problems += task_problems(cfg)
     if check_inputs:
-        problems += megatron_machine_problems(cfg)
+        problems += machine_problems(cfg)
         load_problems = run_dir_problems(cfg.run.load, backend=cfg.backend.name) if cfg.run.get("load") else []
         problems += load_problems
         if not load_problems:  # with run.load, model.checkpoint is that run's saved model (config/inherit.py)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -45,23 +47,50 @@ def evaluate(lm, tasks: Sequence[Any], num_fewshot: Optional[int] = None, limit=
 
     if manager is None:
         manager = task_manager(include_paths, include_defaults)
-    results = lm_eval.simple_evaluate(
-        model=lm,
-        tasks=list(tasks),
-        num_fewshot=num_fewshot,
-        limit=limit,
-        task_manager=manager,
-        log_samples=False,
-        apply_chat_template=apply_chat_template,
-        fewshot_as_multiturn=apply_chat_template,
-        random_seed=seed,
-        numpy_random_seed=seed,
-        torch_random_seed=seed,
-        fewshot_random_seed=seed,
-    )
+    with _quiet_git_hash():
+        results = lm_eval.simple_evaluate(
+            model=lm,
+            tasks=list(tasks),
+            num_fewshot=num_fewshot,
+            limit=limit,
+            task_manager=manager,
+            log_samples=False,
+            apply_chat_template=apply_chat_template,
+            fewshot_as_multiturn=apply_chat_template,
+            random_seed=seed,
+            numpy_random_seed=seed,
+            torch_random_seed=seed,
+            fewshot_random_seed=seed,
+        )
     if results is None:
         raise RuntimeError("lm-eval returned no results (this process is not lm-eval's rank 0)")
     return results
+
+
+@contextlib.contextmanager
+def _quiet_git_hash():
+    """lm-eval records the git commit of the working dir by running `git describe` with its
+    stderr on the console: outside a checkout every evaluation printed `fatal: not a git
+    repository`. The same lookup, with git's stderr kept off the console."""
+    import subprocess
+
+    import lm_eval.evaluator as evaluator
+    from lm_eval.loggers.utils import get_commit_from_path
+
+    def git_hash():
+        try:
+            done = subprocess.run(["git", "describe", "--always"], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            done = None
+        if done is not None and done.returncode == 0:
+            return done.stdout.strip()
+        return get_commit_from_path(os.getcwd())
+
+    original, evaluator.get_git_commit_hash = evaluator.get_git_commit_hash, git_hash
+    try:
+        yield
+    finally:
+        evaluator.get_git_commit_hash = original
 
 
 def _number(value):

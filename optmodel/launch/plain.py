@@ -17,14 +17,22 @@ from typing import Optional
 SUBMITTING_LAUNCHERS = ("OptmodelSlurmLauncher", "OptmodelLocalRanksLauncher")
 
 
-def hand_to_launcher() -> Optional[int]:
-    """Exit status of the submitted run, or None when this run executes here."""
+def submitting_launcher() -> bool:
+    """Whether this plain run goes to optmodel's Slurm or local-ranks launcher."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     hc = HydraConfig.get()
-    if hc.mode != RunMode.RUN or not str(hc.launcher.get("_target_", "")).endswith(SUBMITTING_LAUNCHERS):
+    return hc.mode == RunMode.RUN and str(hc.launcher.get("_target_", "")).endswith(SUBMITTING_LAUNCHERS)
+
+
+def hand_to_launcher() -> Optional[int]:
+    """Exit status of the submitted run, or None when this run executes here."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not submitting_launcher():
         return None
+    hc = HydraConfig.get()
     run_dir = hc.runtime.output_dir
     args = [a for a in sys.argv[1:] if not a.startswith(("hydra.sweep.dir=", "hydra.sweep.subdir="))]
     cmd = [sys.executable, "-m", "optmodel", "--multirun", *args, f"hydra.sweep.dir={run_dir}", "hydra.sweep.subdir=."]
@@ -39,6 +47,22 @@ def hand_to_launcher() -> Optional[int]:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if status == 2 and not (Path(run_dir) / ".submitit").exists():
-        # Refused before anything was submitted: leave no run dir that looks like a run.
-        shutil.rmtree(run_dir, ignore_errors=True)
+        # Refused before anything was submitted: leave no run dir that looks like a run. Only
+        # what Hydra made here goes: a dir the user named that existed before keeps its files.
+        if run_dir_was_new(run_dir):
+            shutil.rmtree(run_dir, ignore_errors=True)
+        else:
+            shutil.rmtree(Path(run_dir) / ".hydra", ignore_errors=True)
+            (Path(run_dir) / "optmodel.log").unlink(missing_ok=True)
     return status
+
+
+_EXISTED: dict = {}  # run dir -> whether it existed before Hydra created it (cli's on_run_start)
+
+
+def note_run_dir(run_dir) -> None:
+    _EXISTED[str(Path(run_dir).absolute())] = Path(run_dir).exists()
+
+
+def run_dir_was_new(run_dir) -> bool:
+    return _EXISTED.get(str(Path(run_dir).absolute())) is False

@@ -16,7 +16,8 @@ from typing import Any, Dict, List
 from optmodel.launch import slurm, sweep
 from optmodel.manifest import MANIFEST_NAME, atomic_write_text
 
-OPEN_STATES = ("submitted", "pending", "running")
+OPEN_STATES = ("submitted", "pending", "running", "completing")
+SHOWN_STATES = ("PENDING", "RUNNING", "COMPLETING")  # Slurm's active states shown as they are
 
 
 def _manifest(run_dir: str) -> Dict[str, Any]:
@@ -53,8 +54,9 @@ def refresh(sweep_dir: Path) -> List[Dict[str, Any]]:
         elif got is not None and got.state in slurm.ENDED_BADLY:
             _ended(job, got.state.lower(), f"Slurm: {got.state}" + (f" ({got.reason})" if got.reason else ""))
         elif got is not None and got.active:
-            job["state"] = got.state.lower() if got.state in ("PENDING", "RUNNING") else "running"
-            job["error"] = got.never_starts
+            job["state"] = got.state.lower() if got.state in SHOWN_STATES else "running"
+            # the reason of this poll only: a job no longer pending carries no pending reason
+            job["error"] = got.never_starts or (f"pending: {got.reason}" if got.state == "PENDING" and got.reason else None)
         elif manifest.get("status") in ("failed", "requeued"):
             job["state"], job["error"] = "failed", manifest.get("error")
         elif got is not None:  # ended (or purged from the queue) without a result of its own

@@ -100,6 +100,33 @@ def slurm_parameters(launcher: Mapping[str, Any], alloc: Allocation, job_name: s
     return params
 
 
+# Launcher numbers Slurm would refuse or misread (timeout 0 is "no limit" to Slurm), each with
+# the smallest value that makes sense.
+LAUNCHER_MINIMUMS = {"nodes": 1, "tasks_per_node": 1, "gpus_per_node": 0, "cpus_per_task": 1, "timeout_min": 1}
+
+
+def launcher_problems(launcher: Mapping[str, Any]) -> List[str]:
+    """hydra.launcher numbers out of range, before any is used to size a job."""
+    problems = []
+    for key, least in LAUNCHER_MINIMUMS.items():
+        value = launcher.get(key)
+        if value is not None and value < least:
+            why = " (Slurm reads a 0 time limit as none at all)" if key == "timeout_min" else ""
+            fix = "null (derived from parallel=)" if key in ("nodes", "tasks_per_node") else f"a value >= {least}"
+            problems.append(f"hydra.launcher.{key}: must be >= {least}, got {value}{why}. Fix: hydra.launcher.{key}={fix}.")
+    return problems
+
+
+def partition_problem(name: Optional[str], known: Optional[List[str]]) -> Optional[str]:
+    """An unknown hydra.launcher.partition (known: sinfo's partitions; None off a Slurm cluster)."""
+    if not name or known is None or name in known:
+        return None
+    from optmodel.config.errors import one_of
+
+    return (one_of("hydra.launcher.partition", name, known) or "").replace("unknown value", "no Slurm partition named", 1) + \
+        " Fix: hydra.launcher.partition=<one of them> (`sinfo -s` lists them), or null for the default partition."
+
+
 def container_mount_problems(image: Optional[str], mounts: Optional[str], paths: List[str]) -> List[str]:
     """Run dirs and submitit's folder are read at the same path inside the container, so a
     mount must map each of them onto itself (`/lustre:/lustre`, or `/lustre`)."""

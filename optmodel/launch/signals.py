@@ -10,13 +10,15 @@ submitit's checkpoint-and-requeue handler instead, as before.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterator, Optional
 
 from optmodel.launch import preemption
 
 _requested: Optional[int] = None
+_deferred = False  # while a run records how it ended: signals are noted, not raised
 SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGUSR2") if hasattr(signal, name))
 
 
@@ -31,6 +33,8 @@ def _handler(signum: int, frame: Any) -> None:
     if signum == usr2 and preemption.is_resumable() and preemption.submitit_handler() is not None:
         return preemption.submitit_handler()(signum, frame)  # save and requeue: not a termination
     _requested = signum
+    if _deferred:
+        return
     raise Terminated(f"terminated by signal {signum} ({signal.Signals(signum).name})")
 
 
@@ -59,3 +63,24 @@ def raise_if_requested() -> None:
     if _requested is not None:
         raise Terminated(f"terminated by signal {_requested} ({signal.Signals(_requested).name}); "
                          f"the task went on after it, so its results are not trusted")
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """Note termination signals without raising while the block runs (recording a failure,
+    closing the tracker): a second kill does not leave the manifest half-written."""
+    global _deferred
+    previous, _deferred = _deferred, True
+    try:
+        yield
+    finally:
+        _deferred = previous
+
+
+def interruption(err: BaseException) -> Optional[str]:
+    """How a stop that was asked for reads in the manifest and the log; None for an error."""
+    if isinstance(err, KeyboardInterrupt) or (isinstance(err, Terminated) and _requested == signal.SIGINT):
+        return "interrupted (Ctrl-C, SIGINT)"
+    if isinstance(err, Terminated) and _requested is not None:
+        return f"interrupted (signal {_requested}, {signal.Signals(_requested).name}: kill, scancel or preemption)"
+    return None

@@ -118,6 +118,15 @@ def _gpus(gres: str) -> int:
     return total
 
 
+def partition_names() -> Optional[List[str]]:
+    """Every partition of the cluster (sinfo); None when sinfo cannot tell (not on a Slurm
+    cluster). An unknown partition is then refused by name instead of disabling the checks."""
+    out = _call(["sinfo", "-h", "-o", "%P"])
+    if out is None:
+        return None
+    return sorted({line.strip().rstrip("*") for line in out.splitlines() if line.strip()})
+
+
 def partition(name: Optional[str]) -> Optional[Partition]:
     """The partition a job goes to (the default one when name is None); None when sinfo
     cannot tell (not on a Slurm cluster), and the launcher then checks nothing."""

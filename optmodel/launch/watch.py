@@ -86,6 +86,10 @@ def metrics_line(run_dir: str) -> str:
                     if isinstance(v, (int, float)) and not isinstance(v, bool))
 
 
+def _stopped_by_signal(rank_error: str) -> bool:
+    return "Terminated:" in rank_error or "interrupted (signal" in rank_error or "KeyboardInterrupt" in rank_error
+
+
 class Watcher:
     def __init__(self, use_slurm: bool, fail_fast: bool) -> None:
         self.reader = slurm.StateReader() if use_slurm else None
@@ -99,6 +103,9 @@ class Watcher:
         if state is not None and state.state in slurm.ENDED_BADLY:
             why = f"Slurm: {state.state}" + (f" ({state.reason})" if state.reason else "")
             return state.state.lower(), f"{why}{'; ' + rank_error if rank_error else ''}; log {job.log}"
+        if rank_error is not None and state is not None and state.active and _stopped_by_signal(rank_error) \
+                and not self._waited(sub.job_id, RESULT_GRACE_S):
+            return None  # scancel / preemption: the ranks' results come before Slurm's CANCELLED / PREEMPTED
         if rank_error is not None:
             if state is None or state.active:  # the other ranks would wait for it in a collective forever
                 sub.cancel(check=False)

@@ -27,6 +27,19 @@ def read_hf_config(ckpt: Path) -> dict:
         return json.load(f)
 
 
+def quantized_export_problem(ckpt: Path, hf: dict, field: str) -> Optional[str]:
+    """A ModelOpt quantized export (hf_quant_config.json, quant_method modelopt) is for serving
+    engines: transformers loads its FP8 / NVFP4 / INT4 weights without their scales, so every
+    number measured on it would be wrong."""
+    quant = hf.get("quantization_config") or {}
+    if quant.get("quant_method") != "modelopt" and not (ckpt / "hf_quant_config.json").is_file():
+        return None
+    return (f"{field}: {ckpt} is a ModelOpt quantized export (quant_algo {quant.get('quant_algo', '?')}) for "
+            f"serving engines; transformers loads its weights without their scales. Fix: evaluate the run that "
+            f"made it (run.load=<that quantize run dir>: its quantized model with its ModelOpt state), or serve "
+            f"the export with vLLM / SGLang / TensorRT-LLM and evaluate it there (README: Evaluating an export).")
+
+
 def checkpoint_problems(model: DictConfig, field: str = "model.checkpoint", compare_architecture: bool = True) -> List[str]:
     """Missing, corrupt or mismatched checkpoints, as problem sentences (empty when fine).
     `field`: what the user set to point here (model.checkpoint, or run.load for a run's saved model).
@@ -54,6 +67,8 @@ def checkpoint_problems(model: DictConfig, field: str = "model.checkpoint", comp
         hf = read_hf_config(ckpt)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         return [f"{field}: {ckpt / 'config.json'} is not valid JSON ({err}); the checkpoint is corrupt."]
+    if (exported := quantized_export_problem(ckpt, hf, field)):
+        return [exported]
     problems = []
     if not any(any(ckpt.glob(p)) for p in WEIGHT_PATTERNS):
         problems.append(

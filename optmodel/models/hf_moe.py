@@ -9,6 +9,11 @@ from optmodel.models.hf_families import (
     _get,
 )
 
+# A config.json without its aux-loss key means the default of the model's config class:
+# 0.001 in transformers' Qwen3-MoE, Llama-4 and gpt-oss configs and in DeepSeek's own
+# configuration_deepseek.py (Kimi-K2 ships it), not 0.
+AUX_LOSS_DEFAULT = 1e-3
+
 # ---------------------------------------------------------------------------------------------
 # MoE blocks, per family style
 # ---------------------------------------------------------------------------------------------
@@ -59,7 +64,8 @@ def _qwen3_moe_from_hf(hf: Mapping[str, Any], num_layers: int) -> Dict[str, Any]
         "router_expert_bias": False,
         "router_num_groups": 1,
         "router_group_topk": 1,
-        "aux_loss_coeff": float(hf.get("router_aux_loss_coef", 0.0)),
+        "router_dtype": "fp32",  # transformers' Qwen3-MoE takes the router softmax in fp32
+        "aux_loss_coeff": float(hf.get("router_aux_loss_coef", AUX_LOSS_DEFAULT)),
     }
 
 
@@ -95,7 +101,7 @@ def _llama4_moe_from_hf(hf: Mapping[str, Any], num_layers: int) -> Dict[str, Any
         "router_expert_bias": False,
         "router_num_groups": 1,
         "router_group_topk": 1,
-        "aux_loss_coeff": float(hf.get("router_aux_loss_coef", 0.0)),
+        "aux_loss_coeff": float(hf.get("router_aux_loss_coef", AUX_LOSS_DEFAULT)),
     }
 
 
@@ -145,7 +151,7 @@ def _deepseek_moe_from_hf(hf: Mapping[str, Any], num_layers: int, v3: bool) -> D
         "router_pre_softmax": True,  # DeepSeek routes on the scores of all experts
         "router_num_groups": hf.get("n_group") or 1,
         "router_group_topk": hf.get("topk_group") or 1,
-        "aux_loss_coeff": float(hf.get("aux_loss_alpha", 0.0)),
+        "aux_loss_coeff": float(hf.get("aux_loss_alpha", AUX_LOSS_DEFAULT)),
     }
 
 
@@ -172,7 +178,7 @@ def _gpt_oss_moe_from_hf(hf: Mapping[str, Any], num_layers: int) -> Dict[str, An
         "router_expert_bias": False,
         "router_num_groups": 1,
         "router_group_topk": 1,
-        "aux_loss_coeff": float(hf.get("router_aux_loss_coef", 0.0)),
+        "aux_loss_coeff": float(hf.get("router_aux_loss_coef", AUX_LOSS_DEFAULT)),
     }
 
 

@@ -8,7 +8,6 @@ the shape they were measured on; reuse refuses scores of another shape.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -34,24 +33,86 @@ def resolve(path: str, name: str = SCORES_FILE) -> Optional[Path]:
     return p if p.is_file() else None
 
 
-def problems(path: Optional[str], name: str = SCORES_FILE):
+def problems(path: Optional[str], name: str = SCORES_FILE, model=None):
+    """Why `task.scores` cannot be reused, told without torch: missing, not a torch.save
+    archive, not optmodel's format, or (with `model`, the run's model config) another shape."""
     if not path:
         return []
-    if resolve(path, name) is None:
-        return [f"task.scores: {path} is neither a scores file nor a run dir holding {name}. Fix: the run dir "
-                f"of an earlier task=prune of this model (or its {name}), or task.scores=null to score anew."]
+    file = resolve(path, name)
+    fix = f"Fix: the run dir of an earlier task=prune of this model (or its {name}), or task.scores=null to score anew."
+    if file is None:
+        return [f"task.scores: {path} is neither a scores file nor a run dir holding {name}. {fix}"]
+    header = read_header(file) if name == SCORES_FILE else ({} if is_torch_file(file) else None)
+    if header is None:
+        return [f"task.scores: {file} is not a scores file (not a torch.save archive: damaged, or another file). {fix}"]
+    if name != SCORES_FILE:
+        return []
+    if header.get("format") != FORMAT:
+        return [f"task.scores: {file} is not an optmodel prune scores file (format {header.get('format')}). {fix}"]
+    if model is not None and (diff := shape_difference(header.get("shape") or {}, shape_of(model))):
+        return [f"task.scores: {file} was measured on another shape: {diff}. {fix}"]
     return []
+
+
+def shape_difference(scores_shape: Dict[str, Any], model_shape: Dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v} (scores) vs {model_shape.get(k)} (model)"
+                     for k, v in scores_shape.items() if v != model_shape.get(k))
+
+
+def is_torch_file(path: Path) -> bool:
+    """Whether `path` is a torch.save archive (a zip holding <name>/data.pkl), told without torch."""
+    return _pickle_member(path) is not None
+
+
+def _pickle_member(path: Path) -> Optional[str]:
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = [n for n in archive.namelist() if n.endswith("/data.pkl")]
+            return names[0] if names and archive.testzip() is None else None
+    except (OSError, zipfile.BadZipFile, EOFError):
+        return None
+
+
+def read_header(path: Path) -> Optional[Dict[str, Any]]:
+    """The plain-Python part ({format, shape, meta}) of a scores file, without torch: tensors
+    unpickle as None (their storages are not read); None when the file is not one."""
+    import pickle
+    import zipfile
+
+    member = _pickle_member(path)
+    if member is None:
+        return None
+
+    class Skeleton(pickle.Unpickler):
+        def find_class(self, module, name):
+            if module == "collections" and name == "OrderedDict":
+                return dict
+            if module.split(".")[0] == "torch":
+                return lambda *args, **kwargs: None
+            raise pickle.UnpicklingError(f"{module}.{name} is not part of a scores file")
+
+        def persistent_load(self, pid):
+            return None
+
+    try:
+        with zipfile.ZipFile(path) as archive, archive.open(member) as f:
+            data = Skeleton(f).load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError):
+        return None
+    return {k: data.get(k) for k in ("format", "shape", "meta")} if isinstance(data, dict) else None
 
 
 def save(path: Path, scores: Dict[str, Any], shape: Dict[str, Any], meta: Dict[str, Any]) -> Path:
     """Atomic torch.save of {format, shape, scores, meta}."""
     import torch
 
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save({"format": FORMAT, "shape": shape, "scores": scores, "meta": meta}, tmp)
-    os.replace(tmp, path)
-    return path
+    from optmodel.manifest import atomic_file
+
+    with atomic_file(path) as tmp:
+        torch.save({"format": FORMAT, "shape": shape, "scores": scores, "meta": meta}, tmp)
+    return Path(path)
 
 
 class ScoresMismatch(ValueError):
@@ -66,9 +127,8 @@ def load(path: str, shape: Dict[str, Any]) -> Dict[str, Any]:
     data = torch.load(file, map_location="cpu", weights_only=False)
     if data.get("format") != FORMAT:
         raise ScoresMismatch(f"task.scores: {file} is not an optmodel prune scores file (format {data.get('format')}).")
-    diffs = {k: (v, shape.get(k)) for k, v in data["shape"].items() if v != shape.get(k)}
-    if diffs:
-        what = ", ".join(f"{k} {a} (scores) vs {b} (model)" for k, (a, b) in diffs.items())
+    what = shape_difference(data["shape"], shape)
+    if what:
         raise ScoresMismatch(f"task.scores: {file} was measured on another shape: {what}. Fix: scores of this model "
                              f"(its unpruned run), or task.scores=null to score anew.")
     return data

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
+from optmodel.console import rate
 from optmodel.distributed import is_rank0
 from optmodel.speculative import workflow
 from optmodel.speculative.data import account_line
@@ -55,5 +56,5 @@ def summary(model_name: str, metrics: Dict[str, Any], account) -> str:
     """The run's closing lines: AL only where it was measured (offline training measures none)."""
     al = [metrics.get("al_before"), metrics.get("al_after")]
     shown = f", AL {al[0]:.3f} -> {al[1]:.3f}" if None not in al else ""
-    line = f"optmodel eagle3: {model_name}, {metrics['train_steps']} steps, {metrics['train_tokens_per_second']:.0f} tokens/s{shown}"
+    line = f"optmodel eagle3: {model_name}, {metrics['train_steps']} steps, {rate(metrics['train_tokens_per_second'], 'tokens/s')}{shown}"
     return line + (f"\n  data: {account_line(account)}" if account else "")

@@ -11,7 +11,7 @@ import json
 import logging
 from typing import Any, Dict
 
-from optmodel.config.errors import ConfigError, one_of
+from optmodel.config.errors import ConfigError
 from optmodel.distributed import is_rank0
 from optmodel.evaluation.harness import (
     evaluate, markdown_table, metrics_of, result_rows, split_task_specs, task_manager,
@@ -20,13 +20,18 @@ from optmodel.evaluation.harness import (
 log = logging.getLogger("optmodel")
 
 
-def check_task_names(names, manager) -> None:
-    """Unknown task names fail before the model loads, with close matches."""
-    known = manager.all_tasks
-    problems = [p for name in names if (p := one_of("task.tasks", name, known))]
+def check_task_names(names, known) -> None:
+    """Unknown task names fail before the model loads, with the names that look like them."""
+    from optmodel.evaluation.task_index import close_names
+
+    known = set(known)
+    problems = []
+    for name in (n for n in names if n not in known):
+        close = close_names(name, known)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        problems.append(f"task.tasks: unknown value {name!r}.{hint} Fix: `lm-eval ls tasks` lists every name "
+                        f"(or task.tasks=[<a local task YAML file>]).")
     if problems:
-        # the full list is thousands of names: keep the suggestions, point at the listing
-        problems = [p.split(" Valid:")[0] + " Fix: `lm-eval ls tasks` lists every name." for p in problems]
         raise ConfigError(problems)
 
 
@@ -64,12 +69,25 @@ _PREFLIGHT: Dict[str, Any] = {}  # the task index the preflight built, reused by
 
 def preflight(cfg) -> None:
     """Before the run dir is claimed: unknown task names and datasets missing offline are
-    config errors (exit 2), found before the model loads."""
+    config errors (exit 2), found before the model loads. Names are checked against the
+    cached list of lm-eval's tasks first (about a second), before lm-eval indexes its tasks."""
+    from optmodel.evaluation.task_index import cached_task_names, store_task_names
+
+    key = tuple(cfg.task.tasks)
+    if _PREFLIGHT.get("key") == key:
+        return
     names, include, all_local = split_task_specs(cfg.task.tasks)
+    hub_names = [n for n, spec in zip(names, cfg.task.tasks) if not str(spec).endswith((".yaml", ".yml"))]
+    known = cached_task_names()
+    if known is not None:
+        check_task_names(hub_names, known)
     manager = task_manager(include, include_defaults=not all_local)
-    check_task_names(names, manager)
+    if known is None and not all_local:
+        if not include:
+            store_task_names(manager.all_tasks)
+        check_task_names(hub_names, manager.all_tasks)
     preload_tasks(names, manager)
-    _PREFLIGHT.update(key=tuple(cfg.task.tasks), manager=manager)
+    _PREFLIGHT.update(key=key, manager=manager)
 
 
 def run(ctx) -> Dict[str, Any]:

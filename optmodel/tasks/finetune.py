@@ -55,6 +55,8 @@ def train_task(ctx, teacher_source: Optional[str] = None, task_name: str = "fine
     train_records, eval_records = dataset_texts(data, "calib"), dataset_texts(data, "eval")
     handle = ctx.load_model()
     teacher = ctx.load_model(source=teacher_source) if teacher_source else None
+    if teacher_source:
+        ctx.record(teacher=str(teacher_source))  # what the student learned from, failed runs included
     tok = handle.tokenizer
     train = build_sft_dataset(tok, train_records, data.seq_len, training.packing, training.max_train_sequences,
                               "data.calib_path")

@@ -8,7 +8,8 @@ model, e.g. a teacher, still loads from its source). What a step leaves on the h
 quantized or pruned model) is what the next step gets, with the record the earlier steps
 wrote as the handle's origin (an export step checks the quantizers against it). Outputs keep
 their task's names; the manifest records `steps.<name>` (status, seconds, metrics, outputs),
-the flat metrics of every step and `model_loads`. A failing step stops the pipeline: it is
+the flat metrics of every step (`<step>/<metric>`, and each plain name with the latest step's
+value) and `model_loads`. A failing step stops the pipeline: it is
 recorded failed, named in the error, and the earlier steps' outputs stay.
 """
 
@@ -103,8 +104,11 @@ def run(ctx) -> Dict[str, Any]:
                 raise
             raise named from err
         finish("completed", metrics=step_metrics)
-        metrics.update(step_metrics)
-        ctx.record(metrics=step_metrics)
+        # flat: every step's figures under "<step>/<metric>" (two steps' perplexity both kept), and
+        # the plain names holding the latest step's, i.e. the figures of the model the pipeline made
+        flat = {**step_metrics, **{f"{name}/{k}": v for k, v in step_metrics.items()}}
+        metrics.update(flat)
+        ctx.record(metrics=flat)
         arch = handle.architecture()
         model_cfg = with_model_fields(model_cfg, {k: v for k, v in arch.items() if k in model_cfg})
         handle.origin = dict(ctx.manifest.data)  # the next step's model comes from this run's record

@@ -112,7 +112,7 @@ def problems(cfg: DictConfig) -> List[str]:
     if cfg.backend.name == "megatron":
         found += _megatron_problems(cfg)
     else:
-        found += score_files.problems(task.scores)
+        found += score_files.problems(task.scores, model=OmegaConf.to_container(cfg.model, resolve=True))
     return found + evaluate_problems(task.evaluate)
 
 

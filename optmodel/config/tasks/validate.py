@@ -43,16 +43,41 @@ def draft_fit_problems(cfg: DictConfig, path: Path) -> List[str]:
     return found
 
 
+# What optmodel.speculative.draft.spec_of_export reads from an exported draft's config.json.
+DRAFT_KEYS = ("num_hidden_layers", "draft_vocab_size", "intermediate_size", "eagle_config.eagle_aux_hidden_state_layer_ids")
+
+
+def draft_problems(path: Path) -> List[str]:
+    """Why `path` is not an exported EAGLE3 draft (cheap: its config.json and file listing)."""
+    import json
+
+    fix = "Fix: task.draft=<an eagle3 run's draft/ dir> (export_speculative_decoding output), or run.load=<that run>."
+    try:
+        conf = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return [f"task.draft: {path} holds no readable config.json: not an exported draft. {fix}"]
+    missing = [k for k in DRAFT_KEYS if _lookup(conf, k) is None]
+    if missing:
+        return [f"task.draft: {path} is not an EAGLE3 draft (its config.json has no {', '.join(missing)}; "
+                f"a target model's checkpoint?). {fix}"]
+    if not (path / "model.safetensors").is_file():
+        return [f"task.draft: {path} holds no model.safetensors (the draft's weights). {fix}"]
+    return []
+
+
+def _lookup(conf, dotted: str):
+    for part in dotted.split("."):
+        conf = conf.get(part) if isinstance(conf, dict) else None
+    return conf
+
+
 def problems(cfg: DictConfig) -> List[str]:
     found = megatron_problems(cfg, trains=False)
     path = draft_dir(cfg)
     if path is None:
         found.append("task.draft: no draft to validate. Fix: run.load=<an eagle3 run dir> or task.draft=<exported draft dir>.")
-    elif not (Path(path).expanduser() / "config.json").is_file():
-        found.append(f"task.draft: {path} holds no config.json. Fix: an eagle3 run's draft/ dir "
-                     f"(export_speculative_decoding output).")
     else:
-        found += draft_fit_problems(cfg, Path(path).expanduser())
+        found += draft_problems(Path(path).expanduser()) or draft_fit_problems(cfg, Path(path).expanduser())
     return found + acceptance_problems(cfg.task.acceptance, "task.acceptance")
 
 
