@@ -31,9 +31,11 @@ def draft_fit_problems(cfg: DictConfig, path: Path) -> List[str]:
     """The exported draft against the target it is put on: aux layers inside the target's layers."""
     import json
 
+    from optmodel.speculative.serving import trained_aux_ids
+
     conf = json.loads((path / "config.json").read_text())
     layers = int(cfg.model.num_layers)
-    aux = list((conf.get("eagle_config") or {}).get("eagle_aux_hidden_state_layer_ids") or [])
+    aux = trained_aux_ids(path, conf)  # an engine's export may number them its own way
     found = []
     outside = [i for i in aux if not 0 <= int(i) < layers]
     if outside:
