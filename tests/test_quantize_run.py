@@ -205,7 +205,7 @@ def test_sigterm_mid_run_marks_the_manifest_failed_and_leaves_no_export(tmp_path
     proc.wait(timeout=120)
     manifest = read_manifest(run_dir)
     assert proc.returncode != 0
-    assert manifest["status"] == "failed" and "terminated by signal" in manifest["error"]
+    assert manifest["status"] == "failed" and "interrupted (signal 15, SIGTERM" in manifest["error"]
     assert not (run_dir / "export").exists() and not list(run_dir.glob(".export.partial-*"))
 
 
