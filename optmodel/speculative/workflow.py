@@ -46,25 +46,26 @@ def vocab_mapping(task, rows: List[dict], vocab_size: int, out_dir: Path):
     return d2t
 
 
-def _train(model, dataset, task, run_dir: Path, on_cpu: bool, seed: int, callbacks: List,
+def _train(model, dataset, task, run_dir: Path, seed: int, callbacks: List,
            al_seconds: Sequence[float] = (0.0,)) -> dict:
     from optmodel.speculative import train
 
-    args = train.training_arguments(task, run_dir / train.CHECKPOINTS, on_cpu, seed)
     model.train()
-    _, result = train.train(model, dataset, args, callbacks, resume=bool(task.resume))
+    _, result = train.train(model, dataset, task, run_dir / train.CHECKPOINTS, seed, callbacks,
+                            resume=bool(task.resume))
     tokens = int(task.max_steps) * int(task.batch_size) * int(task.grad_accum) * int(task.seq_len)
     runtime = max(float(result.metrics.get("train_runtime", 0.0)) - al_seconds[0], 1e-9)
     return {"train_loss": float(result.training_loss), "train_steps": int(result.global_step),
             "train_seconds": runtime, "train_tokens_per_second": tokens / runtime}
 
 
-def online(model, tokenizer, task, run_dir: Path, on_cpu: bool, seed: int,
+def online(model, tokenizer, task, run_dir: Path, seed: int,
            log_fn: Callable[[dict], None] = lambda m: None) -> Dict[str, object]:
     """Convert the loaded target, train its draft with AL checks, export it."""
     from optmodel.speculative import acceptance, train
     from optmodel.speculative.convert import DraftSpec, convert
     from optmodel.speculative.data import RowsDataset
+    from optmodel.training.precision import compute_autocast
 
     run_dir = Path(run_dir)
     rows = conversation_rows(tokenizer, task)
@@ -78,7 +79,8 @@ def online(model, tokenizer, task, run_dir: Path, on_cpu: bool, seed: int,
 
     def measure():
         start = time.perf_counter()
-        result = acceptance.measure(model, tokenizer, prompts, int(acc.max_new_tokens), int(acc.draft_steps))
+        with compute_autocast(model):  # mid-training: fp32 draft weights, target in its dtype
+            result = acceptance.measure(model, tokenizer, prompts, int(acc.max_new_tokens), int(acc.draft_steps))
         al_seconds[0] += time.perf_counter() - start
         return result
 
@@ -96,7 +98,7 @@ def online(model, tokenizer, task, run_dir: Path, on_cpu: bool, seed: int,
     callbacks = [train.metrics_callback(log_fn)]
     if task.al_every:
         callbacks.append(train.acceptance_callback(int(task.al_every), measure, sink))
-    metrics = _train(model, RowsDataset(rows), task, run_dir, on_cpu, seed, callbacks, al_seconds)
+    metrics = _train(model, RowsDataset(rows), task, run_dir, seed, callbacks, al_seconds)
     after = history[-1] if history and history[-1]["step"] == metrics["train_steps"] else (measure() if task.al_every else None)
     model.eval()
     metrics.update(al_before=before["acceptance_length"] if before else None,
@@ -104,17 +106,18 @@ def online(model, tokenizer, task, run_dir: Path, on_cpu: bool, seed: int,
     return metrics
 
 
-def offline(target_dir: Path, features_dir: Path, task, run_dir: Path, device, seed: int,
+def offline(target_dir: Path, features_dir: Path, task, run_dir: Path, backend, seed: int,
             log_fn: Callable[[dict], None] = lambda m: None):
-    """Train a draft from dumped features; returns (model, metrics). The target's decoder
-    layers are never loaded."""
+    """Train a draft from dumped features on `backend.device`; returns (model, metrics). The
+    target's decoder layers are never loaded."""
     import torch
 
+    from optmodel.backends.handle import pick_device
     from optmodel.speculative import features, train
     from optmodel.speculative.convert import DraftSpec, convert, load_offline_base
 
     manifest = features.read_manifest(features_dir)
-    on_cpu = torch.device(device).type == "cpu"
+    device = pick_device(backend)
     dtype = getattr(torch, manifest["dtype"])  # what the target computed the features in
     model = load_offline_base(str(target_dir)).to(device=device, dtype=dtype)
     model.model.dtype = model.config.dtype = dtype  # FakeBaseModel's dtype attribute sizes the draft
@@ -124,7 +127,7 @@ def offline(target_dir: Path, features_dir: Path, task, run_dir: Path, device, s
     vocab_size = manifest["vocab_size"]
     d2t = vocab_mapping(task, dataset.rows, vocab_size, Path(run_dir) / "draft_vocab")
     convert(model, spec, d2t=d2t, offline=True, num_layers=manifest["num_layers"])
-    metrics = _train(model, dataset, task, Path(run_dir), on_cpu, seed, [train.metrics_callback(log_fn)])
+    metrics = _train(model, dataset, task, Path(run_dir), seed, [train.metrics_callback(log_fn)])
     model.eval()
     return model, metrics
 

@@ -13,29 +13,24 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-from optmodel.config.machine import runs_on_cpu
 from optmodel.distributed import is_rank0
 from optmodel.speculative import workflow
 
 
 def run(ctx) -> Dict[str, Any]:
-    import torch
-
     cfg, task = ctx.cfg, ctx.cfg.task
     if task.offline_data:
         from optmodel.speculative.features import read_manifest
 
         target = read_manifest(task.offline_data)["target"]
-        device = torch.device("cpu" if runs_on_cpu(cfg.backend) else "cuda")
-        model, metrics = workflow.offline(target, task.offline_data, task, ctx.run_dir, device, cfg.run.seed,
+        model, metrics = workflow.offline(target, task.offline_data, task, ctx.run_dir, cfg.backend, cfg.run.seed,
                                           ctx.tracker.log)
     else:
         handle = ctx.load_model()
         ctx.record_model(handle)  # the target's shape, before the draft is attached
         target = str(handle.source)
         model = handle.model
-        metrics = workflow.online(model, handle.tokenizer, task, ctx.run_dir, handle.device.type == "cpu",
-                                  cfg.run.seed, ctx.tracker.log)
+        metrics = workflow.online(model, handle.tokenizer, task, ctx.run_dir, cfg.run.seed, ctx.tracker.log)
     ctx.record(outputs={"target": target, "saved_model": target},
                speculative={"algorithm": "eagle3", "offline": bool(task.offline_data),
                             "aux_layer_ids": list(model.eagle_config.eagle_aux_hidden_state_layer_ids),

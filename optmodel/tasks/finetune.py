@@ -34,10 +34,7 @@ def quantize_student(handle, task, records, data) -> Dict[str, Any]:
 
     from optmodel.quantization import cpu_fakequant, formats
 
-    mtq_cfg = formats.named_config(task.quant_cfg)
-    if handle.device.type == "cpu" and cpu_fakequant.needs_cpu_path(mtq_cfg):
-        cpu_fakequant.register()
-        mtq_cfg = cpu_fakequant.route_to_cpu(mtq_cfg)
+    mtq_cfg = cpu_fakequant.for_device(formats.named_config(task.quant_cfg), handle.device)
     windows = pack(handle.tokenizer, records, data.seq_len, task.calib_sequences, "data.calib_path")
     batches = [{"input_ids": windows[s:s + data.batch_size]} for s in range(0, len(windows), data.batch_size)]
     handle.model = mtq.quantize(handle.model, mtq_cfg, handle.forward_loop(batches))

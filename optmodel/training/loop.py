@@ -65,6 +65,7 @@ def fit(model, training, train_dataset, eval_dataset=None, *, output_dir: Path, 
     from optmodel.training.arguments import training_arguments
     from optmodel.training.distill import convert_to_distillation_model, export_student
     from optmodel.training.precision import master_weights, uses_cpu
+    from optmodel.training.threads import small_model_threads
     from optmodel.training.trainers import build_trainer, trainer_kind
 
     output_dir = Path(output_dir)
@@ -100,7 +101,7 @@ def fit(model, training, train_dataset, eval_dataset=None, *, output_dir: Path, 
     start = time.perf_counter()
     model.train()
     try:
-        with preemption.guard(trainer):
+        with preemption.guard(trainer), small_model_threads(model):
             output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     finally:
         master.restore()  # the trained weights in the compute dtype, rounded once

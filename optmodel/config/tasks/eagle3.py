@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 from optmodel.config.errors import positive
 from optmodel.config.machine import transformer_engine_installed
 from optmodel.config.tasks.base import TaskConfig, TaskSpec
+from optmodel.training.config import LR_SCHEDULES
 
 MEGATRON_REFUSAL = (
     "backend: ModelOpt's Megatron EAGLE (megatron_eagle) builds its draft with Transformer-Engine layers and "
@@ -47,6 +48,7 @@ class Eagle3TaskConfig(TaskConfig):
     draft_intermediate_size: Optional[int] = None  # None: the target's MLP size
     ttt_steps: int = 3
     lr: float = 5e-5
+    lr_schedule: str = "cosine"  # cosine (to min_lr) | linear | constant, each after warmup_steps
     min_lr: float = 1e-7  # cosine floor
     warmup_steps: int = 0
     max_steps: int = 200
@@ -140,6 +142,8 @@ def problems(cfg: DictConfig) -> List[str]:
     found += positive("task.seq_len", task.seq_len, minimum=8) + positive("task.max_steps", task.max_steps)
     found += positive("task.batch_size", task.batch_size) + positive("task.grad_accum", task.grad_accum)
     found += positive("task.save_steps", task.save_steps) + positive("task.log_steps", task.log_steps)
+    if task.lr_schedule not in LR_SCHEDULES:
+        found.append(f"task.lr_schedule: unknown value {task.lr_schedule!r}. Valid: {', '.join(LR_SCHEDULES)}.")
     if task.al_every < 0:
         found.append(f"task.al_every: must be >= 0 (0: no AL checks), got {task.al_every}.")
     return found + acceptance_problems(task.acceptance, "task.acceptance")
