@@ -6,8 +6,10 @@ task's own code) and measures acceptance length (greedy, bundled MT-Bench-style 
 training and every --al-every steps. Everything not given is the task's default
 (`optmodel task=eagle3`), so `--lr` alone compares learning rates at the default settings.
 Prints, and writes to --out (markdown), one AL-vs-steps table over the variants plus each
-variant's training throughput and wall time. The variants run one after the other (one
-measurement at a time: wall times on shared cores are noisy).
+variant's wall time, CPU time (convert, training and AL checks; the bundled target runs on one
+thread, so CPU seconds are about the wall time on idle cores) and training throughput. The
+variants run one after the other (one measurement at a time: wall times on shared cores are
+noisy).
 
     python benchmarks/eagle3.py --lr 5e-5 1e-3 --dtype float32 bfloat16 --steps 1000 --al-every 200
     python benchmarks/eagle3.py                     # the task's defaults, one variant
@@ -35,10 +37,10 @@ def run_variant(model: str, overrides, dtype: str, seed: int) -> dict:
         cfg = compose("config", overrides=[f"model={model}", "task=eagle3", f"backend.dtype={dtype}", *overrides])
     seed_everything(seed)
     handle = load(cfg)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     with tempfile.TemporaryDirectory() as run_dir:
         m = workflow.online(handle.model, handle.tokenizer, cfg.task, Path(run_dir), seed)
-    m["wall_seconds"] = time.perf_counter() - start
+    m["wall_seconds"], m["cpu_seconds"] = time.perf_counter() - start, time.process_time() - cpu
     m["task"] = cfg.task
     m["dtype"] = str(next(p for p in handle.model.parameters() if not p.requires_grad).dtype).replace("torch.", "")
     del handle
@@ -57,6 +59,7 @@ def table(results) -> str:
             cells.append(f"{al:.2f}" if al is not None else "")
         rows.append("| " + " | ".join(cells) + " |")
     rows.append("| wall s | " + " | ".join(f"{r['wall_seconds']:.0f}" for r in results) + " |")
+    rows.append("| CPU s | " + " | ".join(f"{r['cpu_seconds']:.0f}" for r in results) + " |")
     rows.append("| train tok/s | " + " | ".join(f"{r['train_tokens_per_second']:.0f}" for r in results) + " |")
     return "\n".join(rows)
 
@@ -94,7 +97,8 @@ def main() -> None:
         m = run_variant(args.model, overrides, dtype, args.seed)
         t = m["task"]
         m["label"] = f"{m['dtype']}, lr {t.lr:g}" + (f", {schedule}" if schedule else "")
-        print(f"{m['label']}: AL {m['al_before']} -> {m['al_after']} in {m['wall_seconds']:.0f} s", flush=True)
+        print(f"{m['label']}: AL {m['al_before']} -> {m['al_after']} in {m['wall_seconds']:.0f} s "
+              f"({m['cpu_seconds']:.0f} CPU s)", flush=True)
         results.append(m)
     t = results[0]["task"]
     header = (f"EAGLE3 on {args.model}: AL (bundled prompts, {t.acceptance.draft_steps} draft steps, "

@@ -62,7 +62,9 @@ def test_distill_a_pruned_run_from_the_model_it_came_from(pruned_run, tmp_path):
     assert manifest["training"]["teacher"] == str(TINY)  # the default teacher: the pruned run's input checkpoint
     assert manifest["architecture"]["num_layers"] == 3 and manifest["model_config"]["num_layers"] == 3
     assert metrics["perplexity_teacher"] < metrics["perplexity_after"] < metrics["perplexity_before"]
+    assert 0 < metrics["kl_teacher_after"] < metrics["kl_teacher_before"]  # the student moved toward the teacher
     assert metrics["train_steps"] == 8 and metrics["sft_train_sequences"] == 64
+    assert metrics["train_tokens"] == 8 * 4 * 64 and manifest["training"]["student"] == str(pruned_run)
     saved = Path(manifest["outputs"]["saved_model"])
     assert json.loads((saved / "config.json").read_text())["num_hidden_layers"] == 3
     assert not (saved / "modelopt_state.pth").exists()  # a plain HF checkpoint
