@@ -1,10 +1,11 @@
 """transformers Trainer glue for EAGLE3 draft training (as ModelOpt's own EAGLE example).
 
 The draft trains on fp32 master weights computed in the target's dtype (the shared training
-layer's optmodel/training/precision.py). Checkpoints are the shared training layer's (optmodel/training/checkpoints.py: marked complete
-only once the Trainer finished writing them). TrainingArguments from the task config (warmup, then lr cosine to a
-floor / linear / constant, clip 1.0, no weight decay, Adam betas 0.9 / 0.95, periodic checkpoints, resume)
-and a callback measuring acceptance length every N steps."""
+layer's optmodel/training/precision.py). Checkpoints are the shared training layer's
+(optmodel/training/checkpoints.py: marked complete only once the Trainer finished writing
+them). TrainingArguments from the task config (warmup, then lr cosine to a floor / linear /
+constant, clip 1.0, no weight decay, Adam betas 0.9 / 0.95, periodic checkpoints, resume) and
+a callback measuring acceptance length every N steps."""
 
 from __future__ import annotations
 

@@ -23,8 +23,8 @@ from optmodel.data.text import dataset_texts, pack
 from optmodel.distributed import is_rank0
 from optmodel.evaluation import evaluate_handle
 from optmodel.evaluation.perplexity import handle_perplexity
-from optmodel.training.teacher_kl import handle_kl
 from optmodel.training.checkpoints import CHECKPOINTS_DIR
+from optmodel.training.teacher_kl import handle_kl
 
 log = logging.getLogger("optmodel")
 
