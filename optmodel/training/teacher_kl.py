@@ -3,6 +3,8 @@ from its teacher's, reported before and after distillation beside perplexity."""
 
 from __future__ import annotations
 
+import itertools
+
 from tqdm import tqdm
 
 
@@ -18,9 +20,11 @@ def handle_kl(student, teacher, sequences, batch_size: int, desc: str = "KL to t
         for start in tqdm(range(0, len(sequences), batch_size), desc=desc, unit="batch", leave=False):
             batch = sequences[start:start + batch_size]
             seq = batch.shape[1]
-            pairs = zip(student.logits_chunks(batch.to(student.device), None, 0, seq - 1),
-                        teacher.logits_chunks(batch.to(teacher.device), None, 0, seq - 1))
-            for (_, _, s_block), (_, _, t_block) in pairs:
+            s_chunks = student.logits_chunks(batch.to(student.device), None, 0, seq - 1)
+            t_chunks = teacher.logits_chunks(batch.to(teacher.device), None, 0, seq - 1)
+            # both generators run to their end here: one left suspended inside its own no_grad
+            # block would switch gradients off whenever it is garbage collected (mid-training)
+            for (_, _, s_block), (_, _, t_block) in itertools.zip_longest(s_chunks, t_chunks):
                 t_log = F.log_softmax(t_block.to(s_block.device), dim=-1)
                 kl = (t_log.exp() * (t_log - F.log_softmax(s_block, dim=-1))).sum(-1)
                 total += float(kl.sum())
