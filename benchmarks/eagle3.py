@@ -102,8 +102,7 @@ def main() -> None:
         results.append(m)
     t = results[0]["task"]
     header = (f"EAGLE3 on {args.model}: AL (bundled prompts, {t.acceptance.draft_steps} draft steps, "
-              f"{t.acceptance.max_new_tokens} new tokens) vs steps of {t.batch_size} x {t.seq_len} tokens; "
-              f"torch threads {torch.get_num_threads()} for training")
+              f"{t.acceptance.max_new_tokens} new tokens) vs steps of {t.batch_size} x {t.seq_len} tokens")
     text = header + "\n\n" + table(results) + "\n"
     print("\n" + text)
     if args.out:
