@@ -1,63 +1,113 @@
-"""EAGLE3 draft training on a tiny target: training tokens per second and AL vs steps.
+"""EAGLE3 draft training on the bundled target: AL vs steps per learning rate / dtype / schedule.
 
-Converts the bundled tiny target with ModelOpt's EAGLE3, trains the draft online on the
-bundled conversations through transformers' Trainer, measures acceptance length (greedy,
-bundled MT-Bench-style prompts) before training and every --al-every steps, and prints
-one row per measurement plus the training throughput.
+Each variant converts the bundled tiny target with ModelOpt's EAGLE3, trains the draft online
+on the bundled conversations through transformers' Trainer (optmodel.speculative.workflow, the
+task's own code) and measures acceptance length (greedy, bundled MT-Bench-style prompts) before
+training and every --al-every steps. Everything not given is the task's default
+(`optmodel task=eagle3`), so `--lr` alone compares learning rates at the default settings.
+Prints, and writes to --out (markdown), one AL-vs-steps table over the variants plus each
+variant's wall time, CPU time (convert, training and AL checks; the bundled target runs on one
+thread, so CPU seconds are about the wall time on idle cores) and training throughput. The
+variants run one after the other (one measurement at a time: wall times on shared cores are
+noisy).
 
-    python benchmarks/eagle3.py [--model tiny_qwen3] [--steps 120] [--al-every 30] [--lr 3e-3]
+    python benchmarks/eagle3.py --lr 5e-5 1e-3 --dtype float32 bfloat16 --steps 1000 --al-every 200
+    python benchmarks/eagle3.py                     # the task's defaults, one variant
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import tempfile
+import time
 from pathlib import Path
+
+
+def run_variant(model: str, overrides, dtype: str, seed: int) -> dict:
+    import torch
+    from hydra import compose, initialize_config_dir
+
+    from optmodel.backends import load
+    from optmodel.paths import conf_dir
+    from optmodel.run import seed_everything
+    from optmodel.speculative import workflow
+
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = compose("config", overrides=[f"model={model}", "task=eagle3", f"backend.dtype={dtype}", *overrides])
+    seed_everything(seed)
+    handle = load(cfg)
+    start, cpu = time.perf_counter(), time.process_time()
+    with tempfile.TemporaryDirectory() as run_dir:
+        m = workflow.online(handle.model, handle.tokenizer, cfg.task, Path(run_dir), seed)
+    m["wall_seconds"], m["cpu_seconds"] = time.perf_counter() - start, time.process_time() - cpu
+    m["task"] = cfg.task
+    m["dtype"] = str(next(p for p in handle.model.parameters() if not p.requires_grad).dtype).replace("torch.", "")
+    del handle
+    torch.manual_seed(seed)
+    return m
+
+
+def table(results) -> str:
+    steps = sorted({h["step"] for r in results for h in r["al_history"]})
+    head = ["steps"] + [r["label"] for r in results]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for s in steps:
+        cells = [str(s)]
+        for r in results:
+            al = next((h["acceptance_length"] for h in r["al_history"] if h["step"] == s), None)
+            cells.append(f"{al:.2f}" if al is not None else "")
+        rows.append("| " + " | ".join(cells) + " |")
+    rows.append("| wall s | " + " | ".join(f"{r['wall_seconds']:.0f}" for r in results) + " |")
+    rows.append("| CPU s | " + " | ".join(f"{r['cpu_seconds']:.0f}" for r in results) + " |")
+    rows.append("| train tok/s | " + " | ".join(f"{r['train_tokens_per_second']:.0f}" for r in results) + " |")
+    return "\n".join(rows)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="tiny_qwen3")
-    parser.add_argument("--steps", type=int, default=120)
-    parser.add_argument("--al-every", type=int, default=30)
-    parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--seq-len", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--prompts", type=int, default=5)
-    parser.add_argument("--max-new-tokens", type=int, default=32)
-    parser.add_argument("--draft-steps", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--lr", type=float, nargs="+", default=[None])
+    parser.add_argument("--dtype", nargs="+", default=["auto"], help="backend.dtype per variant (the target's compute dtype)")
+    parser.add_argument("--schedule", nargs="+", default=[None], help="task.lr_schedule per variant")
+    parser.add_argument("--steps", type=int, default=None, help="task.max_steps (default: the task's)")
+    parser.add_argument("--al-every", type=int, default=None, help="task.al_every (default: the task's)")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--set", nargs="*", default=[], help="further task overrides, e.g. task.warmup_steps=20")
+    parser.add_argument("--out", type=Path, default=None, help="also write the table (markdown) here")
     args = parser.parse_args()
 
     import torch
-    from hydra import compose, initialize_config_dir
 
-    from optmodel.backends import load
     from optmodel.config.schema import register_schemas
-    from optmodel.paths import conf_dir
-    from optmodel.run import seed_everything
-    from optmodel.speculative import workflow
 
-    torch.set_num_threads(args.threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     register_schemas()
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        cfg = compose("config", overrides=[
-            f"model={args.model}", "task=eagle3", f"task.max_steps={args.steps}", f"task.al_every={args.al_every}",
-            f"task.lr={args.lr}", f"task.seq_len={args.seq_len}", f"task.batch_size={args.batch_size}",
-            f"task.save_steps={args.steps}", f"task.acceptance.num_prompts={args.prompts}",
-            f"task.acceptance.max_new_tokens={args.max_new_tokens}", f"task.acceptance.draft_steps={args.draft_steps}"])
-    seed_everything(0)
-    handle = load(cfg)
-    with tempfile.TemporaryDirectory() as run_dir:
-        m = workflow.online(handle.model, handle.tokenizer, cfg.task, Path(run_dir), handle.device.type == "cpu", 0)
-    print(f"\nEAGLE3 on {args.model}: {m['train_steps']} steps of {args.batch_size} x {args.seq_len} tokens, lr {args.lr}, "
-          f"{torch.get_num_threads()} thread(s)")
-    print(f"  training: {m['train_tokens_per_second']:.0f} tokens/s ({m['train_seconds']:.1f} s of training, "
-          f"AL checks excluded)")
-    print(f"  {'step':>6} {'AL':>7} {'AR':>7}  per-position acceptance ({args.draft_steps} draft steps)")
-    for h in m["al_history"]:
-        rates = " ".join(f"{r:.2f}" for r in h["per_position"])
-        print(f"  {h['step']:>6} {h['acceptance_length']:7.3f} {h['acceptance_rate']:7.3f}  {rates}")
+    common = list(args.set)
+    if args.steps is not None:
+        common.append(f"task.max_steps={args.steps}")
+    if args.al_every is not None:
+        common.append(f"task.al_every={args.al_every}")
+    results = []
+    for lr, dtype, schedule in itertools.product(args.lr, args.dtype, args.schedule):
+        overrides = common + ([f"task.lr={lr}"] if lr is not None else []) + (
+            [f"task.lr_schedule={schedule}"] if schedule is not None else [])
+        m = run_variant(args.model, overrides, dtype, args.seed)
+        t = m["task"]
+        m["label"] = f"{m['dtype']}, lr {t.lr:g}" + (f", {schedule}" if schedule else "")
+        print(f"{m['label']}: AL {m['al_before']} -> {m['al_after']} in {m['wall_seconds']:.0f} s "
+              f"({m['cpu_seconds']:.0f} CPU s)", flush=True)
+        results.append(m)
+    t = results[0]["task"]
+    header = (f"EAGLE3 on {args.model}: AL (bundled prompts, {t.acceptance.draft_steps} draft steps, "
+              f"{t.acceptance.max_new_tokens} new tokens) vs steps of {t.batch_size} x {t.seq_len} tokens")
+    text = header + "\n\n" + table(results) + "\n"
+    print("\n" + text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
 
 
 if __name__ == "__main__":

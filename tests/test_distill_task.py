@@ -62,7 +62,9 @@ def test_distill_a_pruned_run_from_the_model_it_came_from(pruned_run, tmp_path):
     assert manifest["training"]["teacher"] == str(TINY)  # the default teacher: the pruned run's input checkpoint
     assert manifest["architecture"]["num_layers"] == 3 and manifest["model_config"]["num_layers"] == 3
     assert metrics["perplexity_teacher"] < metrics["perplexity_after"] < metrics["perplexity_before"]
+    assert 0 < metrics["kl_teacher_after"] < metrics["kl_teacher_before"]  # the student moved toward the teacher
     assert metrics["train_steps"] == 8 and metrics["sft_train_sequences"] == 64
+    assert metrics["train_tokens"] == 8 * 4 * 64 and manifest["training"]["student"] == str(pruned_run)
     saved = Path(manifest["outputs"]["saved_model"])
     assert json.loads((saved / "config.json").read_text())["num_hidden_layers"] == 3
     assert not (saved / "modelopt_state.pth").exists()  # a plain HF checkpoint
@@ -163,3 +165,26 @@ def test_sigterm_saves_a_checkpoint_at_the_step_end_and_resume_finishes(tmp_path
     _, fresh, _ = tiny_models()
     result = fit(fresh, training, train, output_dir=tmp_path, seed=1, resume=True)
     assert result.metrics["train_resumed_from_step"] == 3 and result.metrics["train_steps"] == 5
+
+
+def test_qad_needs_no_teacher_the_model_before_quantization_is_it(pruned_run, tmp_path):
+    from optmodel.config.tasks.distill import teacher_source
+
+    # a quantize run of the pruned model: its manifest names the model it quantized
+    import shutil
+
+    quant = tmp_path / "quantize_run"
+    quant.mkdir()
+    manifest = Manifest(quant, task="quantize", model="tiny_qwen3", input_checkpoint=str(pruned_run / "model"))
+    shutil.copytree(pruned_run / "model", quant / "quantized")
+    (quant / "quantized" / "modelopt_state.pth").write_bytes(b"")
+    manifest.update(outputs={"saved_model": str(quant / "quantized")}, quantization={"format": "FP8_DEFAULT_CFG"},
+                    model_config=read_manifest(pruned_run)["model_config"])
+    manifest.finish("completed")
+    cfg = inherit_run_model(compose_cfg("task=distill", f"run.load={quant}"))
+    validate(cfg)
+    assert teacher_source(cfg) == str(pruned_run / "model")
+    # PTQ in this run (task.quant_cfg), no run.load: the checkpoint it loads, before quantization
+    cfg = compose_cfg("task=distill", "task.quant_cfg=FP8_DEFAULT_CFG")
+    validate(cfg)
+    assert teacher_source(cfg) == str(TINY)

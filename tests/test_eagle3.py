@@ -221,9 +221,9 @@ def test_sigterm_mid_training_checkpoints_and_a_rerun_resumes(tmp_path):
             raise Terminated("terminated by signal 15")
 
     with pytest.raises(Terminated):
-        workflow.online(model(), tok, task, tmp_path, True, 0, log_fn=kill_at_3)
+        workflow.online(model(), tok, task, tmp_path, 0, log_fn=kill_at_3)
     assert train.last_checkpoint(tmp_path / train.CHECKPOINTS).endswith("checkpoint-3")
     logged = []
-    metrics = workflow.online(model(), tok, task, tmp_path, True, 0,
+    metrics = workflow.online(model(), tok, task, tmp_path, 0,
                               log_fn=lambda m: logged.append(m["step"]) if "loss" in m else None)
     assert metrics["train_steps"] == 6 and logged == [4, 5, 6]  # steps 1-3 were not trained again

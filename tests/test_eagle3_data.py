@@ -129,7 +129,7 @@ def test_checkpoint_holds_the_draft_and_its_optimizer_not_the_target(tmp_path, o
                                                  num_conversations=8, batch_size=2, lr=1e-3))
     tok = AutoTokenizer.from_pretrained(TINY_QWEN3)
     model = AutoModelForCausalLM.from_pretrained(TINY_QWEN3, dtype=torch.float32)
-    workflow.online(model, tok, task, tmp_path, True, 0)
+    workflow.online(model, tok, task, tmp_path, 0)
     ckpts = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert ckpts == ["checkpoint-20"]
     ckpt = tmp_path / "checkpoints" / "checkpoint-20"
@@ -144,4 +144,4 @@ def test_checkpoint_holds_the_draft_and_its_optimizer_not_the_target(tmp_path, o
     with torch.no_grad():
         other.get_input_embeddings().weight.mul_(1.5)
     with pytest.raises(ValueError, match="this run's target .* differs"):
-        workflow.online(other, tok, task, tmp_path, True, 0)
+        workflow.online(other, tok, task, tmp_path, 0)

@@ -36,7 +36,7 @@ class HFHandle(ModelHandle):
         """ModelOpt's HF EAGLE plugin and transformers' Trainer (optmodel.speculative.ops)."""
         from optmodel.speculative.ops import HFEagle3
 
-        return HFEagle3(self.model, self.device.type == "cpu")
+        return HFEagle3(self.model)
 
     # --- forward --------------------------------------------------------------------------
     def logits(self, input_ids, attention_mask=None):
@@ -270,14 +270,10 @@ def load(cfg: DictConfig, path: Optional[Path] = None, origin: Optional[dict] = 
 
 def train_eagle3_offline(cfg: DictConfig, load_target, features_dir: Path, run_dir: Path, log_fn):
     """ModelOpt's eagle_offline mode over the target's embeddings and LM head (FakeBaseModel)."""
-    import torch
-
-    from optmodel.config.machine import runs_on_cpu
     from optmodel.speculative import workflow
     from optmodel.speculative.features import read_manifest
     from optmodel.speculative.ops import HFEagle3
 
-    on_cpu = runs_on_cpu(cfg.backend)
     model, metrics = workflow.offline(read_manifest(features_dir)["target"], features_dir, cfg.task, run_dir,
-                                      torch.device("cpu" if on_cpu else "cuda"), int(cfg.run.seed), log_fn)
-    return HFEagle3(model, on_cpu), metrics
+                                      cfg.backend, int(cfg.run.seed), log_fn)
+    return HFEagle3(model), metrics

@@ -107,6 +107,15 @@ def route_to_cpu(mtq_cfg: Dict[str, Any]) -> Dict[str, Any]:
     return routed
 
 
+def for_device(mtq_cfg: Dict[str, Any], device) -> Dict[str, Any]:
+    """`mtq_cfg` as it runs on `device` (a torch device): block formats through the CPU backend
+    on a CPU, unchanged on a GPU."""
+    if getattr(device, "type", str(device)) == "cpu" and needs_cpu_path(mtq_cfg):
+        register()
+        return route_to_cpu(mtq_cfg)
+    return mtq_cfg
+
+
 def needs_cpu_path(mtq_cfg: Dict[str, Any]) -> bool:
     def has_block(cfg):
         if isinstance(cfg, list):

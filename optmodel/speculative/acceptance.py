@@ -32,9 +32,11 @@ def greedy_answer(model, input_ids, max_new_tokens: int, eos_id):
 
 def measure(model, tokenizer, prompts: List[str], max_new_tokens: int = 64, draft_steps: int = 7,
             desc: str = "acceptance") -> Dict[str, object]:
+    """A small target decodes on one CPU thread (optmodel.training.threads)."""
     import torch
 
     from optmodel.speculative.data import prompt_ids
+    from optmodel.training.threads import small_model_threads
 
     was_training = model.training
     model.eval()
@@ -42,7 +44,7 @@ def measure(model, tokenizer, prompts: List[str], max_new_tokens: int = 64, draf
     generated = steps = 0
     accepted_at = [0] * draft_steps
     try:
-        with torch.no_grad():
+        with torch.no_grad(), small_model_threads(model):
             for prompt in tqdm(prompts, desc=desc, unit="prompt", leave=False):
                 ids = prompt_ids(tokenizer, prompt).to(device)
                 truth = greedy_answer(model, ids, max_new_tokens, tokenizer.eos_token_id)

@@ -21,9 +21,8 @@ from typing import Callable, Dict, List, Optional
 
 
 class HFEagle3:
-    def __init__(self, model, on_cpu: bool):
+    def __init__(self, model):
         self.model = model
-        self.on_cpu = on_cpu
 
     @property
     def vocab_size(self) -> int:
@@ -38,8 +37,10 @@ class HFEagle3:
 
     def measure(self, tokenizer, prompts: List[str], max_new_tokens: int = 64, draft_steps: int = 7) -> dict:
         from optmodel.speculative import acceptance
+        from optmodel.training.precision import compute_autocast
 
-        return acceptance.measure(self.model, tokenizer, prompts, max_new_tokens, draft_steps)
+        with compute_autocast(self.model):  # mid-training: fp32 draft weights, target in its dtype
+            return acceptance.measure(self.model, tokenizer, prompts, max_new_tokens, draft_steps)
 
     def fit(self, rows: List[dict], task, run_dir: Path, seed: int, on_step: Optional[Callable[[int, int], None]] = None,
             log_fn: Callable[[dict], None] = lambda m: None, paused: Optional[List[float]] = None) -> Dict[str, object]:
@@ -49,7 +50,7 @@ class HFEagle3:
         callbacks = [train.metrics_callback(log_fn)]
         if on_step is not None:
             callbacks.append(train.step_callback(on_step))
-        return fit_rows(self.model, RowsDataset(rows), task, Path(run_dir), self.on_cpu, seed, callbacks, paused)
+        return fit_rows(self.model, RowsDataset(rows), task, Path(run_dir), seed, callbacks, paused)
 
     def export_draft(self, out_dir: Path, notes: Optional[Dict[str, dict]] = None, deploy: str = "none") -> Path:
         from optmodel.distributed import is_rank0
@@ -71,7 +72,7 @@ class HFEagle3:
         return features.dump(self.model, rows, out_dir, aux_ids, shard_size, target, batch_size, data=data)
 
 
-def fit_rows(model, dataset, task, run_dir: Path, on_cpu: bool, seed: int, callbacks: List,
+def fit_rows(model, dataset, task, run_dir: Path, seed: int, callbacks: List,
              paused: Optional[List[float]] = None, target: Optional[str] = None) -> Dict[str, object]:
     """transformers' Trainer over `dataset` (optmodel.speculative.train); throughput without
     the `paused[0]` seconds the callbacks spent measuring AL. Checkpoints name `target` (default:
@@ -79,10 +80,10 @@ def fit_rows(model, dataset, task, run_dir: Path, on_cpu: bool, seed: int, callb
     from optmodel.speculative import train
     from optmodel.speculative.checkpoint import target_identity
 
-    args = train.training_arguments(task, run_dir / train.CHECKPOINTS, on_cpu, seed)
     model.train()
     identity = target_identity(model, target or getattr(model.config, "_name_or_path", None))
-    _, result = train.train(model, dataset, args, callbacks, resume=bool(task.resume), target=identity)
+    _, result = train.train(model, dataset, task, run_dir / train.CHECKPOINTS, seed, callbacks,
+                            resume=bool(task.resume), target=identity)
     tokens = int(task.max_steps) * int(task.batch_size) * int(task.grad_accum) * int(task.seq_len)
     runtime = max(float(result.metrics.get("train_runtime", 0.0)) - (paused[0] if paused else 0.0), 1e-9)
     return {"train_loss": float(result.training_loss), "train_steps": int(result.global_step),

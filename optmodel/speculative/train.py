@@ -1,9 +1,12 @@
 """transformers Trainer glue for EAGLE3 draft training (as ModelOpt's own EAGLE example).
 
-Checkpoints are the shared training layer's (optmodel/training/checkpoints.py: marked complete
-only once the Trainer finished writing them). TrainingArguments from the task config (lr cosine to a
-floor, clip 1.0, no weight decay, Adam betas 0.9 / 0.95, periodic checkpoints, resume)
-and a callback after every step (acceptance length every N steps)."""
+The draft trains on fp32 master weights computed in the target's dtype (the shared training
+layer's optmodel/training/precision.py). Checkpoints are the shared training layer's
+(optmodel/training/checkpoints.py: marked complete only once the Trainer finished writing
+them) and hold the draft only (optmodel/speculative/checkpoint.py). TrainingArguments from the
+task config (warmup, then lr cosine to a floor / linear / constant, clip 1.0, no weight decay,
+Adam betas 0.9 / 0.95, periodic checkpoints, resume) and a callback after every step
+(acceptance length every N steps)."""
 
 from __future__ import annotations
 
@@ -17,17 +20,23 @@ from optmodel.training.checkpoints import CompleteMarker, discard_incomplete, la
 log = logging.getLogger("optmodel")
 
 
-def training_arguments(task, out_dir: Path, on_cpu: bool, seed: int):
+def training_arguments(task, out_dir: Path, seed: int, use_cpu: bool = True, autocast=None):
+    """`autocast`: the compute dtype when the draft's fp32 master weights compute in half
+    precision (optmodel.training.precision)."""
     from transformers import TrainingArguments
 
+    from optmodel.training.precision import trainer_precision
+
+    schedule = {"cosine": ("cosine_with_min_lr", {"min_lr": float(task.min_lr)}),
+                "linear": ("linear", {}), "constant": ("constant_with_warmup", {})}[task.lr_schedule]
     return TrainingArguments(
         output_dir=str(out_dir),
         max_steps=int(task.max_steps),
         per_device_train_batch_size=int(task.batch_size),
         gradient_accumulation_steps=int(task.grad_accum),
         learning_rate=float(task.lr),
-        lr_scheduler_type="cosine_with_min_lr",
-        lr_scheduler_kwargs={"min_lr": float(task.min_lr)},
+        lr_scheduler_type=schedule[0],
+        lr_scheduler_kwargs=schedule[1],
         warmup_steps=int(task.warmup_steps),
         max_grad_norm=1.0,
         weight_decay=0.0,
@@ -38,7 +47,8 @@ def training_arguments(task, out_dir: Path, on_cpu: bool, seed: int):
         save_total_limit=2,
         logging_steps=int(task.log_steps),
         report_to=[],  # the run's Tracker logs (wandb when logger=wandb)
-        use_cpu=on_cpu,
+        use_cpu=use_cpu,
+        **trainer_precision(autocast),
         seed=seed,
         data_seed=seed,
         dataloader_num_workers=0,
@@ -78,12 +88,18 @@ def metrics_callback(log_fn: Callable[[dict], None]):
     return MetricsCallback()
 
 
-def train(model, dataset, args, callbacks: List, resume: bool = True, target: Optional[dict] = None):
-    """Trainer.train from the newest checkpoint in args.output_dir when `resume`. Checkpoints
-    hold the draft only, `target` (checkpoint.target_identity) names the frozen target."""
+def train(model, dataset, task, out_dir: Path, seed: int, callbacks: List, resume: bool = True,
+          target: Optional[dict] = None):
+    """Trainer.train from the newest checkpoint in `out_dir` when `resume`; the draft's weights
+    are float32 during training, computed in the target's dtype (optmodel.training.precision).
+    Checkpoints hold the draft only, `target` (checkpoint.target_identity) names the frozen target."""
     from optmodel.speculative.checkpoint import trainer_class
     from optmodel.speculative.data import collate
+    from optmodel.training.precision import master_weights, uses_cpu
+    from optmodel.training.threads import small_model_threads
 
+    master = master_weights(model)  # the trainable draft; the frozen target stays as loaded
+    args = training_arguments(task, out_dir, seed, uses_cpu(model), master.autocast_dtype())
     marker = CompleteMarker()
     trainer = trainer_class()(model=model, args=args, train_dataset=dataset, data_collator=collate,
                               callbacks=[*callbacks, marker])
@@ -92,7 +108,9 @@ def train(model, dataset, args, callbacks: List, resume: bool = True, target: Op
     if ckpt:
         log.info("resuming EAGLE3 training from %s", ckpt)
     try:
-        result = trainer.train(resume_from_checkpoint=ckpt)
+        with small_model_threads(model):
+            result = trainer.train(resume_from_checkpoint=ckpt)
+        master.restore()
     except BaseException as err:
         # SIGTERM (optmodel.run.Terminated) mid-training: checkpoint where it stopped, so a
         # rerun in the same run dir resumes from there instead of the last save_steps.
@@ -100,5 +118,6 @@ def train(model, dataset, args, callbacks: List, resume: bool = True, target: Op
             log.warning("terminated at step %d: saving a checkpoint to resume from", trainer.state.global_step)
             trainer._save_checkpoint(trainer.model, trial=None)
             marker.on_save(trainer.args, trainer.state, trainer.control)  # written whole: resumable
+        master.restore()
         raise
     return trainer, result

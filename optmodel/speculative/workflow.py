@@ -53,12 +53,12 @@ def vocab_mapping(task, rows: List[dict], vocab_size: int, out_dir: Path):
     return d2t
 
 
-def online(model, tokenizer, task, run_dir: Path, on_cpu: bool, seed: int,
+def online(model, tokenizer, task, run_dir: Path, seed: int,
            log_fn: Callable[[dict], None] = lambda m: None) -> Dict[str, object]:
     """`train_online` of a transformers model (backend=hf's EAGLE3 steps)."""
     from optmodel.speculative.ops import HFEagle3
 
-    return train_online(HFEagle3(model, on_cpu), tokenizer, task, run_dir, seed, log_fn)
+    return train_online(HFEagle3(model), tokenizer, task, run_dir, seed, log_fn)
 
 
 def train_online(ops, tokenizer, task, run_dir: Path, seed: int,
@@ -109,18 +109,19 @@ def train_online(ops, tokenizer, task, run_dir: Path, seed: int,
     return metrics
 
 
-def offline(target_dir: Path, features_dir: Path, task, run_dir: Path, device, seed: int,
+def offline(target_dir: Path, features_dir: Path, task, run_dir: Path, backend, seed: int,
             log_fn: Callable[[dict], None] = lambda m: None):
-    """Train a draft from dumped features; returns (model, metrics). The target's decoder
-    layers are never loaded."""
+    """Train a draft from dumped features on `backend.device`; returns (model, metrics). The
+    target's decoder layers are never loaded."""
     import torch
 
+    from optmodel.backends.handle import pick_device
     from optmodel.speculative import features, train
     from optmodel.speculative.convert import DraftSpec, convert, load_offline_base
     from optmodel.speculative.ops import fit_rows
 
     manifest = features.read_manifest(features_dir)
-    on_cpu = torch.device(device).type == "cpu"
+    device = pick_device(backend)
     dtype = getattr(torch, manifest["dtype"])  # what the target computed the features in
     model = load_offline_base(str(target_dir)).to(device=device, dtype=dtype)
     model.model.dtype = model.config.dtype = dtype  # FakeBaseModel's dtype attribute sizes the draft
@@ -136,7 +137,7 @@ def offline(target_dir: Path, features_dir: Path, task, run_dir: Path, device, s
     vocab_size = manifest["vocab_size"]
     d2t = vocab_mapping(task, dataset.rows, vocab_size, Path(run_dir) / "draft_vocab")
     convert(model, spec, d2t=d2t, offline=True, num_layers=manifest["num_layers"])
-    metrics = fit_rows(model, dataset, task, Path(run_dir), on_cpu, seed, [train.metrics_callback(log_fn)],
+    metrics = fit_rows(model, dataset, task, Path(run_dir), seed, [train.metrics_callback(log_fn)],
                        target=str(target_dir))
     model.eval()
     metrics["data"] = manifest.get("data")  # the account of the dump's rows

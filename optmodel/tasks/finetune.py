@@ -24,6 +24,7 @@ from optmodel.distributed import is_rank0
 from optmodel.evaluation import evaluate_handle
 from optmodel.evaluation.perplexity import handle_perplexity
 from optmodel.training.checkpoints import CHECKPOINTS_DIR
+from optmodel.training.teacher_kl import handle_kl
 
 log = logging.getLogger("optmodel")
 
@@ -34,10 +35,7 @@ def quantize_student(handle, task, records, data) -> Dict[str, Any]:
 
     from optmodel.quantization import cpu_fakequant, formats
 
-    mtq_cfg = formats.named_config(task.quant_cfg)
-    if handle.device.type == "cpu" and cpu_fakequant.needs_cpu_path(mtq_cfg):
-        cpu_fakequant.register()
-        mtq_cfg = cpu_fakequant.route_to_cpu(mtq_cfg)
+    mtq_cfg = cpu_fakequant.for_device(formats.named_config(task.quant_cfg), handle.device)
     windows = pack(handle.tokenizer, records, data.seq_len, task.calib_sequences, "data.calib_path")
     batches = [{"input_ids": windows[s:s + data.batch_size]} for s in range(0, len(windows), data.batch_size)]
     handle.model = mtq.quantize(handle.model, mtq_cfg, handle.forward_loop(batches))
@@ -80,6 +78,7 @@ def train_task(ctx, teacher_source: Optional[str] = None, task_name: str = "fine
         metrics["perplexity_before"] = handle_perplexity(handle, heldout, data.batch_size, "perplexity before")
         if teacher is not None:
             metrics["perplexity_teacher"] = handle_perplexity(teacher, heldout, data.batch_size, "perplexity teacher")
+            metrics["kl_teacher_before"] = handle_kl(handle, teacher, heldout, data.batch_size, "KL to the teacher before")
     metrics.update(evaluate_handle(handle, task.evaluate, "before", seed=cfg.run.seed))
     ctx.log_metrics(metrics)
 
@@ -88,12 +87,16 @@ def train_task(ctx, teacher_source: Optional[str] = None, task_name: str = "fine
                           teacher=teacher, distillation=task.get("distillation"), resume=bool(cfg.run.get("resume")),
                           tracker=ctx.tracker)
     metrics.update(result.metrics)
+    metrics["train_tokens"] = metrics["train_steps"] * int(training.global_batch_size) * int(data.seq_len)
     ctx.record(training={"kind": result.kind, "history": result.history, "teacher": teacher_source,
+                         "student": str(cfg.run.get("load") or handle.source),
                          "resumed_from": str(result.resumed_from) if result.resumed_from else None})
 
     # after
     if heldout is not None:
         metrics["perplexity_after"] = handle_perplexity(handle, heldout, data.batch_size, "perplexity after")
+        if teacher is not None:
+            metrics["kl_teacher_after"] = handle_kl(handle, teacher, heldout, data.batch_size, "KL to the teacher after")
         if "perplexity_teacher" in metrics and metrics["perplexity_before"] != metrics["perplexity_teacher"]:
             gap = metrics["perplexity_before"] - metrics["perplexity_teacher"]
             metrics["perplexity_gap_closed"] = (metrics["perplexity_before"] - metrics["perplexity_after"]) / gap
@@ -107,14 +110,19 @@ def train_task(ctx, teacher_source: Optional[str] = None, task_name: str = "fine
     ctx.save_model(handle)
     export_dir = ctx.export_model(handle, "hf", task.export_dtype) if quantized and task.export else None
     if is_rank0():
-        print_summary(cfg, task_name, result.kind, metrics, export_dir, ctx.run_dir)
+        print_summary(cfg, task_name, result.kind, metrics, export_dir, ctx.run_dir,
+                      student=str(cfg.run.get("load") or handle.source), teacher=teacher_source)
     return metrics
 
 
-def print_summary(cfg, task_name: str, kind: str, metrics: Dict[str, Any], export_dir, run_dir) -> None:
-    lines = [f"optmodel {task_name}: {cfg.model.name} ({kind}) {metrics['train_steps']} steps in "
-             f"{metrics['train_seconds']:.1f} s ({metrics['train_step_seconds'] or 0:.3f} s/step), "
-             f"final train loss {metrics['train_loss']:.4f}"]
+def print_summary(cfg, task_name: str, kind: str, metrics: Dict[str, Any], export_dir, run_dir,
+                  student: Optional[str] = None, teacher: Optional[str] = None) -> None:
+    lines = [f"optmodel {task_name}: {cfg.model.name} ({kind}) {metrics['train_steps']} steps "
+             f"({metrics['train_tokens']} tokens seen) in {metrics['train_seconds']:.1f} s "
+             f"({metrics['train_step_seconds'] or 0:.3f} s/step), final train loss {metrics['train_loss']:.4f}",
+             f"  student     {student}"]
+    if teacher:
+        lines.append(f"  teacher     {teacher}")
     if "perplexity_after" in metrics:
         line = f"  perplexity  {metrics['perplexity_before']:.3f} -> {metrics['perplexity_after']:.3f}"
         if "perplexity_teacher" in metrics:
@@ -123,6 +131,9 @@ def print_summary(cfg, task_name: str, kind: str, metrics: Dict[str, Any], expor
                 line += f", {100 * metrics['perplexity_gap_closed']:.0f}% of the gap closed"
             line += ")"
         lines.append(line + f" on {metrics['eval_tokens']} held-out tokens")
+    if "kl_teacher_after" in metrics:
+        lines.append(f"  KL          {metrics['kl_teacher_before']:.4f} -> {metrics['kl_teacher_after']:.4f} "
+                     f"nats/token to the teacher (held out)")
     if metrics.get("sft_train_truncated_chats"):
         lines.append(f"  data        {metrics['sft_train_truncated_chats']} training chats cut by data.seq_len")
     lines.append(f"  model       {run_dir / 'model'}")

@@ -10,10 +10,13 @@ def gradient_accumulation(t, data_parallel: int = 1) -> int:
 
 
 def training_arguments(t, output_dir: Path, seed: int, has_eval: bool, use_cpu: bool, data_parallel: int = 1,
-                       progress_bar: bool = True):
+                       progress_bar: bool = True, autocast=None):
     """The Trainer arguments of one run: AdamW (torch), warmup then the schedule, clipping,
-    bf16 autocast, step-based evaluation and checkpoints under `output_dir`."""
+    autocast to `autocast` (a half dtype; None: none — see optmodel.training.precision),
+    step-based evaluation and checkpoints under `output_dir`."""
     from transformers import TrainingArguments
+
+    from optmodel.training.precision import trainer_precision
 
     schedule, schedule_kwargs = t.lr_schedule, {}
     if t.lr_schedule == "cosine" and t.min_lr_ratio > 0:
@@ -38,7 +41,7 @@ def training_arguments(t, output_dir: Path, seed: int, has_eval: bool, use_cpu: 
         adam_epsilon=t.adam_eps,
         optim="adamw_torch",
         max_grad_norm=t.clip_grad if t.clip_grad > 0 else 0.0,
-        bf16=t.bf16,
+        **trainer_precision(autocast),
         seed=seed,
         data_seed=seed,
         eval_strategy="steps" if evaluate_in_loop else "no",

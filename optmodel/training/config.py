@@ -13,7 +13,8 @@ INTERMEDIATE_LOSSES = ("cosine", "mse")
 @dataclass
 class TrainingConfig:
     """Optimizer, schedule, batch, evaluation and checkpoint settings of one training run
-    (transformers' Trainer: AdamW, warmup then cosine, clipping, bf16 autocast)."""
+    (transformers' Trainer: AdamW, warmup then cosine, clipping, fp32 master weights with compute
+    in the model's dtype: optmodel/training/precision.py)."""
 
     max_steps: int = 100  # optimizer steps; ignored when num_epochs > 0
     num_epochs: float = 0.0  # > 0: train this many passes over the data instead of max_steps
@@ -28,7 +29,7 @@ class TrainingConfig:
     adam_beta2: float = 0.95
     adam_eps: float = 1e-8
     clip_grad: float = 1.0  # max gradient norm; 0 = no clipping
-    bf16: bool = False  # bf16 autocast, backend=hf (weights stay in backend.dtype; megatron trains in backend.dtype)
+    bf16: bool = False  # hf: bf16 autocast of a float32 model (a bf16 / fp16 one computes in its dtype anyway; weights train in fp32)
     eval_every: int = 0  # held-out loss / perplexity every N steps; 0 = at the end only
     eval_max_sequences: int = 0  # 0: data.eval_max_sequences
     log_every: int = 10

@@ -64,20 +64,25 @@ def fit(model, training, train_dataset, eval_dataset=None, *, output_dir: Path, 
     """
     from optmodel.training.arguments import training_arguments
     from optmodel.training.distill import convert_to_distillation_model, export_student
+    from optmodel.training.precision import master_weights, uses_cpu
+    from optmodel.training.threads import small_model_threads
     from optmodel.training.trainers import build_trainer, trainer_kind
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     kind = trainer_kind(model, teacher, distillation)
+    master = master_weights(model)  # fp32 trainable weights; compute stays in the loaded dtype (autocast)
+    autocast = master.autocast_dtype(bool(training.bf16))
     if kind.endswith("_layerwise"):
         model = convert_to_distillation_model(model, teacher, distillation)
     if use_cpu is None:
-        use_cpu = next(model.parameters()).device.type == "cpu"
+        use_cpu = uses_cpu(model)
     if data_parallel is None:  # torchrun DDP (backend=hf): every rank holds the model, the batch is split
         import torch.distributed as dist
 
         data_parallel = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-    args = training_arguments(training, output_dir, seed, eval_dataset is not None, use_cpu, data_parallel)
+    args = training_arguments(training, output_dir, seed, eval_dataset is not None, use_cpu, data_parallel,
+                              autocast=autocast)
     metrics_cb, preemption, timer = MetricsCallback(tracker), PreemptionCallback(), StepTimer()
     callbacks = [CompleteMarker(), metrics_cb, preemption, timer.callback, *(extra_callbacks or [])]
     trainer = build_trainer(kind, model, args, train_dataset, eval_dataset, teacher, distillation, callbacks)
@@ -91,11 +96,15 @@ def fit(model, training, train_dataset, eval_dataset=None, *, output_dir: Path, 
         else:
             log.info("resume requested but %s holds no complete checkpoint: training from the start", output_dir)
     length = f"{training.num_epochs} epochs" if training.num_epochs > 0 else f"{training.max_steps} steps"
-    log.info("training (%s): %s of %d sequences, lr %g", kind, length, training.global_batch_size, training.lr)
+    log.info("training (%s): %s of %d sequences, lr %g, compute %s, fp32 master weights", kind, length,
+             training.global_batch_size, training.lr, str(autocast or "torch.float32").replace("torch.", ""))
     start = time.perf_counter()
     model.train()
-    with preemption.guard(trainer):
-        output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    try:
+        with preemption.guard(trainer), small_model_threads(model):
+            output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    finally:
+        master.restore()  # the trained weights in the compute dtype, rounded once
     seconds = time.perf_counter() - start
     metrics: Dict[str, Any] = {
         "train_kind": kind,
@@ -104,6 +113,7 @@ def fit(model, training, train_dataset, eval_dataset=None, *, output_dir: Path, 
         "train_seconds": round(seconds, 3),
         "train_step_seconds": round(timer.mean(), 6) if timer.mean() else None,
         "train_resumed_from_step": int(resume_from.name.split("-")[1]) if resume_from else 0,
+        "train_compute_dtype": str(autocast or "torch.float32").replace("torch.", ""),
     }
     if eval_dataset is not None:
         final = trainer.evaluate()

@@ -18,17 +18,26 @@ from optmodel.training.config import DistillationConfig, distillation_problems
 @dataclass
 class DistillTaskConfig(FinetuneTaskConfig):
     name: str = "distill"
-    teacher: Optional[str] = None  # checkpoint dir or run dir; None: the model the student's run started from
+    teacher: Optional[str] = None  # checkpoint dir or run dir; None: the model before the student's pruning / quantization
     allow_quantized_teacher: bool = False  # a fake-quant teacher is refused unless stated as intended
     distillation: DistillationConfig = field(default_factory=DistillationConfig)
 
 
 def teacher_source(cfg: DictConfig) -> Optional[str]:
-    """task.teacher, else the input checkpoint of the student's run (run.load)."""
+    """task.teacher, else the model before the student was changed: the input checkpoint of the
+    student's run (run.load: a prune or quantize run), or for a fresh PTQ in this run
+    (task.quant_cfg) the checkpoint it loads."""
     if cfg.task.get("teacher"):
         return str(cfg.task.teacher)
     origin = read_origin(cfg.run.get("load"))
-    return origin.get("input_checkpoint") if origin else None
+    if origin:
+        return origin.get("input_checkpoint")
+    if cfg.task.get("quant_cfg"):
+        from optmodel.models.checkpoint import resolve_checkpoint
+
+        checkpoint = resolve_checkpoint(cfg.model)
+        return str(checkpoint) if checkpoint else None
+    return None
 
 
 def _teacher_shape(source: str) -> Dict[str, Any]:
@@ -48,8 +57,9 @@ def problems(cfg: DictConfig) -> List[str]:
     source = teacher_source(cfg)
     shape: Dict[str, Any] = {}
     if source is None:
-        found.append("task.teacher: distillation needs a teacher, and the student is not from a run dir whose manifest "
-                     "names the model it started from. Fix: task.teacher=<HF checkpoint dir or optmodel run dir>.")
+        found.append("task.teacher: distillation needs a teacher, and the student is neither from a run dir whose "
+                     "manifest names the model it started from (run.load=<prune or quantize run>) nor quantized in "
+                     "this run (task.quant_cfg). Fix: task.teacher=<HF checkpoint dir or optmodel run dir>.")
     elif read_origin(source) is not None:
         found += run_dir_problems(source, field="task.teacher")
         if saved_model_path(read_origin(source)) is not None:
