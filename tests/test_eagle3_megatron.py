@@ -184,6 +184,9 @@ def test_a_draft_reading_layers_the_target_lacks_is_refused(online, tmp_path):
     conf = json.loads((bad / "config.json").read_text())
     conf["eagle_config"]["eagle_aux_hidden_state_layer_ids"] = [1, 7]
     (bad / "config.json").write_text(json.dumps(conf))
+    note = json.loads((bad / "optmodel_deploy.json").read_text())  # the ids as trained, whatever the engine
+    note["trained_aux_layer_ids"] = [1, 7]
+    (bad / "optmodel_deploy.json").write_text(json.dumps(note))
     found = config_problems(compose_cfg("task=validate", f"task.draft={bad}", *MEGATRON))
     assert len(found) == 1 and found[0].startswith("task.draft:") and "[7]" in found[0]
 
