@@ -7,7 +7,7 @@
   both fixes (a new dir, or run.resume=true to continue an unfinished run of the same task),
   so a run never rewrites a record it did not create. Sweep jobs re-running a failed job,
   and a requeued Slurm job continuing its own run, are the launcher's to allow.
-- Partial outputs left by dead processes (`.<name>.partial-<pid>`) are removed.
+- Partial outputs left by dead processes (`.<name>.partial-<pid>`, anywhere in the dir) are removed.
 
 A manifest that says `running` while its process is gone (a SIGKILL, a lost node) reads
 as `interrupted` wherever runs are read back (run.load, sweep resume, summaries).
@@ -27,7 +27,8 @@ from optmodel.config.errors import ConfigError
 from optmodel.manifest import MANIFEST_NAME
 
 LOCK_NAME = ".optmodel.lock"
-_PARTIAL = re.compile(r"^\.(?P<name>.+)\.partial-(?P<pid>\d+)$")
+_PARTIAL = re.compile(r"^\.(?P<name>.+)\.partial-(?P<pid>\d+)$")  # manifest.atomic_dir
+_TEMP = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<pid>\d+)$")  # manifest.atomic_write_text
 
 
 def pid_alive(pid: Optional[int], host: Optional[str]) -> Optional[bool]:
@@ -52,13 +53,19 @@ def effective_status(manifest: Dict[str, Any]) -> str:
 
 
 def clean_stale_partials(run_dir: Path) -> list:
-    """Remove `.<name>.partial-<pid>` dirs and temp files whose pid is dead on this host."""
+    """Remove `.<name>.partial-<pid>` dirs and `.<name>.tmp-<pid>` files whose pid is dead on
+    this host, anywhere in the run dir (a training checkpoint's partial sits in a subfolder);
+    returns their paths relative to `run_dir`."""
+    run_dir = Path(run_dir)
     removed = []
-    for entry in Path(run_dir).iterdir():
-        match = _PARTIAL.match(entry.name) or re.match(r"^\.(?P<name>.+)\.tmp-(?P<pid>\d+)$", entry.name)
-        if match and pid_alive(int(match["pid"]), socket.gethostname()) is False:
-            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
-            removed.append(entry.name)
+    for folder, dirs, files in os.walk(run_dir):
+        for name in [*dirs, *files]:
+            match = _PARTIAL.match(name) or _TEMP.match(name)
+            if match and pid_alive(int(match["pid"]), socket.gethostname()) is False:
+                entry = Path(folder) / name
+                shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+                removed.append(str(entry.relative_to(run_dir)))
+        dirs[:] = [d for d in dirs if not _PARTIAL.match(d)]  # a live partial is its writer's
     return removed
 
 

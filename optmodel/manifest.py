@@ -18,6 +18,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Dict, Iterator
 
+from optmodel.distributed import barrier, broadcast_from_rank0, is_rank0
+
 MANIFEST_NAME = "optmodel.json"
 VERSIONED_PACKAGES = (
     "optmodel", "torch", "transformers", "nvidia-modelopt", "megatron-core",
@@ -47,23 +49,53 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 @contextlib.contextmanager
-def atomic_dir(final: Path) -> Iterator[Path]:
-    """Yield a partial directory beside `final`; rename it to `final` only on success.
+def atomic_dir(final: Path, all_ranks: bool = False) -> Iterator[Path]:
+    """Yield a partial directory beside `final` (`.<name>.partial-<pid>`); on success its files
+    are synced to disk and it is renamed to `final`. On an exception (Ctrl-C included) it is
+    removed; a kill leaves it behind under its pid, for `claim.clean_stale_partials` to remove.
 
+    all_ranks: every rank of the torch.distributed world writes into the one partial dir
+    (named after rank 0's pid); rank 0 makes it and renames it once every rank is done.
     An existing `final` is refused rather than overwritten: it belongs to another run.
     """
     final = Path(final)
     if final.exists():
         raise FileExistsError(f"{final} already exists; refusing to overwrite another run's output")
-    partial = final.with_name(f".{final.name}.partial-{os.getpid()}")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
+    rank0, pid = (is_rank0(), broadcast_from_rank0(os.getpid())) if all_ranks else (True, os.getpid())
+    sync = barrier if all_ranks else (lambda: None)
+    partial = final.with_name(f".{final.name}.partial-{pid}")
+    if rank0:
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+    sync()
     try:
         yield partial
+        sync()  # every rank's files are written
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    os.replace(partial, final)
+    if rank0:
+        _fsync_tree(partial)
+        os.replace(partial, final)
+        _fsync_dir(final.parent)
+    sync()  # no rank goes on before `final` exists
+
+
+def _fsync_tree(root: Path) -> None:
+    """The files and folders under `root` on disk, before a rename makes them look complete."""
+    for folder, _, files in os.walk(root):
+        for name in files:
+            with open(os.path.join(folder, name), "rb") as f:
+                os.fsync(f.fileno())
+        _fsync_dir(Path(folder))
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def package_versions() -> Dict[str, str]:

@@ -38,11 +38,13 @@ class RunContext:
     manifest: Manifest
     tracker: Tracker
 
-    def load_model(self, source=None):
-        """The run's model (source None), or a second model from a checkpoint or run dir."""
+    def load_model(self, source=None, stored_dtype: bool = False):
+        """The run's model (source None), or a second model from a checkpoint or run dir.
+        stored_dtype: with backend.dtype=auto, hold the weights in the dtype they are stored
+        in (a conversion, which does no arithmetic)."""
         from optmodel.backends import load
 
-        return load(self.cfg, source=source)
+        return load(self.cfg, source=source, stored_dtype=stored_dtype)
 
     def record(self, **fields: Any) -> None:
         """Merge into the manifest: dict fields (metrics, outputs, ...) update, others replace.

@@ -13,6 +13,10 @@ from optmodel.paths import conf_dir
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Parallel workers share the cores: one torch thread each (and in every run they start),
+    # or their intra-op threads only spin against each other on tiny models.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 register_schemas()
 
@@ -23,7 +27,50 @@ def compose_cfg(*overrides: str):
         return compose("config", overrides=list(overrides))
 
 
+# Test files that take longest, longest first: with `-n N` they start first, so the cheap
+# files fill the other workers instead of waiting behind one of them at the end.
+COSTLIEST_FILES = (
+    "test_launchers.py", "test_slurm_cluster.py", "test_faults.py", "test_quantize_workflow.py",
+    "test_quantize_formats.py", "test_quantize_run.py", "test_megatron_parallel.py", "test_megatron_torchrun.py",
+    "test_distill_megatron.py", "test_eval_mmlu.py", "test_prune.py", "test_gpu_check.py", "test_training.py",
+    "test_seed_models_hf.py", "test_logit_chunks.py", "test_eval_tasks.py", "test_megatron_backend.py",
+    "test_model_handles.py", "test_mmlu_reference.py",
+)  # measured: `python -m pytest --durations=80`, serial
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """`-n N` (pytest-xdist): whole test files per worker, so a module's fixtures (a quantized
+    model, a finished run, a Slurm cluster) are built once and its process group stays in one
+    process; the costliest files first. An explicit `--dist` other than load keeps its own."""
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class CostliestFileFirst(LoadFileScheduling):
+        def schedule(self):
+            self.config.option.loadscopereorder = False  # keep the collection's order, set below
+            super().schedule()
+
+        def _reschedule(self, node):
+            # The next file only once this worker is on its last test: a file queued behind a
+            # long test would wait while another worker idles.
+            if not node.shutting_down and self.workqueue and self._pending_of(self.assigned_work[node]) > 1:
+                return
+            super()._reschedule(node)
+
+    return CostliestFileFirst(config, log)
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # every worker orders alike (xdist checks that)
+        rank = {name: i for i, name in enumerate(COSTLIEST_FILES)}
+        items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest as collected
+    skip_gpu_tests_without_a_gpu(items)
+
+
+def skip_gpu_tests_without_a_gpu(items):
     gpu_items = [item for item in items if "gpu" in item.keywords]
     if not gpu_items:
         return

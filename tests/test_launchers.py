@@ -42,21 +42,13 @@ def hydra_cfg(*overrides: str):
 
 # -- presets and allocation ------------------------------------------------------------
 
-def test_launchers_are_discovered_by_hydra_and_ship_in_the_wheel(tmp_path):
+def test_launchers_are_discovered_by_hydra(tmp_path):
+    """(That they ship in the wheel: test_quantize_run.py's wheel test, one build of the checkout.)"""
     code = ("import optmodel\nfrom hydra.core.plugins import Plugins\nfrom hydra.plugins.launcher import Launcher\n"
             "print(sorted(c.__name__ for c in Plugins.instance().discover(Launcher)))")
     found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, check=True)
     for name in ("OptmodelLocalLauncher", "OptmodelLocalRanksLauncher", "OptmodelSlurmLauncher"):
         assert name in found.stdout
-    import zipfile
-
-    root = Path(__file__).resolve().parents[1]
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path),
-                    str(root)], check=True, capture_output=True, cwd=tmp_path)
-    names = set(zipfile.ZipFile(next(tmp_path.glob("optmodel-*.whl"))).namelist())
-    assert "hydra_plugins/optmodel_launchers/launchers.py" in names and "optmodel/launch/summary.py" in names
-    assert "hydra_plugins/__init__.py" not in names, "hydra_plugins must stay a namespace package"
-    assert "optmodel/conf/hydra/launcher/slurm.yaml" in names
 
 
 def test_default_launcher_is_local_and_slurm_preset_carries_nccl_defaults():

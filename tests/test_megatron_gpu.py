@@ -24,11 +24,11 @@ def test_te_spec_on_nccl_gives_hf_logits(model):
     from transformers import AutoModelForCausalLM
 
     from optmodel.backends import megatron
-    from optmodel.backends.megatron_cpu import te_available
+    from optmodel.config.machine import transformer_engine_usable
 
     handle = megatron.load(compose_cfg(f"model={model}", "backend=megatron", "backend.device=cuda", "backend.dtype=float32"))
     assert dist.get_backend() == "nccl"
-    if te_available():
+    if transformer_engine_usable():
         assert any("TE" in type(m).__name__ for m in handle.model.modules()), "TE importable but not used"
     ids = torch.randint(0, 1000, (2, 16), generator=torch.Generator().manual_seed(0))
     hf = AutoModelForCausalLM.from_pretrained(TINY_MODELS_DIR / model, dtype=torch.float32).cuda().eval()

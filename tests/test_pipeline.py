@@ -35,9 +35,9 @@ def counted_execute(cfg, run_dir):
     """execute with every backend load counted (the real loader underneath)."""
     loads, real = [], optmodel.backends.load
 
-    def counting(cfg, source=None):
+    def counting(cfg, source=None, **how):
         loads.append(source)
-        return real(cfg, source)
+        return real(cfg, source, **how)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(optmodel.backends, "load", counting)

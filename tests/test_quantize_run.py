@@ -209,8 +209,8 @@ def test_sigterm_mid_run_marks_the_manifest_failed_and_leaves_no_export(tmp_path
     assert not (run_dir / "export").exists() and not list(run_dir.glob(".export.partial-*"))
 
 
-def test_wheel_ships_the_config_tree_and_assets(tmp_path):
-    """`pip install .` (not editable) must find conf/ and the tiny models inside the package."""
+def test_wheel_ships_the_config_tree_assets_and_launchers(tmp_path):
+    """`pip install .` (not editable) must find conf/, the tiny models and the Hydra launchers."""
     import zipfile
     from pathlib import Path
 
@@ -224,6 +224,9 @@ def test_wheel_ships_the_config_tree_and_assets(tmp_path):
         assert f"optmodel/conf/{yaml.relative_to(root / 'conf')}" in names
     assert "optmodel/assets/tiny_models/tiny_qwen3/model.safetensors" in names
     assert "optmodel/assets/corpus/train.txt" in names
+    assert "hydra_plugins/optmodel_launchers/launchers.py" in names and "optmodel/launch/summary.py" in names
+    assert "hydra_plugins/__init__.py" not in names, "hydra_plugins must stay a namespace package"
+    assert "optmodel/conf/hydra/launcher/slurm.yaml" in names
 
 
 @pytest.mark.gpu

@@ -51,9 +51,14 @@ def resolve_source(cfg: DictConfig, source=None):
     return saved_model_path(origin), origin, model_cfg
 
 
-def load(cfg: DictConfig, source=None) -> ModelHandle:
+def load(cfg: DictConfig, source=None, stored_dtype: bool = False) -> ModelHandle:
     """The handle of `source` (a HF checkpoint dir or an optmodel run dir; default: the run's
-    model) on cfg's backend and device."""
+    model) on cfg's backend and device. stored_dtype: backend.dtype=auto holds the weights in
+    the dtype they are stored in (optmodel/backends/stored_dtype.py); the handle's cfg says so."""
+    if stored_dtype:
+        from optmodel.backends.stored_dtype import holding_stored_dtype
+
+        cfg = holding_stored_dtype(cfg, source)
     path, origin, model_cfg = resolve_source(cfg, source)
     if source is not None and str(source) != str(cfg.run.get("load")) and model_cfg.get("checkpoint"):
         # a second model (a teacher) goes by its own name; only where the name does not locate

@@ -26,17 +26,6 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 
-def pick_device(backend):
-    """The torch device of `backend.device` (auto: CUDA when visible)."""
-    import torch
-
-    if backend.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if backend.device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("backend.device=cuda but no CUDA device is visible. Fix: backend.device=cpu or auto.")
-    return torch.device(backend.device)
-
-
 class ModelHandle:
     """Base of the backends' handles. Subclasses set the attributes and implement logits,
     forward_loop, save, export and architecture."""

@@ -17,10 +17,11 @@ from typing import Any, Dict, Optional
 
 from omegaconf import DictConfig
 
-from optmodel.backends.handle import ModelHandle, pick_device
+from optmodel.backends.handle import ModelHandle
 from optmodel.backends.storage import shard_size_like
 from optmodel.config.dtype import checkpoint_dtype
 from optmodel.config.family_checks import attention_implementation
+from optmodel.config.machine import torch_device
 from optmodel.manifest import atomic_dir
 
 log = logging.getLogger("optmodel")
@@ -236,7 +237,7 @@ def load(cfg: DictConfig, path: Optional[Path] = None, origin: Optional[dict] = 
     from optmodel.models.checkpoint import resolve_checkpoint
 
     path = Path(path) if path is not None else resolve_checkpoint(cfg.model)
-    device = pick_device(cfg.backend)
+    device = torch_device(cfg.backend)
     dtype_name = compute_dtype(cfg.backend, cfg.model, device.type, path)
     dtype = getattr(torch, dtype_name)
     remote = bool(cfg.model.trust_remote_code)  # only when the model config opts in

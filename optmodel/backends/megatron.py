@@ -19,18 +19,20 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from pathlib import Path
 from typing import Optional
 
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from optmodel.backends.handle import ModelHandle, pick_device
+from optmodel.backends.handle import ModelHandle
 from optmodel.backends.megatron_cpu import causal_mask
 from optmodel.backends.megatron_pipeline import pipeline_broadcast_logits
 from optmodel.config.dtype import checkpoint_dtype, compute_dtype
+from optmodel.config.machine import torch_device
 from optmodel.config.tasks.base import EXPORT_TP_REFUSAL
+from optmodel.distributed import barrier, init_model_parallel, is_rank0
+from optmodel.manifest import atomic_dir
 from optmodel.models.checkpoint import resolve_checkpoint
 
 log = logging.getLogger("optmodel")
@@ -129,9 +131,8 @@ def build(cfg: DictConfig, device=None, init_weights: bool = True) -> MegatronHa
     """Parallel state and this rank's model; no weights read. init_weights=False leaves
     the parameters uninitialized, for callers that fill every one of them next."""
     from optmodel.backends.megatron_spec import build_gpt_model
-    from optmodel.distributed import init_model_parallel
 
-    device = device or pick_device(cfg.backend)
+    device = device or torch_device(cfg.backend)
     init_model_parallel(cfg.parallel, device=device.type, seed=int(cfg.run.seed))
     model = build_gpt_model(
         cfg.model,
@@ -237,30 +238,17 @@ def stage_layers(model) -> list:
 def save_distributed(handle: MegatronHandle, out_dir: os.PathLike) -> Path:
     """Weights + ModelOpt state as a megatron distributed checkpoint in `out_dir`.
 
-    Every rank writes its shards into `<out_dir>.partial`; rank 0 renames it when all
-    ranks are done, so an interrupted save never leaves a directory named `out_dir`.
+    Every rank writes its shards into one partial dir that rank 0 renames when all ranks
+    are done (`atomic_dir`), so an interrupted save never leaves a directory named `out_dir`.
     """
-    import torch.distributed as dist
     from megatron.core import dist_checkpointing
     from modelopt.torch.opt.plugins.mcore_dist_checkpointing import save_sharded_modelopt_state
 
-    final = Path(out_dir)
-    if final.exists():
-        raise FileExistsError(f"{final} already exists; refusing to overwrite another run's output")
-    partial = final.with_name(f".{final.name}.partial")
-    rank0 = dist.get_rank() == 0
-    if rank0:
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-    dist.barrier()
-    save_sharded_modelopt_state([handle.model], str(partial))
-    stored = checkpoint_dtype(handle.cfg.model, handle.checkpoint)
-    dist_checkpointing.save(stored_sharded_state_dict(handle.model.sharded_state_dict(), stored), str(partial))
-    dist.barrier()
-    if rank0:
-        os.replace(partial, final)
-    dist.barrier()
-    return final
+    with atomic_dir(out_dir, all_ranks=True) as partial:
+        save_sharded_modelopt_state([handle.model], str(partial))
+        stored = checkpoint_dtype(handle.cfg.model, handle.checkpoint)
+        dist_checkpointing.save(stored_sharded_state_dict(handle.model.sharded_state_dict(), stored), str(partial))
+    return Path(out_dir)
 
 
 def stored_sharded_state_dict(sharded, dtype_name: str):
@@ -306,29 +294,18 @@ def load_distributed(handle: MegatronHandle, ckpt_dir: os.PathLike) -> None:
 def export_hf(handle: MegatronHandle, export_dir: os.PathLike, dtype: str = "bfloat16", format: str = "hf") -> Path:
     """Unified HF checkpoint (config.json, safetensors, hf_quant_config.json when quantized),
     or vLLM's fake-quant layout (format vllm_fq); see optmodel.backends.megatron_export."""
-    import torch.distributed as dist
-
     from optmodel.backends.megatron_export import write_with_modelopt
 
     if handle.parallel.tensor != 1:  # validation refuses it first; a direct caller gets the reason too
         raise ValueError(EXPORT_TP_REFUSAL)
-    final = Path(export_dir)
-    if final.exists():
-        raise FileExistsError(f"{final} already exists; refusing to overwrite another run's output")
-    partial = final.with_name(f".{final.name}.partial")
-    if dist.get_rank() == 0:
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-    dist.barrier()
-    write_with_modelopt(handle, partial, dtype, format)
-    dist.barrier()
-    if dist.get_rank() == 0:
-        remove_index_fragments(partial)
-        if handle.tokenizer is not None:
-            handle.tokenizer.save_pretrained(partial)
-        os.replace(partial, final)
-    dist.barrier()
-    return final
+    with atomic_dir(export_dir, all_ranks=True) as partial:
+        write_with_modelopt(handle, partial, dtype, format)
+        barrier()  # every stage's layers are written before rank 0 tidies the folder
+        if is_rank0():
+            remove_index_fragments(partial)
+            if handle.tokenizer is not None:
+                handle.tokenizer.save_pretrained(partial)
+    return Path(export_dir)
 
 
 def remove_index_fragments(export_dir: Path) -> None:

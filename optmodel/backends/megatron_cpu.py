@@ -15,17 +15,9 @@ import contextlib
 import logging
 import types
 
+from optmodel.config.machine import transformer_engine_usable
+
 log = logging.getLogger("optmodel")
-
-
-def te_available() -> bool:
-    import importlib
-
-    try:
-        importlib.import_module("transformer_engine.pytorch")  # imports the package first
-    except Exception:  # ImportError, or TE present but its CUDA libraries are not
-        return False
-    return True
 
 
 _ABSENT = object()
@@ -159,7 +151,7 @@ def _mla_without_te() -> None:
     the truth on a machine without TE and only skips TE's FP8/FP4 training path."""
     from megatron.core.transformer import multi_latent_attention
 
-    if not te_available():
+    if not transformer_engine_usable():
         multi_latent_attention.HAVE_TE = False
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 from typing import Any, List, Optional
 
-from optmodel.backends.megatron_cpu import te_available
 from optmodel.config.layout import expert_tensor_size
+from optmodel.config.machine import transformer_engine_usable
 
 log = logging.getLogger("optmodel")
 
@@ -183,7 +183,7 @@ def layer_spec(config, use_te: Optional[bool] = None, qk_l2_norm: bool = False, 
     """The decoder block spec: TE modules when TE imports, megatron-core's local ones otherwise."""
     from megatron.core.models.gpt.gpt_layer_specs import get_gpt_decoder_block_spec
 
-    use_te = te_available() if use_te is None else use_te
+    use_te = transformer_engine_usable() if use_te is None else use_te
     if not use_te:
         from optmodel.backends.megatron_cpu import apply_no_te_fixes
 

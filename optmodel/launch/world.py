@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Tuple
 
 from omegaconf import DictConfig
 
-from optmodel.backends.handle import pick_device
+from optmodel.config.machine import torch_device
 from optmodel.distributed import LaunchEnv, detect_launch_env, init_world
 
 log = logging.getLogger("optmodel")
@@ -32,7 +32,7 @@ def join_world(cfg: DictConfig, run_dir: Path) -> Tuple[LaunchEnv, Path, List[Di
         return launch, Path(run_dir), [me]
     import torch.distributed as dist
 
-    init_world(pick_device(cfg.backend).type, launch)  # cuda or cpu, as the backend will pick it
+    init_world(torch_device(cfg.backend).type, launch)  # cuda or cpu, as the backend will pick it
     me.update(world_size=dist.get_world_size(), backend=dist.get_backend())  # as the process group sees it
     ranks: List[Dict[str, Any]] = [None] * launch.world_size  # type: ignore[list-item]
     dist.all_gather_object(ranks, me)

@@ -115,13 +115,13 @@ def offline(target_dir: Path, features_dir: Path, task, run_dir: Path, backend, 
     target's decoder layers are never loaded."""
     import torch
 
-    from optmodel.backends.handle import pick_device
+    from optmodel.config.machine import torch_device
     from optmodel.speculative import features, train
     from optmodel.speculative.convert import DraftSpec, convert, load_offline_base
     from optmodel.speculative.ops import fit_rows
 
     manifest = features.read_manifest(features_dir)
-    device = pick_device(backend)
+    device = torch_device(backend)
     dtype = getattr(torch, manifest["dtype"])  # what the target computed the features in
     model = load_offline_base(str(target_dir)).to(device=device, dtype=dtype)
     model.model.dtype = model.config.dtype = dtype  # FakeBaseModel's dtype attribute sizes the draft

@@ -14,12 +14,10 @@ costs its own bytes per rank, not twice them in a float32 copy that the save cas
 
 from __future__ import annotations
 
-import dataclasses
 from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from optmodel.backends.stored_dtype import holding_stored_dtype
 from optmodel.distributed import is_rank0
 
 
@@ -33,15 +31,13 @@ def distributed_checkpoint_dir(load: Optional[str]) -> Optional[Path]:
 
 
 def run(ctx) -> Dict[str, Any]:
-    task = ctx.cfg.task
-    source = None if task.direction == "hf_to_megatron" else distributed_checkpoint_dir(task.load)
-    ctx = dataclasses.replace(ctx, cfg=holding_stored_dtype(ctx.cfg, source))
     cfg = ctx.cfg
+    task = cfg.task
     if task.direction == "hf_to_megatron":
-        handle = ctx.load_model()
+        handle = ctx.load_model(stored_dtype=True)
         out = ctx.save_model(handle, name="model")
     else:
-        handle = ctx.load_model(source=source)
+        handle = ctx.load_model(source=distributed_checkpoint_dir(task.load), stored_dtype=True)
         ctx.record_model(handle)
         out = ctx.export_model(handle, "hf", task.export_dtype)
     elements = Counter()  # megatron-core's local-spec norms stay float32 whatever params_dtype says

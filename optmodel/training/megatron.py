@@ -14,8 +14,8 @@ CPU tensors by type name ("Wrapped parameters must be one of torch.cuda.FloatTen
 and optmodel.backends.megatron_cpu adapts the FP32 one (see _patch_fp32_optimizer).
 
 Checkpoints every save_every steps: `<output_dir>/checkpoint-<step>` holding megatron's
-distributed checkpoint of model + optimizer + scheduler state, written under a `.partial`
-name, renamed when every rank is done, then marked complete (optmodel.training.checkpoints);
+distributed checkpoint of model + optimizer + scheduler state, written under a partial
+name (optmodel.manifest.atomic_dir), renamed when every rank is done, then marked complete (optmodel.training.checkpoints);
 `resume` continues from the newest complete one (same seed: the same data order).
 """
 
@@ -32,8 +32,8 @@ from typing import Any, Dict, List, Optional
 
 from tqdm import tqdm
 
-from optmodel.distributed import broadcast_from_rank0, is_rank0
-from optmodel.manifest import atomic_write_text
+from optmodel.distributed import barrier, broadcast_from_rank0, is_rank0
+from optmodel.manifest import atomic_dir, atomic_write_text
 from optmodel.training.checkpoints import (COMPLETE_MARKER, checkpoints, discard_incomplete, is_complete,
                                            last_complete_checkpoint, requeued_job)
 from optmodel.training.loop import FitResult
@@ -276,39 +276,29 @@ def student_of(model):
 def save_checkpoint(ddp, optimizer, scheduler, folder: Path, step: int, keep: int) -> Path:
     """checkpoint-<step>: megatron distributed checkpoint of model, optimizer and scheduler,
     complete only once renamed and marked; older complete ones beyond `keep` removed."""
-    import torch.distributed as dist
     from megatron.core import dist_checkpointing
 
     final = Path(folder) / f"checkpoint-{step}"
-    partial = final.with_name(f".{final.name}.partial")
-    rank0 = is_rank0()
-    if rank0:
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-    dist.barrier()
     model_state = ddp.module.sharded_state_dict()  # the student alone, keyed as a saved model
     state = {"model": model_state, "optimizer": optimizer.sharded_state_dict(model_state),
              "scheduler": scheduler.state_dict(), "step": step}
-    dist_checkpointing.save(state, str(partial))
-    dist.barrier()
-    if rank0:
-        os.replace(partial, final)
+    with atomic_dir(final, all_ranks=True) as partial:
+        dist_checkpointing.save(state, str(partial))
+    if is_rank0():
         atomic_write_text(final / COMPLETE_MARKER, f"{step}\n")
         for old in [p for p in checkpoints(folder) if is_complete(p)][:-keep]:
             shutil.rmtree(old, ignore_errors=True)
-    dist.barrier()
+    barrier()
     return final
 
 
 def newest_checkpoint(folder: Path) -> Optional[Path]:
     """The newest complete checkpoint (rank 0 removes half-written ones first), the same on every rank."""
-    import torch.distributed as dist
-
     if is_rank0():
         discard_incomplete(folder)
-        for stale in Path(folder).glob(".checkpoint-*.partial"):  # a save killed before its rename
+        for stale in Path(folder).glob(".checkpoint-*.partial-*"):  # a save killed before its rename
             shutil.rmtree(stale, ignore_errors=True)
-    dist.barrier()
+    barrier()
     found = broadcast_from_rank0(str(last_complete_checkpoint(folder) or "") if is_rank0() else None)
     if not found:
         log.info("resume requested but %s holds no complete checkpoint: training from the start", folder)
