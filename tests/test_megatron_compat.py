@@ -29,10 +29,10 @@ def minitron():
 def test_transformer_engine_stays_absent_after_the_plugin_import(minitron):
     import megatron.core.extensions.transformer_engine as extensions
 
-    from optmodel.backends.megatron_cpu import te_available
+    from optmodel.config.machine import transformer_engine_usable
 
     assert "transformer_engine" not in sys.modules and "transformer_engine.pytorch" not in sys.modules
-    assert importlib.util.find_spec("transformer_engine") is None and not te_available()
+    assert importlib.util.find_spec("transformer_engine") is None and not transformer_engine_usable()
     assert extensions.HAVE_TE is False
     # megatron's TE names are its own placeholders again, not the stand-ins lent to the import
     assert all("StandIn" not in repr(getattr(extensions, name)) for name in ("TELinear", "TEDotProductAttention"))
