@@ -24,6 +24,7 @@ def run_scenarios(rank: int, world: int, port: int, scenarios: list, out_path: s
     try:
         for name, overrides, run_dir in scenarios:
             results[name] = execute(compose_cfg(*overrides, f"run.world_size={world}"), run_dir)
+            torch.distributed.barrier()  # a later scenario may read this one's outputs
     except Exception:
         with open(out_path + f".rank{rank}", "w") as f:
             f.write(traceback.format_exc())

@@ -194,7 +194,7 @@ def test_a_draft_reading_layers_the_target_lacks_is_refused(online, tmp_path):
 @pytest.fixture(scope="module")
 def two_ranks(online, tmp_path_factory):
     """TP 2 online training, validation of its draft at TP 2, and PP 2 / TP 2 feature dumps, in two gloo processes."""
-    from eagle3_megatron_workers import spawn
+    from megatron_task_workers import spawn
 
     base = tmp_path_factory.mktemp("eagle3_megatron_2ranks")
     runs = {name: str(base / name) for name in ("tp2", "tp2_validate", "pp2_features", "tp2_features")}

@@ -83,11 +83,18 @@ def eagle_config(base_config, spec: DraftSpec, dtype: str, offline: bool = False
 def convert(model, spec: DraftSpec, d2t=None, offline: bool = False, num_layers: Optional[int] = None):
     """`mtsp.convert` in place; returns the converted model (target frozen, draft trainable)."""
     import modelopt.torch.speculative as mtsp
-    import torch
 
     dtype = str(next(model.parameters()).dtype).replace("torch.", "")
     cfg = eagle_config(model.config, spec, dtype, offline=offline, num_layers=num_layers)
     mtsp.convert(model, [("eagle", cfg)])
+    return set_draft_vocab(model, d2t)
+
+
+def set_draft_vocab(model, d2t):
+    """The draft's vocabulary mapping (d2t) into a converted model whose draft vocabulary is
+    smaller than the target's (ModelOpt allocates it at convert)."""
+    import torch
+
     if hasattr(model.eagle_module, "d2t"):
         if d2t is None:
             raise ValueError("draft_vocab_size < target vocab needs the d2t mapping (optmodel.speculative.vocab)")

@@ -72,7 +72,7 @@ def convert(handle, spec, d2t=None, offline: bool = False, seed: int = 0):
     import modelopt.torch.speculative as mtsp
     import torch
 
-    from optmodel.speculative.convert import eagle_config
+    from optmodel.speculative.convert import eagle_config, set_draft_vocab
 
     model = handle.model
     dtype = str(next(model.parameters()).dtype).replace("torch.", "")
@@ -80,12 +80,7 @@ def convert(handle, spec, d2t=None, offline: bool = False, seed: int = 0):
     torch.manual_seed(seed)  # the draft's initialisation (megatron-core draws it from torch's generator)
     with eagle_on_local_spec():
         mtsp.convert(model, [("eagle", cfg)])
-    if hasattr(model.eagle_module, "d2t"):
-        if d2t is None:
-            raise ValueError("draft_vocab_size < target vocab needs the d2t mapping (optmodel.speculative.vocab)")
-        with torch.no_grad():
-            model.eagle_module.d2t.copy_(d2t.to(model.eagle_module.d2t.device))
-    return model
+    return set_draft_vocab(model, d2t)
 
 
 def draft_state_dict(model) -> Dict[str, "torch.Tensor"]:  # noqa: F821
