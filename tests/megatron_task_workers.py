@@ -5,26 +5,30 @@ the metrics to a JSON file (a failing rank writes its traceback beside it)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import traceback
 
 
-def run_scenarios(rank: int, world: int, port: int, scenarios: list, out_path: str) -> None:
+def join_gloo_world(rank: int, world: int, port: int) -> None:
+    """This spawned process as `rank` of a `world`-process launch (the env torchrun would set)."""
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port), HF_HUB_OFFLINE="1", WANDB_MODE="offline")
     import torch
 
     torch.set_num_threads(1)
-    from conftest import compose_cfg
+
+
+@contextlib.contextmanager
+def recorded_results(rank: int, out_path: str):
+    """Yield the results dict the scenarios fill: a failing rank writes its traceback to
+    `<out_path>.rank<N>`, rank 0 writes the results to `out_path`; the world is torn down."""
     from optmodel.distributed import destroy_model_parallel
-    from optmodel.run import execute
 
     results = {}
     try:
-        for name, overrides, run_dir in scenarios:
-            results[name] = execute(compose_cfg(*overrides, f"run.world_size={world}"), run_dir)
-            torch.distributed.barrier()  # a later scenario may read this one's outputs
+        yield results
     except Exception:
         with open(out_path + f".rank{rank}", "w") as f:
             f.write(traceback.format_exc())
@@ -34,6 +38,19 @@ def run_scenarios(rank: int, world: int, port: int, scenarios: list, out_path: s
     if rank == 0:
         with open(out_path, "w") as f:
             json.dump(results, f, default=str)
+
+
+def run_scenarios(rank: int, world: int, port: int, scenarios: list, out_path: str) -> None:
+    join_gloo_world(rank, world, port)
+    import torch
+
+    from conftest import compose_cfg
+    from optmodel.run import execute
+
+    with recorded_results(rank, out_path) as results:
+        for name, overrides, run_dir in scenarios:
+            results[name] = execute(compose_cfg(*overrides, f"run.world_size={world}"), run_dir)
+            torch.distributed.barrier()  # a later scenario may read this one's outputs
 
 
 def spawn(scenarios: list, out_path: str, world: int = 2) -> dict:

@@ -9,8 +9,8 @@ left as a kill during its last checkpoint write leaves it (run.resume=true). Ran
 from __future__ import annotations
 
 import json
-import os
-import traceback
+
+from megatron_task_workers import join_gloo_world, recorded_results
 
 
 def student_checkpoint(out_dir: str) -> str:
@@ -40,21 +40,17 @@ def interrupted_copy(finished: str, run_dir: str) -> None:
 
 
 def run_scenarios(rank: int, world: int, port: int, scenarios: list, common: list, out_path: str) -> None:
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port), HF_HUB_OFFLINE="1", WANDB_MODE="offline")
+    join_gloo_world(rank, world, port)
     import torch
 
-    torch.set_num_threads(1)
     from conftest import compose_cfg
     from optmodel.backends import load
     from optmodel.data.text import dataset_texts, pack
-    from optmodel.distributed import destroy_model_parallel
     from optmodel.evaluation.perplexity import handle_perplexity
     from optmodel.manifest import read_manifest
     from optmodel.run import execute
 
-    results = {}
-    try:
+    with recorded_results(rank, out_path) as results:
         for name, overrides, run_dir, resume_of in scenarios:
             if resume_of:  # continue a copy of an earlier scenario's run, as if killed while saving
                 if rank == 0:
@@ -77,15 +73,6 @@ def run_scenarios(rank: int, world: int, port: int, scenarios: list, common: lis
                              "history": (manifest.get("training") or {}).get("history"),
                              "layers": handle.architecture().get("num_layers")}
             del handle
-    except Exception:
-        with open(out_path + f".rank{rank}", "w") as f:
-            f.write(traceback.format_exc())
-        raise
-    finally:
-        destroy_model_parallel()
-    if rank == 0:
-        with open(out_path, "w") as f:
-            json.dump(results, f, default=str)
 
 
 def spawn(scenarios: list, common: list, out_path: str, world: int = 2) -> dict:

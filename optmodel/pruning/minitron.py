@@ -14,6 +14,8 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from optmodel.manifest import atomic_write_text
+
 SCORES_DIR = "prune_scores_mcore"
 SCORES_META = "scores.json"
 # mcore_minitron's search-space granularity; 1: any export_config value is a valid choice
@@ -99,9 +101,7 @@ class MegatronPruner:
         drop_prune_state(self.handle.model)
         if self.written is not None and dist.get_rank() == 0:
             meta = {"shape": shape, "layout": layout_of(self.handle.parallel)}
-            tmp = self.written / f".{SCORES_META}.tmp"
-            tmp.write_text(json.dumps(meta, indent=1))
-            os.replace(tmp, self.written / SCORES_META)
+            atomic_write_text(self.written / SCORES_META, json.dumps(meta, indent=1))
         info: Dict[str, Any] = {"depth_importance": "cosine (mcore_minitron)", "mcore_scores": str(checkpoint)}
         if "num_layers" in export_config:
             info["kept_layers"] = kept_layers(checkpoint, export_config["num_layers"])
