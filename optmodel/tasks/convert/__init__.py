@@ -1,0 +1,1 @@
+"""task=convert: its spec (schema, checks) and its runner."""

@@ -1,0 +1,1 @@
+"""task=distill: its spec (schema, checks) and its runner."""

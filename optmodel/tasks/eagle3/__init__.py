@@ -1,0 +1,1 @@
+"""task=eagle3: its spec (schema, checks) and its runner."""

@@ -1,0 +1,1 @@
+"""task=eagle3_features: its spec (schema, checks) and its runner."""

@@ -1,0 +1,1 @@
+"""task=eval: its spec (schema, checks) and its runner."""

@@ -1,0 +1,1 @@
+"""task=export: its spec (schema, checks) and its runner."""

@@ -1,0 +1,1 @@
+"""task=finetune: its spec (schema, checks) and its runner."""

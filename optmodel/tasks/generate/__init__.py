@@ -1,0 +1,1 @@
+"""task=generate: its spec (schema, checks) and its runner."""

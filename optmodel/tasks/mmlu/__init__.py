@@ -1,0 +1,1 @@
+"""task=mmlu: its spec (schema, checks) and its runner."""

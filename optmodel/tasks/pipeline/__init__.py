@@ -1,0 +1,1 @@
+"""task=pipeline: its spec (schema, checks) and its runner."""

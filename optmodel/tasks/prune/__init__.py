@@ -1,0 +1,1 @@
+"""task=prune: its spec (schema, checks) and its runner."""

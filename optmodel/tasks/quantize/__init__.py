@@ -1,0 +1,1 @@
+"""task=quantize: its spec (schema, checks) and its runner."""

@@ -1,0 +1,1 @@
+"""task=validate: its spec (schema, checks) and its runner."""
