@@ -31,8 +31,8 @@ def main() -> None:
 
     from optmodel.config.schema import register_schemas
     from optmodel.data.text import calibration_data, dataset_texts
-    from optmodel.models.checkpoint import resolve_checkpoint
-    from optmodel.paths import conf_dir
+    from optmodel.facts.checkpoint import resolve_checkpoint
+    from optmodel.facts.paths import conf_dir
 
     register_schemas()
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):

@@ -58,7 +58,7 @@ def optmodel_distill(steps: int, seq_len: int, batch: int, lr: float, seed: int,
     from hydra import compose, initialize_config_dir
 
     from optmodel.config.schema import register_schemas
-    from optmodel.paths import TINY_MODELS_DIR, conf_dir
+    from optmodel.facts.paths import TINY_MODELS_DIR, conf_dir
     from optmodel.run import execute
 
     register_schemas()
@@ -83,7 +83,7 @@ def main() -> None:
 
     import torch
 
-    from optmodel.paths import CORPUS_DIR, TINY_MODELS_DIR
+    from optmodel.facts.paths import CORPUS_DIR, TINY_MODELS_DIR
 
     if opts.threads:
         torch.set_num_threads(opts.threads)

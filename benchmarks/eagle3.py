@@ -29,7 +29,7 @@ def run_variant(model: str, overrides, dtype: str, seed: int) -> dict:
     from hydra import compose, initialize_config_dir
 
     from optmodel.backends import load
-    from optmodel.paths import conf_dir
+    from optmodel.facts.paths import conf_dir
     from optmodel.run import seed_everything
     from optmodel.speculative import workflow
 

@@ -44,7 +44,7 @@ def build_checkpoint(path: Path, layers: int) -> int:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from optmodel.paths import TINY_MODELS_DIR
+    from optmodel.facts.paths import TINY_MODELS_DIR
 
     values = json.loads(CONFIG.read_text())
     values.update(num_hidden_layers=layers, max_window_layers=layers)

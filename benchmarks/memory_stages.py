@@ -22,7 +22,7 @@ import time
 
 DEFAULT_STAGES = (
     "optmodel.backends.hf:load", "optmodel.backends.hf:HFHandle.save", "optmodel.backends.hf:HFHandle.export",
-    "optmodel.tasks.quantize:handle_perplexity", "optmodel.quantization.calibrate:quantize",
+    "optmodel.tasks.quantize.run:handle_perplexity", "optmodel.quantization.calibrate:quantize",
     "optmodel.backends.megatron:build", "optmodel.backends.megatron:import_hf",
     "optmodel.backends.megatron:load_distributed", "optmodel.backends.megatron:save_distributed",
     "optmodel.backends.megatron:export_hf",

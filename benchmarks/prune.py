@@ -29,7 +29,7 @@ def bare(model: str, target: dict, samples: int, seq_len: int, batch_size: int, 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from optmodel.data.text import pack, read_records
-    from optmodel.paths import CORPUS_DIR, TINY_MODELS_DIR
+    from optmodel.facts.paths import CORPUS_DIR, TINY_MODELS_DIR
     from optmodel.pruning import apply, importance
 
     path = TINY_MODELS_DIR / model

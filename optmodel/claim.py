@@ -23,7 +23,7 @@ import socket
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from optmodel.config.errors import ConfigError
+from optmodel.facts.errors import ConfigError
 from optmodel.manifest import MANIFEST_NAME
 
 LOCK_NAME = ".optmodel.lock"
@@ -162,7 +162,7 @@ def _check_earlier_run(run_dir: Path, task: str, resume: bool, relaunch: bool) -
 
 
 def _resumable(task: str) -> bool:
-    from optmodel.config.tasks import task_specs
+    from optmodel.tasks.registry import task_specs
 
     spec = task_specs().get(task)
     return spec is not None and spec.resumable

@@ -12,7 +12,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from optmodel.config.schema import register_schemas
-from optmodel.paths import conf_dir
+from optmodel.facts.paths import conf_dir
 
 log = logging.getLogger("optmodel")
 
@@ -62,7 +62,7 @@ def print_job_config(argv) -> None:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf, open_dict
 
-    from optmodel.config.errors import ConfigError
+    from optmodel.facts.errors import ConfigError
     from optmodel.config.resolve import resolve_run_config
     from optmodel.run import model_was_typed
 
@@ -82,7 +82,7 @@ def print_job_config(argv) -> None:
 
 def refuse(problems) -> None:
     """A config problem is the user's to fix: the message, exit 2, no traceback."""
-    from optmodel.config.errors import ConfigError
+    from optmodel.facts.errors import ConfigError
 
     print(f"error: {ConfigError(problems)}", file=sys.stderr)
     sys.exit(2)
@@ -97,7 +97,7 @@ class SettleBeforeRunDir(Callback):
         from omegaconf import open_dict
 
         from optmodel.claim import probe_run_dir
-        from optmodel.config.errors import ConfigError
+        from optmodel.facts.errors import ConfigError
         from optmodel.distributed import detect_launch_env
         from optmodel.launch.plain import note_run_dir, submitting_launcher
         from optmodel.run import checked_config
@@ -127,7 +127,7 @@ class SettleBeforeRunDir(Callback):
 
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
 def hydra_main(cfg: DictConfig) -> None:
-    from optmodel.config.errors import ConfigError
+    from optmodel.facts.errors import ConfigError
     from optmodel.gate import EXIT_GATED, Gated
     from optmodel.launch.plain import hand_to_launcher
     from optmodel.run import execute
@@ -156,7 +156,7 @@ def hydra_main(cfg: DictConfig) -> None:
         if in_sweep():
             raise
         # A stop that was asked for: one line, no traceback; the manifest says how it ended.
-        from optmodel.config.tasks import task_spec
+        from optmodel.tasks.registry import task_spec
 
         again = (f"continue it with run.resume=true run.output_dir={run_dir}" if task_spec(cfg.task.name).resumable
                  else "task={} starts over: rerun it with run.output_dir=<a new dir>".format(cfg.task.name))

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import Mapping, Optional
 
-from optmodel.config.layout import megatron_sizes, world_size_problems
+from optmodel.facts.layout import megatron_sizes, world_size_problems
 
 DEFAULT_MASTER_PORT = 29500
 

@@ -50,7 +50,7 @@ def enforce(gate, metric_dicts: Iterable[Dict[str, Any]], record: Callable[..., 
     result = verdict(gate, metric_dicts)
     if result is None:
         if final and gate is not None and gate.get("metric") is not None:
-            from optmodel.config.errors import ConfigError
+            from optmodel.facts.errors import ConfigError
 
             base, value = measured(metric_dicts)
             raise ConfigError([f"task.gate.metric: {gate.metric!r} was not measured before and after (measured before: "

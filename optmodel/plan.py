@@ -15,8 +15,8 @@ from typing import Dict, List, Optional
 
 from omegaconf import DictConfig
 
-from optmodel.config.dtype import compute_dtype
-from optmodel.config.layout import expert_tensor_size, launched_world_size, pipeline_stage_layers, required_world_size
+from optmodel.facts.dtype import compute_dtype
+from optmodel.facts.layout import expert_tensor_size, launched_world_size, pipeline_stage_layers, required_world_size
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 # Adam in mixed precision: fp32 master weights + first and second moments (megatron's
@@ -120,7 +120,7 @@ def moe_layers(m: DictConfig) -> List[bool]:
     moe = m.moe
     if moe is None:
         return [False] * m.num_layers
-    # Hugging Face's rule (optmodel.models.hf_config): Maverick's MoE layers are 1, 3, 5, ...
+    # Hugging Face's rule (optmodel.facts.hf_config): Maverick's MoE layers are 1, 3, 5, ...
     return [i >= moe.first_k_dense_layers and (i + 1) % moe.layer_freq == 0 for i in range(m.num_layers)]
 
 
@@ -196,9 +196,9 @@ def dry_run(cfg: DictConfig) -> Dict:
     downloading; Transformer-Engine or CUDA for the layout: the plan is for the cluster)
     does not stop a dry run: it is listed under the plan instead.
     """
-    from optmodel.config.errors import ConfigError
+    from optmodel.facts.errors import ConfigError
     from optmodel.config.validate import config_problems, machine_problems
-    from optmodel.models.checkpoint import checkpoint_problems
+    from optmodel.facts.checkpoint import checkpoint_problems
 
     world = int(cfg.run.world_size) if cfg.run.world_size is not None else required_world_size(cfg.parallel)
     problems = config_problems(cfg, world_size=world, check_inputs=False)

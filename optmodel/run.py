@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from optmodel.allocator import release_freed_memory
 from optmodel.config.resolve import resolve_run_config
-from optmodel.config.tasks import task_spec
+from optmodel.tasks.registry import task_spec
 from optmodel.config.validate import validate
 from optmodel.gate import Gated
 from optmodel.launch import signals
@@ -21,7 +21,7 @@ from optmodel.launch.preemption import was_requeued
 from optmodel.launch.signals import Terminated  # noqa: F401  (a BaseException: libraries cannot swallow it)
 from optmodel.launch.world import join_world
 from optmodel.manifest import Manifest, atomic_write_text, relative_outputs
-from optmodel.models.checkpoint import resolve_checkpoint
+from optmodel.facts.checkpoint import resolve_checkpoint
 from optmodel.tracking import Tracker
 
 log = logging.getLogger("optmodel")
@@ -185,7 +185,7 @@ def claim_for_run(cfg: DictConfig, run_dir: Path, is_rank0: bool):
     """Rank 0 locks the run dir and checks it holds no other run's record; every rank gets
     the verdict (ConfigError on all of them, so none waits for the others)."""
     from optmodel.claim import claim_run_dir
-    from optmodel.config.errors import ConfigError
+    from optmodel.facts.errors import ConfigError
     from optmodel.distributed import broadcast_from_rank0
 
     held, problems = None, None

@@ -8,7 +8,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from optmodel.config.schema import register_schemas
-from optmodel.paths import conf_dir
+from optmodel.facts.paths import conf_dir
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")

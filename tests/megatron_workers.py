@@ -24,7 +24,7 @@ def _hf_logits(model_name: str, ids):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from optmodel.paths import TINY_MODELS_DIR
+    from optmodel.facts.paths import TINY_MODELS_DIR
 
     hf = AutoModelForCausalLM.from_pretrained(TINY_MODELS_DIR / model_name, dtype=torch.float32).eval()
     with torch.no_grad():
@@ -34,7 +34,7 @@ def _hf_logits(model_name: str, ids):
 def _hf_state(model_name: str):
     from safetensors.torch import load_file
 
-    from optmodel.paths import TINY_MODELS_DIR
+    from optmodel.facts.paths import TINY_MODELS_DIR
 
     return load_file(str(TINY_MODELS_DIR / model_name / "model.safetensors"))
 

@@ -18,7 +18,7 @@ def calibration(model: str):
     from transformers import AutoTokenizer
 
     from optmodel.data.text import pack, read_records
-    from optmodel.paths import CORPUS_DIR, TINY_MODELS_DIR
+    from optmodel.facts.paths import CORPUS_DIR, TINY_MODELS_DIR
 
     tok = AutoTokenizer.from_pretrained(TINY_MODELS_DIR / model)
     return pack(tok, read_records(CORPUS_DIR / "train.txt", "train"), 128, 8, "train")

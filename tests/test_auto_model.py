@@ -7,12 +7,12 @@ import json
 
 import pytest
 
-from optmodel.config.errors import ConfigError
+from optmodel.facts.errors import ConfigError
 from optmodel.config.resolve import resolve_run_config
 from optmodel.config.validate import config_problems
 from optmodel.manifest import read_manifest
-from optmodel.models.hf_config import FAMILIES, model_config_mismatches
-from optmodel.paths import TINY_MODELS_DIR
+from optmodel.facts.hf_config import FAMILIES, model_config_mismatches
+from optmodel.facts.paths import TINY_MODELS_DIR
 from optmodel.run import execute
 
 from conftest import compose_cfg

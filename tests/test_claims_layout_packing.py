@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from optmodel.config.validate import parallel_problems
-from optmodel.paths import TINY_MODELS_DIR
+from optmodel.facts.paths import TINY_MODELS_DIR
 
 from conftest import compose_cfg
 
@@ -30,7 +30,7 @@ def test_tp_that_divides_heads_and_groups_but_not_the_ffn_is_refused():
 
 
 def test_expert_group_etp_x_ep_x_pp_must_divide_the_world():
-    from optmodel.config.layout import world_size_problems
+    from optmodel.facts.layout import world_size_problems
 
     # Kimi-K2's TP 8 / ETP 1 / EP 64: 8 processes hold the dense layers, but the expert
     # layers need 1 x 64 x 1 = 64.

@@ -72,7 +72,7 @@ def _fp8_fake_quant(weight: "torch.Tensor") -> "torch.Tensor":
 def test_vllm_fq_export_holds_the_fake_quantized_weights(tmp_path):
     from safetensors.torch import load_file
 
-    from optmodel.paths import TINY_MODELS_DIR
+    from optmodel.facts.paths import TINY_MODELS_DIR
 
     execute(compose_cfg(*TINY, "task.quant_cfg=FP8_DEFAULT_CFG", "task.export_format=vllm_fq", "task.save_model=false"),
             tmp_path)

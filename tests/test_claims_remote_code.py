@@ -7,7 +7,7 @@ import json
 import shutil
 
 from optmodel.config.validate import config_problems
-from optmodel.paths import TINY_MODELS_DIR
+from optmodel.facts.paths import TINY_MODELS_DIR
 
 from conftest import compose_cfg
 

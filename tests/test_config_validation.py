@@ -12,10 +12,10 @@ import pytest
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf.errors import ValidationError
 
-from optmodel.config.layout import pipeline_stage_layers
+from optmodel.facts.layout import pipeline_stage_layers
 from optmodel.config.validate import ConfigError, config_problems, parallel_problems, validate
-from optmodel.models.hf_config import to_hf_config_dict
-from optmodel.paths import conf_dir
+from optmodel.facts.hf_config import to_hf_config_dict
+from optmodel.facts.paths import conf_dir
 
 from conftest import compose_cfg
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from optmodel.paths import TINY_MODELS_DIR
+from optmodel.facts.paths import TINY_MODELS_DIR
 
 sys.path.insert(0, str(Path(__file__).parent))
 from megatron_training_workers import spawn, student_checkpoint  # noqa: E402

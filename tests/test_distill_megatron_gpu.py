@@ -10,7 +10,7 @@ import pytest
 
 from conftest import compose_cfg
 from optmodel.manifest import read_manifest
-from optmodel.paths import TINY_MODELS_DIR
+from optmodel.facts.paths import TINY_MODELS_DIR
 from optmodel.run import execute
 
 sys.path.insert(0, str(Path(__file__).parent))

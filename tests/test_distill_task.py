@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from optmodel.config.inherit import inherit_run_model
 from optmodel.config.validate import ConfigError, validate
 from optmodel.manifest import Manifest, read_manifest
-from optmodel.paths import TINY_MODELS_DIR
+from optmodel.facts.paths import TINY_MODELS_DIR
 from optmodel.run import execute
 
 from conftest import compose_cfg
@@ -140,7 +140,7 @@ def test_sigterm_saves_a_checkpoint_at_the_step_end_and_resume_finishes(tmp_path
 
     from optmodel.data.sft import build_sft_dataset
     from optmodel.data.text import read_records
-    from optmodel.paths import CORPUS_DIR
+    from optmodel.facts.paths import CORPUS_DIR
     from optmodel.training.callbacks import Preempted
     from optmodel.training.checkpoints import is_complete
     from optmodel.training.config import TrainingConfig
@@ -168,7 +168,7 @@ def test_sigterm_saves_a_checkpoint_at_the_step_end_and_resume_finishes(tmp_path
 
 
 def test_qad_needs_no_teacher_the_model_before_quantization_is_it(pruned_run, tmp_path):
-    from optmodel.config.tasks.distill import teacher_source
+    from optmodel.tasks.distill.spec import teacher_source
 
     # a quantize run of the pruned model: its manifest names the model it quantized
     import shutil

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from conftest import compose_cfg
-from optmodel.config.layout import required_world_size
+from optmodel.facts.layout import required_world_size
 from optmodel.plan import make_plan
 
 # Kimi-K2-Instruct, one decoder layer at TP 1 / EP 1, counted by hand from MODELS.md:

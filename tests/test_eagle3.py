@@ -204,7 +204,7 @@ def test_sigterm_mid_training_checkpoints_and_a_rerun_resumes(tmp_path):
     from omegaconf import OmegaConf
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from optmodel.config.tasks.eagle3 import Eagle3TaskConfig
+    from optmodel.tasks.eagle3.spec import Eagle3TaskConfig
     from optmodel.run import Terminated
     from optmodel.speculative import train, workflow
 

@@ -104,7 +104,7 @@ def test_dropped_rows_and_truncation_are_counted(tok, tmp_path):
 
 
 def test_summary_prints_the_measured_al_rounded_or_none():
-    from optmodel.tasks.eagle3 import summary
+    from optmodel.tasks.eagle3.run import summary
 
     base = {"train_steps": 20, "train_tokens_per_second": 812.4}
     offline = summary("tiny_qwen3", {**base, "al_before": None, "al_after": None}, None)
@@ -121,7 +121,7 @@ def test_checkpoint_holds_the_draft_and_its_optimizer_not_the_target(tmp_path, o
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from optmodel.config.tasks.eagle3 import Eagle3TaskConfig
+    from optmodel.tasks.eagle3.spec import Eagle3TaskConfig
     from optmodel.speculative import workflow
     from optmodel.speculative.checkpoint import draft_state
 

@@ -13,7 +13,7 @@ import pytest
 
 from optmodel.config.validate import config_problems
 from optmodel.manifest import read_manifest
-from optmodel.paths import TINY_MODELS_DIR
+from optmodel.facts.paths import TINY_MODELS_DIR
 from optmodel.run import execute
 
 from conftest import compose_cfg
@@ -56,7 +56,7 @@ def test_training_lowers_the_draft_loss_and_leaves_the_target_unchanged():
     from omegaconf import OmegaConf
 
     from optmodel.backends import megatron
-    from optmodel.config.tasks.eagle3 import Eagle3TaskConfig
+    from optmodel.tasks.eagle3.spec import Eagle3TaskConfig
     from optmodel.speculative import workflow
 
     handle = megatron.load(compose_cfg(*MEGATRON))
@@ -246,7 +246,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint_where_the_whole_run_went(
     from omegaconf import OmegaConf
 
     from optmodel.backends import megatron
-    from optmodel.config.tasks.eagle3 import Eagle3TaskConfig
+    from optmodel.tasks.eagle3.spec import Eagle3TaskConfig
     from optmodel.speculative import workflow
 
     task = OmegaConf.structured(Eagle3TaskConfig(max_steps=3, lr=3e-3, al_every=0, seq_len=32, num_conversations=8,

@@ -158,7 +158,7 @@ def test_eval_config_problems_are_named(tmp_path):
 
 
 def test_eval_unknown_task_name_fails_before_the_model_loads(tmp_path, monkeypatch):
-    import optmodel.tasks.eval as eval_task
+    import optmodel.tasks.eval.run as eval_task
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setattr(eval_task, "_PREFLIGHT", {})
@@ -172,7 +172,7 @@ def test_eval_unknown_task_name_fails_before_the_model_loads(tmp_path, monkeypat
 
 
 def test_eval_task_whose_dataset_is_not_local_fails_offline_before_the_model_loads(tmp_path, monkeypatch):
-    import optmodel.tasks.eval as eval_task
+    import optmodel.tasks.eval.run as eval_task
 
     task_file = tmp_path / "hub_task.yaml"
     task_file.write_text("task: hub_task\ndataset_path: optmodel-tests/never-downloaded\ntest_split: test\n"

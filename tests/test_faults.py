@@ -18,7 +18,7 @@ import pytest
 
 from optmodel.claim import claim_run_dir, clean_stale_partials, effective_status
 from optmodel.manifest import read_manifest
-from optmodel.paths import TINY_MODELS_DIR
+from optmodel.facts.paths import TINY_MODELS_DIR
 
 SMALL = ["data.num_samples=2", "data.seq_len=64", "data.eval_max_sequences=2", "data.batch_size=2"]
 
@@ -52,7 +52,7 @@ def test_missing_tokenizer_is_refused_before_anything_runs(tmp_path):
 
 
 def test_a_tokenizer_of_another_model_is_refused(tmp_path):
-    from optmodel.models.files import tokenizer_problems
+    from optmodel.facts.checkpoint_files import tokenizer_problems
 
     ckpt = copy_checkpoint(tmp_path)
     tok = json.loads((ckpt / "tokenizer.json").read_text())
@@ -74,7 +74,7 @@ def test_corrupt_weights_are_refused_naming_the_file(tmp_path, damage):
 
 
 def test_an_index_naming_missing_tensors_is_refused(tmp_path):
-    from optmodel.models.files import weight_problems
+    from optmodel.facts.checkpoint_files import weight_problems
 
     ckpt = copy_checkpoint(tmp_path)
     (ckpt / "model.safetensors.index.json").write_text(json.dumps(

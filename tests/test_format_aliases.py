@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from optmodel.config.choices import QUANT_FORMATS
+from optmodel.facts.choices import QUANT_FORMATS
 from optmodel.config.format_aliases import QFORMAT_ALIASES, resolve_format_aliases
 from optmodel.config.validate import config_problems
 from optmodel.manifest import read_manifest

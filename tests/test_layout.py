@@ -99,7 +99,7 @@ def test_no_module_over_400_lines(path):
 
 def test_every_task_is_registered_by_three_files():
     """conf/task/<name>.yaml, optmodel/config/tasks/<name>.py and optmodel/tasks/<name>.py."""
-    from optmodel.config.tasks import task_specs
+    from optmodel.tasks.registry import task_specs
 
     for name, spec in task_specs().items():
         assert (ROOT / "conf" / "task" / f"{name}.yaml").is_file(), name

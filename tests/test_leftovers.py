@@ -11,10 +11,10 @@ import signal
 import pytest
 
 from optmodel.claim import LOCK_NAME, claim_run_dir
-from optmodel.config.errors import ConfigError
+from optmodel.facts.errors import ConfigError
 from optmodel.launch import signals
 from optmodel.manifest import atomic_file, atomic_write_text, read_manifest
-from optmodel.rundir import read_origin
+from optmodel.facts.rundir import read_origin
 
 from conftest import compose_cfg
 
@@ -63,7 +63,7 @@ def test_outputs_are_recorded_relative_to_the_run_dir(quantized_run):
 
 def test_a_moved_run_dir_loads_from_where_it_is_and_a_copy_loads_its_own_files(quantized_run, tmp_path):
     from optmodel.backends import load
-    from optmodel.rundir import run_dir_problems
+    from optmodel.facts.rundir import run_dir_problems
 
     moved = tmp_path / "project" / "run"
     shutil.copytree(quantized_run.parent, tmp_path / "project")  # a copy whose original is then gone:

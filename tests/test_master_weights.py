@@ -10,7 +10,7 @@ import copy
 import pytest
 from omegaconf import OmegaConf
 
-from optmodel.paths import CORPUS_DIR, TINY_MODELS_DIR
+from optmodel.facts.paths import CORPUS_DIR, TINY_MODELS_DIR
 from optmodel.training.config import DistillationConfig, TrainingConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -12,7 +12,7 @@ import torch
 from conftest import compose_cfg
 from optmodel.config.validate import ConfigError
 from optmodel.manifest import read_manifest
-from optmodel.paths import TINY_MODELS_DIR, conf_dir
+from optmodel.facts.paths import TINY_MODELS_DIR, conf_dir
 from optmodel.run import execute
 
 IDS = torch.randint(0, 1000, (2, 16), generator=torch.Generator().manual_seed(0))
@@ -216,7 +216,7 @@ def test_every_shipped_model_maps_to_a_megatron_config_or_is_refused(model):
     """Every conf/model file either becomes a valid megatron-core TransformerConfig (no weights
     built) or is refused by validation with a reason, never built wrong."""
     from optmodel.backends.megatron_spec import transformer_config
-    from optmodel.config.choices import MEGATRON_FAMILIES
+    from optmodel.facts.choices import MEGATRON_FAMILIES
     from optmodel.config.validate import config_problems
 
     cfg = compose_cfg(f"model={model}", "backend=megatron", "task=convert")

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from optmodel.config.machine import transformer_engine_installed
+from optmodel.facts.machine import transformer_engine_installed
 
 pytestmark = pytest.mark.skipif(transformer_engine_installed(), reason="the adaptations apply without Transformer-Engine")
 
@@ -29,7 +29,7 @@ def minitron():
 def test_transformer_engine_stays_absent_after_the_plugin_import(minitron):
     import megatron.core.extensions.transformer_engine as extensions
 
-    from optmodel.config.machine import transformer_engine_usable
+    from optmodel.facts.machine import transformer_engine_usable
 
     assert "transformer_engine" not in sys.modules and "transformer_engine.pytorch" not in sys.modules
     assert importlib.util.find_spec("transformer_engine") is None and not transformer_engine_usable()

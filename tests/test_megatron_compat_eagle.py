@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from optmodel.config.machine import transformer_engine_installed
+from optmodel.facts.machine import transformer_engine_installed
 
 pytestmark = pytest.mark.skipif(transformer_engine_installed(), reason="the TE spec runs unchanged with TE")
 

@@ -18,8 +18,8 @@ import torch
 
 from conftest import compose_cfg
 from megatron_task_workers import spawn
-from optmodel.config.errors import ConfigError
-from optmodel.paths import TINY_MODELS_DIR
+from optmodel.facts.errors import ConfigError
+from optmodel.facts.paths import TINY_MODELS_DIR
 from optmodel.run import execute
 
 MEGATRON = ("backend=megatron", "backend.device=cpu", "backend.dtype=float32")
@@ -303,7 +303,7 @@ def test_a_depth_pruned_dense_model_exports_a_config_transformers_builds(tmp_pat
     from transformers import AutoConfig
 
     from optmodel.backends.megatron_export import hf_reference
-    from optmodel.models.checkpoint import resolve_checkpoint
+    from optmodel.facts.checkpoint import resolve_checkpoint
 
     cfg = compose_cfg("model=tiny_qwen3", *MEGATRON, "model.num_layers=3")
     with hf_reference(resolve_checkpoint(cfg.model), cfg.model) as reference:

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from conftest import compose_cfg
-from optmodel.paths import TINY_MODELS_DIR
+from optmodel.facts.paths import TINY_MODELS_DIR
 
 pytestmark = pytest.mark.gpu
 
@@ -24,7 +24,7 @@ def test_te_spec_on_nccl_gives_hf_logits(model):
     from transformers import AutoModelForCausalLM
 
     from optmodel.backends import megatron
-    from optmodel.config.machine import transformer_engine_usable
+    from optmodel.facts.machine import transformer_engine_usable
 
     handle = megatron.load(compose_cfg(f"model={model}", "backend=megatron", "backend.device=cuda", "backend.dtype=float32"))
     assert dist.get_backend() == "nccl"

@@ -13,11 +13,11 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
-from optmodel.config.layout import required_world_size
-from optmodel.config.machine import cuda_visible, transformer_engine_installed
+from optmodel.facts.layout import required_world_size
+from optmodel.facts.machine import cuda_visible, transformer_engine_installed
 from optmodel.config.resolve import resolve_run_config
 from optmodel.config.validate import config_problems, megatron_machine_problems
-from optmodel.paths import PACKAGE_DIR, conf_dir
+from optmodel.facts.paths import PACKAGE_DIR, conf_dir
 
 from conftest import stand_in
 

@@ -52,7 +52,7 @@ def test_pipeline_parallel_export_reloads_in_transformers(results, name, model):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from optmodel.paths import TINY_MODELS_DIR
+    from optmodel.facts.paths import TINY_MODELS_DIR
 
     export = results[name][0]["export"]
     ids = torch.randint(0, 1000, (2, 16), generator=torch.Generator().manual_seed(0))

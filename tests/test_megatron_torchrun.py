@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from optmodel.distributed import free_port
-from optmodel.paths import TINY_MODELS_DIR
+from optmodel.facts.paths import TINY_MODELS_DIR
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ import pytest
 
 from optmodel.claim import probe_run_dir
 from optmodel.console import rate
-from optmodel.paths import TINY_MODELS_DIR
+from optmodel.facts.paths import TINY_MODELS_DIR
 
 from conftest import compose_cfg
 

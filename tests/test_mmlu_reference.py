@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from optmodel.paths import TINY_MODELS_DIR
+from optmodel.facts.paths import TINY_MODELS_DIR
 
 SAMPLE = Path(__file__).parent / "data" / "mmlu_sample"
 SUBJECTS = ["astronomy", "high_school_geography"]

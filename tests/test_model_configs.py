@@ -1,5 +1,5 @@
 """conf/model/*.yaml: every file composes, the real models carry the MODELS.md numbers, and
-optmodel.models.hf_config maps them to and from Hugging Face config.json without loss."""
+optmodel.facts.hf_config maps them to and from Hugging Face config.json without loss."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from optmodel.config.schema import register_schemas
-from optmodel.paths import conf_dir
-from optmodel.models.hf_config import (
+from optmodel.facts.paths import conf_dir
+from optmodel.facts.hf_config import (
     FAMILIES,
     architecture_mismatches,
     from_hf_config_dict,
@@ -314,7 +314,7 @@ def test_moe_family_needs_its_block():
 
 
 def test_light_import():
-    code = ("import sys, optmodel.models.hf_config; "
+    code = ("import sys, optmodel.facts.hf_config; "
             "assert 'torch' not in sys.modules and 'transformers' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
 

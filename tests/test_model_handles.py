@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from conftest import compose_cfg
-from optmodel.config.errors import ConfigError
+from optmodel.facts.errors import ConfigError
 from optmodel.manifest import read_manifest
-from optmodel.paths import TINY_MODELS_DIR
+from optmodel.facts.paths import TINY_MODELS_DIR
 from optmodel.run import execute
 
 SAMPLE = Path(__file__).parent / "data" / "mmlu_sample"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import optmodel.backends
-from optmodel.config.errors import ConfigError
+from optmodel.facts.errors import ConfigError
 from optmodel.config.resolve import resolve_run_config
 from optmodel.config.validate import config_problems
 from optmodel.run import execute
@@ -182,7 +182,7 @@ def test_prune_then_distill_trains_the_pruned_model_in_memory_against_the_input_
 
 
 def test_pipeline_config_error_of_a_step_stays_a_config_error():
-    from optmodel.tasks.pipeline import step_error
+    from optmodel.tasks.pipeline.run import step_error
 
     err = step_error(ConfigError(["task.data_dir: gone"]), 1, 3, "mmlu")
     assert isinstance(err, ConfigError) and err.problems == ["pipeline step 2/3 (mmlu): task.data_dir: gone"]

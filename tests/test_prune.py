@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from conftest import compose_cfg
-from optmodel.config.errors import ConfigError
+from optmodel.facts.errors import ConfigError
 from optmodel.manifest import read_manifest
-from optmodel.paths import CORPUS_DIR, TINY_MODELS_DIR
+from optmodel.facts.paths import CORPUS_DIR, TINY_MODELS_DIR
 
 MMLU_SAMPLE = Path(__file__).parent / "data" / "mmlu_sample"
 FAST = ("data.num_samples=8", "data.seq_len=128", "data.eval_max_sequences=4", "task.depth_batches=1")
@@ -229,7 +229,7 @@ def test_later_tasks_build_the_pruned_shape_from_the_run_dir(prune_run, tmp_path
 @pytest.mark.gpu
 def test_megatron_mcore_minitron_prunes_depth_and_ffn(tmp_path):
     """backend=megatron on a GPU with Transformer-Engine: ModelOpt's mcore_minitron on the TE spec, as shipped."""
-    from optmodel.config.machine import transformer_engine_installed
+    from optmodel.facts.machine import transformer_engine_installed
     from optmodel.run import execute
 
     if not transformer_engine_installed():
@@ -248,7 +248,7 @@ def test_cosine_depth_costs_no_extra_forward_and_its_scores_serve_cosine_only(tm
     from optmodel.backends.handle import ModelHandle
     from optmodel.pruning import scores as score_files
     from optmodel.pruning.pruners import HFPruner
-    from optmodel.tasks.prune import preflight
+    from optmodel.tasks.prune.run import preflight
 
     model, tok = _load("tiny_qwen3")
     forwards = []

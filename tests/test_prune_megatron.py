@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import compose_cfg
-from optmodel.config.errors import ConfigError
+from optmodel.facts.errors import ConfigError
 from prune_megatron_workers import calibration, prune_and_reload, spawn
 
 # one export_config per family, touching every dimension mcore_minitron prunes there
@@ -44,7 +44,7 @@ def hf_parameters(model: str, export_config: dict) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from optmodel.backends.handle import ModelHandle
-    from optmodel.paths import TINY_MODELS_DIR
+    from optmodel.facts.paths import TINY_MODELS_DIR
     from optmodel.pruning.pruners import HFPruner
 
     path = TINY_MODELS_DIR / model
@@ -133,7 +133,7 @@ def test_depth_pruning_to_half_the_layers_matches_hf_and_beats_dropping_the_last
     from optmodel.backends.handle import ModelHandle
     from optmodel.data.text import pack, read_records
     from optmodel.metrics import perplexity_of
-    from optmodel.paths import CORPUS_DIR, TINY_MODELS_DIR
+    from optmodel.facts.paths import CORPUS_DIR, TINY_MODELS_DIR
     from optmodel.pruning import slicing
     from optmodel.pruning.minitron import MegatronPruner
     from optmodel.pruning.pruners import HFPruner
@@ -166,7 +166,7 @@ def test_budget_prune_run_records_the_shape_a_later_run_load_builds(tmp_path, on
     shape, scores and distributed checkpoint; `run.load=` of that run dir builds that shape."""
     from pathlib import Path
 
-    from optmodel.config.tasks.prune import resolve_export_config
+    from optmodel.tasks.prune.spec import resolve_export_config
     from optmodel.manifest import read_manifest
     from optmodel.run import execute
 

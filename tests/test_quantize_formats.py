@@ -158,7 +158,7 @@ def test_cpu_block_fake_quant_matches_modelopt_cuda_kernels():
     import modelopt.torch.quantization as mtq
     from transformers import AutoModelForCausalLM
 
-    from optmodel.models.checkpoint import resolve_checkpoint
+    from optmodel.facts.checkpoint import resolve_checkpoint
 
     cfg = compose_cfg()
     torch.manual_seed(0)

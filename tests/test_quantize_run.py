@@ -12,7 +12,7 @@ import sys
 import pytest
 from safetensors import safe_open
 
-from optmodel.config.choices import QUANT_FORMATS
+from optmodel.facts.choices import QUANT_FORMATS
 from optmodel.manifest import atomic_dir, read_manifest
 from optmodel.config.validate import ConfigError
 from optmodel.run import execute

@@ -43,7 +43,7 @@ def test_auto_quantize_meets_the_bit_budget_and_resumes_from_its_search_state(tm
     # the next run is refused at validation, naming the file, instead of failing after loading.
     cut = tmp_path / "cut.pth"
     cut.write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size // 2])
-    from optmodel.config.tasks.quantize import problems
+    from optmodel.tasks.quantize.spec import problems
 
     found = problems(compose_cfg(*overrides, f"task.auto_quantize.checkpoint={cut}"))
     assert [p for p in found if p.startswith(f"task.auto_quantize.checkpoint: {cut} is not a complete search state")]
@@ -106,7 +106,7 @@ def test_chat_messages_calibrate_with_sorted_batches_and_count_padding(tmp_path)
                                   "task.export=false", "task.save_model=false"), tmp_path / "run")
     from transformers import AutoTokenizer
 
-    from optmodel.models.checkpoint import resolve_checkpoint
+    from optmodel.facts.checkpoint import resolve_checkpoint
 
     tok = AutoTokenizer.from_pretrained(resolve_checkpoint(compose_cfg().model))
     lengths = sorted((min(128, len(tok(tok.apply_chat_template(r["messages"], tokenize=False), add_special_tokens=False)
@@ -132,7 +132,7 @@ def test_hf_dataset_from_a_local_dir_and_a_clear_error_when_absent(tmp_path):
 
 
 def test_generation_check_saves_completions_and_fails_on_a_wrong_reference(tmp_path):
-    from optmodel.tasks.quantize import QuantizeError
+    from optmodel.tasks.quantize.run import QuantizeError
 
     overrides = ("task.perplexity=false", "data.num_samples=2", "data.seq_len=64", "task.generate.max_new_tokens=8",
                  "task.generate.prompts=[The river,Once upon a time]")

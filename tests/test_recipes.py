@@ -8,10 +8,10 @@ import re
 
 import pytest
 
-from optmodel.config.layout import pipeline_stage_layers
+from optmodel.facts.layout import pipeline_stage_layers
 from optmodel.config.resolve import resolve_run_config
 from optmodel.config.validate import config_problems
-from optmodel.paths import PACKAGE_DIR, conf_dir
+from optmodel.facts.paths import PACKAGE_DIR, conf_dir
 
 from conftest import compose_cfg, stand_in
 

@@ -1,4 +1,4 @@
-"""The README's options reference is what `python -m optmodel.config.reference` generates from
+"""The README's options reference is what `python -m optmodel.reference` generates from
 the schemas and conf/, and it lists every field a composed run config has, with its default."""
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from optmodel.config import reference
-from optmodel.config.tasks import task_specs
-from optmodel.paths import PACKAGE_DIR, conf_dir
+from optmodel.tasks.registry import task_specs
+from optmodel.facts.paths import PACKAGE_DIR, conf_dir
 
 from conftest import compose_cfg
 
-FIX = "python -m optmodel.config.reference"
+FIX = "python -m optmodel.reference"
 
 
 def leaves(node, prefix):

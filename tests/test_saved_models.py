@@ -11,7 +11,7 @@ import re
 import pytest
 import torch
 
-from optmodel.paths import TINY_MODELS_DIR
+from optmodel.facts.paths import TINY_MODELS_DIR
 from optmodel.run import execute
 
 from conftest import compose_cfg

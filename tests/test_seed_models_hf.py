@@ -60,8 +60,8 @@ def test_quantize_measures_and_exports(runs, model, fmt):
 
 @pytest.mark.parametrize("model", MODELS)
 def test_every_expert_is_quantized_and_the_coverage_is_reported(runs, model):
-    from optmodel.models.checkpoint import read_hf_config
-    from optmodel.paths import TINY_MODELS_DIR
+    from optmodel.facts.checkpoint import read_hf_config
+    from optmodel.facts.paths import TINY_MODELS_DIR
 
     metrics, run_dir = runs[model, "FP8_DEFAULT_CFG"]
     hf = read_hf_config(TINY_MODELS_DIR / model)

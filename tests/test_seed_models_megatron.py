@@ -8,7 +8,7 @@ import torch
 
 from conftest import compose_cfg
 from optmodel.config.validate import ConfigError, validate
-from optmodel.paths import TINY_MODELS_DIR
+from optmodel.facts.paths import TINY_MODELS_DIR
 
 IDS = torch.randint(0, 1000, (2, 64), generator=torch.Generator().manual_seed(0))
 

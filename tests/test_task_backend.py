@@ -11,9 +11,9 @@ import sys
 import yaml
 from hydra import compose, initialize_config_dir
 
-from optmodel.config.tasks import task_specs
+from optmodel.tasks.registry import task_specs
 from optmodel.config.validate import config_problems
-from optmodel.paths import conf_dir
+from optmodel.facts.paths import conf_dir
 
 from conftest import compose_cfg
 

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from optmodel.data.sft import IGNORE_INDEX, build_sft_dataset, tokenize_record
 from optmodel.data.text import DataError, read_records
-from optmodel.paths import CORPUS_DIR, TINY_MODELS_DIR
+from optmodel.facts.paths import CORPUS_DIR, TINY_MODELS_DIR
 from optmodel.training.config import DistillationConfig, TrainingConfig, distillation_problems, training_problems
 
 sys.path.insert(0, str(Path(__file__).parent))

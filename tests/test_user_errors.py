@@ -11,10 +11,10 @@ import sys
 import pytest
 from omegaconf import OmegaConf
 
-from optmodel.config.errors import ConfigError
+from optmodel.facts.errors import ConfigError
 from optmodel.config.overrides import override_problems
 from optmodel.config.validate import validate
-from optmodel.paths import TINY_MODELS_DIR
+from optmodel.facts.paths import TINY_MODELS_DIR
 
 from conftest import compose_cfg
 

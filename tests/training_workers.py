@@ -19,7 +19,7 @@ def tiny_models(drop_layer: int = 2):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from optmodel.paths import TINY_MODELS_DIR
+    from optmodel.facts.paths import TINY_MODELS_DIR
 
     path = TINY_MODELS_DIR / "tiny_qwen3"
     teacher = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
@@ -45,7 +45,7 @@ def distil(out: Path, steps: int, save_every: int, kill_at: int = 0, resume: boo
 
     from optmodel.data.sft import build_sft_dataset
     from optmodel.data.text import read_records
-    from optmodel.paths import CORPUS_DIR
+    from optmodel.facts.paths import CORPUS_DIR
     from optmodel.training.config import DistillationConfig, TrainingConfig
     from optmodel.training.loop import fit
 

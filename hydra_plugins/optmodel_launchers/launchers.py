@@ -64,7 +64,7 @@ def plan(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int)
 def job_problems(job: sweep.SweepJob, cfg: DictConfig, world_size: Optional[int] = None,
                  check_inputs: bool = True) -> List[str]:
     """Every problem of one sweep job's config, prefixed with the job (run.load inherited first)."""
-    from optmodel.config.errors import ConfigError
+    from optmodel.facts.errors import ConfigError
     from optmodel.config.resolve import resolve_run_config
     from optmodel.config.validate import config_problems
 
@@ -80,7 +80,7 @@ def job_problems(job: sweep.SweepJob, cfg: DictConfig, world_size: Optional[int]
 
 def refuse(problems: List[str]) -> None:
     """A sweep that cannot run: one message, no traceback, exit 2 (before any job starts)."""
-    from optmodel.config.errors import ConfigError
+    from optmodel.facts.errors import ConfigError
 
     print(f"error: {ConfigError(problems)}", file=sys.stderr, flush=True)
     sys.exit(2)
@@ -226,7 +226,7 @@ class _SubmititLauncher(BaseSubmititLauncher):
     def _check_layout(self, planned) -> None:
         """Refuse, before anything is submitted, a job whose layout does not fit its allocation
         (or, on Slurm, the partition's nodes)."""
-        from optmodel.config.errors import ConfigError
+        from optmodel.facts.errors import ConfigError
         from optmodel.config.validate import config_problems
 
         problems = resources.launcher_problems(self.params) + self._partition_problems()

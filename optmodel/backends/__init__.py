@@ -17,7 +17,7 @@ from pathlib import Path
 from omegaconf import DictConfig, open_dict
 
 from optmodel.backends.handle import ModelHandle
-from optmodel.models.checkpoint import resolve_checkpoint
+from optmodel.facts.checkpoint import resolve_checkpoint
 
 __all__ = ["ModelHandle", "load", "resolve_source", "train_eagle3_offline"]
 
@@ -25,7 +25,7 @@ __all__ = ["ModelHandle", "load", "resolve_source", "train_eagle3_offline"]
 def resolve_source(cfg: DictConfig, source=None):
     """(weights path, origin manifest or None, model config) of what `load` would read."""
     from optmodel.config.inherit import produced_model_config, with_model_fields
-    from optmodel.rundir import is_distributed_checkpoint, read_origin, run_dir_problems, saved_model_path
+    from optmodel.facts.rundir import is_distributed_checkpoint, read_origin, run_dir_problems, saved_model_path
 
     source = source if source is not None else cfg.run.get("load")
     if source is None:
@@ -34,7 +34,7 @@ def resolve_source(cfg: DictConfig, source=None):
     if origin is None:  # a checkpoint dir: its config.json says the architecture
         import json
 
-        from optmodel.models.hf_config import from_hf_config_dict
+        from optmodel.facts.hf_config import from_hf_config_dict
 
         path = Path(source).expanduser()
         if is_distributed_checkpoint(path):  # megatron's own: the run's model config describes it

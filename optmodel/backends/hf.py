@@ -19,9 +19,9 @@ from omegaconf import DictConfig
 
 from optmodel.backends.handle import ModelHandle
 from optmodel.backends.storage import shard_size_like
-from optmodel.config.dtype import checkpoint_dtype
+from optmodel.facts.dtype import checkpoint_dtype
 from optmodel.config.family_checks import attention_implementation
-from optmodel.config.machine import torch_device
+from optmodel.facts.machine import torch_device
 from optmodel.manifest import atomic_dir
 
 log = logging.getLogger("optmodel")
@@ -191,7 +191,7 @@ class HFHandle(ModelHandle):
 
     def architecture(self) -> Dict[str, Any]:
         """The shape of the live model in ModelConfig field names, with parameter counts."""
-        from optmodel.models.hf_config import from_hf_config_dict
+        from optmodel.facts.hf_config import from_hf_config_dict
 
         arch = from_hf_config_dict(self.model.config.to_dict())
         arch["parameters"] = sum(p.numel() for p in self.model.parameters())
@@ -233,8 +233,8 @@ def load(cfg: DictConfig, path: Optional[Path] = None, origin: Optional[dict] = 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from optmodel.config.dtype import compute_dtype
-    from optmodel.models.checkpoint import resolve_checkpoint
+    from optmodel.facts.dtype import compute_dtype
+    from optmodel.facts.checkpoint import resolve_checkpoint
 
     path = Path(path) if path is not None else resolve_checkpoint(cfg.model)
     device = torch_device(cfg.backend)

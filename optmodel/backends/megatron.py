@@ -28,12 +28,12 @@ from tqdm import tqdm
 from optmodel.backends.handle import ModelHandle
 from optmodel.backends.megatron_cpu import causal_mask
 from optmodel.backends.megatron_pipeline import pipeline_broadcast_logits
-from optmodel.config.dtype import checkpoint_dtype, compute_dtype
-from optmodel.config.machine import torch_device
-from optmodel.config.tasks.base import EXPORT_TP_REFUSAL
+from optmodel.facts.dtype import checkpoint_dtype, compute_dtype
+from optmodel.facts.machine import torch_device
+from optmodel.tasks.spec import EXPORT_TP_REFUSAL
 from optmodel.distributed import barrier, init_model_parallel, is_rank0
 from optmodel.manifest import atomic_dir
-from optmodel.models.checkpoint import resolve_checkpoint
+from optmodel.facts.checkpoint import resolve_checkpoint
 
 log = logging.getLogger("optmodel")
 
@@ -165,7 +165,7 @@ def _tokenizer(cfg: DictConfig, ckpt: Optional[Path]):
 def load(cfg: DictConfig, path: Optional[os.PathLike] = None, origin: Optional[dict] = None) -> MegatronHandle:
     """Build, then fill the weights from `path`: a distributed checkpoint saved by `save`
     (ModelOpt state included), or a HF checkpoint dir (default: the model's checkpoint)."""
-    from optmodel.rundir import is_distributed_checkpoint
+    from optmodel.facts.rundir import is_distributed_checkpoint
 
     # Every parameter is overwritten next: skip the random init (minutes per stage of a
     # 1T-parameter model).

@@ -1,6 +1,6 @@
 """Is a run's megatron distributed checkpoint whole? Checked before any model is built.
 
-`optmodel.rundir` checks the file listing without torch (validation); `preflight` reads
+`optmodel.facts.rundir` checks the file listing without torch (validation); `preflight` reads
 the checkpoint's own index (torch.distributed.checkpoint metadata: which file holds which
 bytes) and compares it with the files' sizes, so a shard cut short by an interrupted copy
 is refused with the field to fix, not met as an unpickling error after the model is built.
@@ -36,8 +36,8 @@ def truncation_problems(ckpt_dir: Path, field: str = "run.load") -> List[str]:
 
 def preflight(cfg) -> None:
     """ConfigError (exit 2) when run.load's saved model is a truncated distributed checkpoint."""
-    from optmodel.config.errors import ConfigError
-    from optmodel.rundir import is_distributed_checkpoint, read_origin, saved_model_path
+    from optmodel.facts.errors import ConfigError
+    from optmodel.facts.rundir import is_distributed_checkpoint, read_origin, saved_model_path
 
     saved = saved_model_path(read_origin(cfg.run.get("load")) or {})
     if saved is not None and is_distributed_checkpoint(saved):

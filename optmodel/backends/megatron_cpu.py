@@ -15,7 +15,7 @@ import contextlib
 import logging
 import types
 
-from optmodel.config.machine import transformer_engine_usable
+from optmodel.facts.machine import transformer_engine_usable
 
 log = logging.getLogger("optmodel")
 

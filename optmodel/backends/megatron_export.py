@@ -39,8 +39,8 @@ def write_with_modelopt(handle, out_dir: Path, dtype: str, format: str = "hf") -
 def hf_reference(checkpoint: Path, model_cfg) -> Iterator[Path]:
     """`checkpoint` when its config.json describes `model_cfg`; else a temporary copy of its
     non-weight files with config.json rewritten to `model_cfg`'s architecture."""
-    from optmodel.models.checkpoint import read_hf_config
-    from optmodel.models.hf_config import architecture_mismatches, to_hf_config_dict
+    from optmodel.facts.checkpoint import read_hf_config
+    from optmodel.facts.hf_config import architecture_mismatches, to_hf_config_dict
 
     hf = read_hf_config(checkpoint)
     if not architecture_mismatches(model_cfg, hf):

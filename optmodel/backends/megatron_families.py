@@ -26,7 +26,7 @@ LLAMA4_MAX_SEQ_LEN = 8191  # below Llama-4's attention chunk (8192) and attentio
 
 def moe_layer_flags(model_cfg) -> List[int]:
     """1 for an MoE layer: i >= first_k_dense_layers and (i + 1) % layer_freq == 0 (the
-    Hugging Face rule, optmodel.models.hf_config; Maverick's MoE layers are 1, 3, 5, ...)."""
+    Hugging Face rule, optmodel.facts.hf_config; Maverick's MoE layers are 1, 3, 5, ...)."""
     moe = model_cfg.moe
     return [int(i >= moe.first_k_dense_layers and (i + 1) % moe.layer_freq == 0) for i in range(model_cfg.num_layers)]
 

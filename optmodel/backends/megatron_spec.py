@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 from typing import Any, List, Optional
 
-from optmodel.config.layout import expert_tensor_size
-from optmodel.config.machine import transformer_engine_usable
+from optmodel.facts.layout import expert_tensor_size
+from optmodel.facts.machine import transformer_engine_usable
 
 log = logging.getLogger("optmodel")
 

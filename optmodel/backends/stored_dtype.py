@@ -12,7 +12,7 @@ from typing import Optional
 
 from omegaconf import DictConfig, open_dict
 
-from optmodel.config.dtype import AUTO, checkpoint_dtype
+from optmodel.facts.dtype import AUTO, checkpoint_dtype
 
 
 def weights_dtype(cfg: DictConfig, source: Optional[Path]) -> Optional[str]:
@@ -21,7 +21,7 @@ def weights_dtype(cfg: DictConfig, source: Optional[Path]) -> Optional[str]:
     mixed (weights a quantizer folded scales into stay float32) or the checkpoint holds ModelOpt
     state (quantizer amax / scales stay as computed): the compute dtype then."""
     from optmodel.backends import resolve_source
-    from optmodel.rundir import is_distributed_checkpoint
+    from optmodel.facts.rundir import is_distributed_checkpoint
 
     path, _, model_cfg = resolve_source(cfg, source)
     if path is None or not is_distributed_checkpoint(Path(path)):

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from optmodel.compare import table
-from optmodel.config.errors import ConfigError
+from optmodel.facts.errors import ConfigError
 from optmodel.manifest import atomic_write_text
 
 STEM = "compare"

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from optmodel.compare import measures
-from optmodel.config.errors import ConfigError
+from optmodel.facts.errors import ConfigError
 from optmodel.manifest import MANIFEST_NAME
 
 SIZE_COLUMNS = ("model_bytes", "effective_bits", "parameters", "active_parameters")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, open_dict
 
-from optmodel.config.errors import ConfigError
+from optmodel.facts.errors import ConfigError
 from optmodel.config.inherit import with_model_fields
 
 AUTO_FAMILY = "auto"
@@ -24,7 +24,7 @@ def is_auto(model_cfg: DictConfig) -> bool:
 
 def auto_model_fields(checkpoint) -> dict:
     """ModelConfig fields of the checkpoint dir `checkpoint`; ConfigError naming the fix."""
-    from optmodel.models.hf_config import from_hf_config_dict
+    from optmodel.facts.hf_config import from_hf_config_dict
 
     if not checkpoint:
         raise ConfigError(["model.checkpoint: model=auto reads the architecture from <dir>/config.json. "

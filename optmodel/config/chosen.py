@@ -19,7 +19,7 @@ def group_was_chosen(group: str) -> bool:
     experiment = hydra_cfg.runtime.choices.get("experiment")
     if not experiment:
         return False
-    from optmodel.paths import conf_dir
+    from optmodel.facts.paths import conf_dir
 
     path = conf_dir() / "experiment" / f"{experiment}.yaml"
     return path.is_file() and f"/{group}:" in path.read_text()

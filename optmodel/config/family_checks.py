@@ -7,7 +7,7 @@ from typing import List
 
 from omegaconf import DictConfig
 
-from optmodel.config.layout import expert_tensor_size
+from optmodel.facts.layout import expert_tensor_size
 
 LLAMA4_MEGATRON_MAX_SEQ_LEN = 8191  # optmodel.backends.megatron_families.LLAMA4_MAX_SEQ_LEN
 # Expert tensor parallelism ModelOpt 0.46's importer gets wrong or refuses (measured on the
@@ -82,7 +82,7 @@ def _architectures(model) -> list:
     checkpoint checks report that)."""
     import json
 
-    from optmodel.models.checkpoint import resolve_checkpoint
+    from optmodel.facts.checkpoint import resolve_checkpoint
 
     ckpt = resolve_checkpoint(model)
     try:

@@ -17,7 +17,7 @@ from typing import List, Optional, Tuple
 from omegaconf import DictConfig
 
 from optmodel.compare.measures import drop_unit
-from optmodel.config.tasks.base import lm_eval_task_name
+from optmodel.tasks.spec import lm_eval_task_name
 
 # Tasks that measure their model before and after changing it (the gate's base and value).
 GATED_TASKS = ("quantize", "prune", "finetune", "distill")

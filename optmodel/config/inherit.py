@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from optmodel.config.errors import ConfigError
-from optmodel.rundir import read_origin, recorded_model_config, saved_model_path
+from optmodel.facts.errors import ConfigError
+from optmodel.facts.rundir import read_origin, recorded_model_config, saved_model_path
 
 
 def produced_model_config(run_dir: str):
@@ -24,7 +24,7 @@ def produced_model_config(run_dir: str):
     if saved is not None and (saved / "config.json").is_file():
         import json
 
-        from optmodel.models.hf_config import from_hf_config_dict
+        from optmodel.facts.hf_config import from_hf_config_dict
 
         try:
             recorded.update(from_hf_config_dict(json.loads((saved / "config.json").read_text())))
@@ -53,7 +53,7 @@ def inherit_run_model(cfg: DictConfig, typed_model: bool = False) -> DictConfig:
     if produced is None:
         return cfg
     if typed_model:
-        from optmodel.models.hf_config import format_value, model_config_mismatches
+        from optmodel.facts.hf_config import format_value, model_config_mismatches
 
         diffs = model_config_mismatches(cfg.model, produced)
         if diffs:

@@ -53,7 +53,7 @@ def schema_paths(schema, prefix: str = "") -> Dict[str, Any]:
 
 def _known_paths(task_names: Sequence[str]) -> Dict[str, Any]:
     from optmodel.config.schema import OptmodelConfig
-    from optmodel.config.tasks import task_specs
+    from optmodel.tasks.registry import task_specs
 
     paths = {p: t for p, t in schema_paths(OptmodelConfig).items() if not p.startswith("task")}
     specs = task_specs()
@@ -78,7 +78,7 @@ def _task_paths(overrides: Sequence[str]):
     task = _chosen(overrides, "task", "quantize")
     tasks: List[str] = task.split(",")
     if _chosen(overrides, "experiment", ""):
-        from optmodel.config.tasks import task_specs
+        from optmodel.tasks.registry import task_specs
 
         tasks = list(task_specs())  # an experiment may pick any task
     return _known_paths(tasks), task
@@ -166,8 +166,8 @@ def _value_problems(override, known: Dict[str, Any]) -> List[str]:
 def _group_problem(group: str, value) -> Optional[str]:
     if value is None:
         return f"{group}: null is not a config of group {group}. Fix: leave {group}= out for its default."
-    from optmodel.config.errors import one_of
-    from optmodel.paths import conf_dir
+    from optmodel.facts.errors import one_of
+    from optmodel.facts.paths import conf_dir
 
     problem = one_of(group, str(value), sorted(p.stem for p in (conf_dir() / group).glob("*.yaml")))
     return problem and problem.replace(f"{group}: unknown value", f"{group}: no config named", 1) + (

@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from optmodel.config.tasks import task_specs
+from optmodel.tasks.registry import task_specs
 
 
 @dataclass
@@ -93,7 +93,7 @@ class ParallelConfig:
 class BackendConfig:
     name: str = "hf"
     device: str = "auto"  # auto | cpu | cuda
-    dtype: str = "auto"  # compute dtype: auto | float32 | bfloat16 | float16 (auto: optmodel/config/dtype.py)
+    dtype: str = "auto"  # compute dtype: auto | float32 | bfloat16 | float16 (auto: optmodel/facts/dtype.py)
     attn_implementation: str = "auto"  # auto | sdpa | eager | ... (backend=hf; auto: sdpa, eager for gpt-oss's sinks)
     # backend=megatron only:
     token_dispatcher: str = "allgather"  # MoE token dispatcher: allgather (gloo and NCCL) | alltoall (NCCL)

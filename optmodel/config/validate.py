@@ -12,17 +12,17 @@ from typing import List, Optional
 
 from omegaconf import DictConfig
 
-from optmodel.config import choices
-from optmodel.config.errors import ConfigError, one_of
+from optmodel.facts import choices
+from optmodel.facts.errors import ConfigError, one_of
 from optmodel.config.family_checks import family_problems
 from optmodel.config.gate import gate_problems
-from optmodel.config.layout import expert_tensor_size, launched_world_size, pipeline_stage_layers, world_size_problems
-from optmodel.config.machine import cuda_visible, runs_on_cpu, transformer_engine_installed
-from optmodel.config.tasks import task_spec, task_specs
+from optmodel.facts.layout import expert_tensor_size, launched_world_size, pipeline_stage_layers, world_size_problems
+from optmodel.facts.machine import cuda_visible, runs_on_cpu, transformer_engine_installed
+from optmodel.tasks.registry import task_spec, task_specs
 from optmodel.data.text import source_problems
-from optmodel.models.checkpoint import checkpoint_problems
-from optmodel.models.hf_config import FAMILIES
-from optmodel.rundir import run_dir_problems
+from optmodel.facts.checkpoint import checkpoint_problems
+from optmodel.facts.hf_config import FAMILIES
+from optmodel.facts.rundir import run_dir_problems
 
 __all__ = ["ConfigError", "config_problems", "validate", "one_of"]
 
@@ -257,7 +257,7 @@ def config_problems(cfg: DictConfig, world_size: Optional[int] = None, check_inp
 def _loads_distributed_checkpoint(cfg: DictConfig) -> bool:
     """run.load's saved model is megatron's distributed checkpoint: its shape is the manifest's
     (e.g. pruned), and model.checkpoint stays the HF dir of its tokenizer and export reference."""
-    from optmodel.rundir import is_distributed_checkpoint, read_origin, saved_model_path
+    from optmodel.facts.rundir import is_distributed_checkpoint, read_origin, saved_model_path
 
     saved = saved_model_path(read_origin(cfg.run.get("load")) or {})
     return saved is not None and is_distributed_checkpoint(saved)

@@ -22,7 +22,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 from omegaconf import DictConfig
 
-from optmodel.paths import CORPUS_DIR
+from optmodel.facts.paths import CORPUS_DIR
 
 Record = Union[str, List[Dict[str, str]]]
 PACKING_MODES = ("pack", "sort", "pad")

@@ -20,7 +20,7 @@ CPUINFO = Path("/proc/cpuinfo")
 
 def checkpoint_dtype(model_cfg, path: Optional[Path] = None) -> str:
     """The dtype the checkpoint's weights are stored in."""
-    from optmodel.models.checkpoint import resolve_checkpoint
+    from optmodel.facts.checkpoint import resolve_checkpoint
 
     path = Path(path) if path is not None else resolve_checkpoint(model_cfg)
     if path is not None and (path / "config.json").is_file():
@@ -53,6 +53,6 @@ def compute_dtype(backend_cfg, model_cfg, device_type: str, path: Optional[Path]
 
 def expected_device(backend_cfg) -> str:
     """The device a run will get, known without torch (validation): cpu | cuda."""
-    from optmodel.config.machine import runs_on_cpu
+    from optmodel.facts.machine import runs_on_cpu
 
     return "cpu" if runs_on_cpu(backend_cfg) else "cuda"

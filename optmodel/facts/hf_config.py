@@ -28,14 +28,14 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Mapping, Tuple
 
-from optmodel.models.hf_families import (  # noqa: F401  (FAMILIES re-exported)
+from optmodel.facts.hf_families import (  # noqa: F401  (FAMILIES re-exported)
     FAMILIES, LLAMA4_ATTENTION_CHUNK_SIZE, _ARCH_FIELDS, _MLA_ARCH_FIELDS,
     _MLA_DEFAULTS, _MODEL_DEFAULTS, _MODEL_TYPES, _MOE_ARCH_FIELDS,
     _MOE_DEFAULTS, _REMOTE_CODE_MODEL_TYPE, _SPECS, _fmt,
     _get, _model_fields, _nope_interval, _norm_rope,
     _plain, _rope_from_hf, _same, _spec,
 )
-from optmodel.models.hf_moe import (
+from optmodel.facts.hf_moe import (
     _MLA_KEYS, _MOE_FROM_HF, _MOE_TO_HF,
 )
 

@@ -1,6 +1,6 @@
 """The model families optmodel maps to and from Hugging Face config.json: each family's
 traits, how a ModelConfig is read, rope reading and the small helpers the mapping shares
-(optmodel.models.hf_config holds the mapping itself, hf_moe the MoE block styles)."""
+(optmodel.facts.hf_config holds the mapping itself, hf_moe the MoE block styles)."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, Mapping
 
-from optmodel.models.hf_families import (
+from optmodel.facts.hf_families import (
     _get,
 )
 

@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Mapping, Optional
 
 from omegaconf import DictConfig
 
-from optmodel.config.layout import required_world_size
+from optmodel.facts.layout import required_world_size
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ def partition_problem(name: Optional[str], known: Optional[List[str]]) -> Option
     """An unknown hydra.launcher.partition (known: sinfo's partitions; None off a Slurm cluster)."""
     if not name or known is None or name in known:
         return None
-    from optmodel.config.errors import one_of
+    from optmodel.facts.errors import one_of
 
     return (one_of("hydra.launcher.partition", name, known) or "").replace("unknown value", "no Slurm partition named", 1) + \
         " Fix: hydra.launcher.partition=<one of them> (`sinfo -s` lists them), or null for the default partition."

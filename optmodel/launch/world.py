@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Tuple
 
 from omegaconf import DictConfig
 
-from optmodel.config.machine import torch_device
+from optmodel.facts.machine import torch_device
 from optmodel.distributed import LaunchEnv, detect_launch_env, init_world
 
 log = logging.getLogger("optmodel")

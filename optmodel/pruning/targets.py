@@ -86,8 +86,8 @@ def parameters(m: Dict[str, Any]) -> Tuple[int, int]:
 
 def export_problems(model_cfg, export_config, parallel=None, field: str = "task.export_config") -> Tuple[List[str], List[str]]:
     """(problems, warnings) of pruning `model_cfg` to `export_config`."""
-    from optmodel.config.errors import one_of
-    from optmodel.config.layout import pipeline_stage_layers
+    from optmodel.facts.errors import one_of
+    from optmodel.facts.layout import pipeline_stage_layers
 
     m = _plain(model_cfg)
     problems: List[str] = []

@@ -73,7 +73,7 @@ def engine_aux_ids(deploy: str, output_ids: List[int]) -> List[int]:
 
 def deploy_problems(deploy: str, output_ids: List[int], num_layers: int) -> List[str]:
     """Why `deploy` cannot serve a draft trained on `output_ids` of an `num_layers` target."""
-    from optmodel.config.errors import one_of
+    from optmodel.facts.errors import one_of
 
     if deploy == "any":
         return ["task.deploy: no one EAGLE3 draft layout serves every engine (vLLM numbers the aux layers one "

@@ -115,7 +115,7 @@ def offline(target_dir: Path, features_dir: Path, task, run_dir: Path, backend, 
     target's decoder layers are never loaded."""
     import torch
 
-    from optmodel.config.machine import torch_device
+    from optmodel.facts.machine import torch_device
     from optmodel.speculative import features, train
     from optmodel.speculative.convert import DraftSpec, convert, load_offline_base
     from optmodel.speculative.ops import fit_rows

@@ -9,7 +9,7 @@ import importlib
 import pkgutil
 from typing import Dict
 
-from optmodel.config.tasks.base import TaskSpec
+from optmodel.tasks.spec import TaskSpec
 
 
 @functools.lru_cache(maxsize=1)

@@ -13,7 +13,7 @@ from typing import Callable, List, Optional, Tuple
 
 from omegaconf import MISSING, DictConfig
 
-from optmodel.config.errors import positive
+from optmodel.facts.errors import positive
 from optmodel.data.mmlu import MmluOptions, data_problems as mmlu_data_problems
 
 

@@ -153,7 +153,7 @@ def build_optimizer(model, training, device, steps: int):
     on_cuda = device.type == "cuda"
     bf16 = any(p.dtype == torch.bfloat16 for p in model.parameters())
     if bf16 and not on_cuda:  # validation refuses it first; a direct caller gets the reason too
-        from optmodel.config.tasks.finetune import MEGATRON_CPU_DTYPE_REFUSAL
+        from optmodel.tasks.finetune.spec import MEGATRON_CPU_DTYPE_REFUSAL
 
         raise ValueError(MEGATRON_CPU_DTYPE_REFUSAL)
     ddp = DistributedDataParallel(

@@ -101,7 +101,7 @@ def _te_absent(*args, **kwargs) -> bool:
 def eagle_on_local_spec() -> Iterator[None]:
     """Scope in which ModelOpt's Megatron EAGLE builds and runs its draft on the local spec.
     Wrap `mtsp.convert` and every forward of the converted model in it. No-op with TE."""
-    from optmodel.config.machine import transformer_engine_installed
+    from optmodel.facts.machine import transformer_engine_installed
 
     if transformer_engine_installed():
         yield

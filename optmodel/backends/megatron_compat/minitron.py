@@ -54,7 +54,7 @@ def minitron():
     spec: as shipped where Transformer-Engine is installed, adapted to the local spec
     otherwise (idempotent)."""
     global _adapted
-    from optmodel.config.machine import transformer_engine_installed
+    from optmodel.facts.machine import transformer_engine_installed
 
     if transformer_engine_installed():
         return importlib.import_module(MINITRON_MODE)

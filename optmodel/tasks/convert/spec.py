@@ -1,4 +1,4 @@
-"""task=convert: its config and checks (see optmodel/tasks/convert.py)."""
+"""task=convert: its config and checks (see optmodel/tasks/convert/run.py)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import List, Optional
 
 from omegaconf import DictConfig
 
-from optmodel.config import choices
-from optmodel.config.errors import one_of
-from optmodel.config.tasks.base import TaskConfig, TaskSpec, export_layout_problems
+from optmodel.facts import choices
+from optmodel.facts.errors import one_of
+from optmodel.tasks.spec import TaskConfig, TaskSpec, export_layout_problems
 
 
 @dataclass
@@ -43,5 +43,5 @@ def problems(cfg: DictConfig) -> List[str]:
     return found
 
 
-SPEC = TaskSpec(name="convert", schema=ConvertTaskConfig, problems=problems, runner="optmodel.tasks.convert",
+SPEC = TaskSpec(name="convert", schema=ConvertTaskConfig, problems=problems, runner="optmodel.tasks.convert.run",
                 backends=("megatron",))

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-from optmodel.config.tasks.distill import teacher_source
-from optmodel.tasks.finetune import train_task
+from optmodel.tasks.distill.spec import teacher_source
+from optmodel.tasks.finetune.run import train_task
 
 
 def run(ctx) -> Dict[str, Any]:

@@ -1,4 +1,4 @@
-"""task=distill: its config and checks (see optmodel/tasks/distill.py for the workflow)."""
+"""task=distill: its config and checks (see optmodel/tasks/distill/run.py for the workflow)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import DictConfig
 
-from optmodel.config.tasks.base import TaskSpec
-from optmodel.config.tasks.finetune import FinetuneTaskConfig, training_outputs, training_task_problems
-from optmodel.rundir import read_origin, recorded_model_config, run_dir_problems, saved_model_path
+from optmodel.tasks.spec import TaskSpec
+from optmodel.tasks.finetune.spec import FinetuneTaskConfig, training_outputs, training_task_problems
+from optmodel.facts.rundir import read_origin, recorded_model_config, run_dir_problems, saved_model_path
 from optmodel.training.config import DistillationConfig, distillation_problems
 
 
@@ -33,7 +33,7 @@ def teacher_source(cfg: DictConfig) -> Optional[str]:
     if origin:
         return origin.get("input_checkpoint")
     if cfg.task.get("quant_cfg"):
-        from optmodel.models.checkpoint import resolve_checkpoint
+        from optmodel.facts.checkpoint import resolve_checkpoint
 
         checkpoint = resolve_checkpoint(cfg.model)
         return str(checkpoint) if checkpoint else None
@@ -98,5 +98,5 @@ def megatron_layer_name_problems(d) -> List[str]:
             for where, name in named if not str(name).startswith(MEGATRON_MODULES)]
 
 
-SPEC = TaskSpec(name="distill", schema=DistillTaskConfig, problems=problems, runner="optmodel.tasks.distill",
+SPEC = TaskSpec(name="distill", schema=DistillTaskConfig, problems=problems, runner="optmodel.tasks.distill.run",
                 backends=("hf", "megatron"), resumable=True, outputs=training_outputs)

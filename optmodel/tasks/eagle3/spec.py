@@ -1,4 +1,4 @@
-"""task=eagle3: EAGLE3 draft training, online or from dumped features (see optmodel/tasks/eagle3.py)."""
+"""task=eagle3: EAGLE3 draft training, online or from dumped features (see optmodel/tasks/eagle3/run.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import List, Optional
 
 from omegaconf import DictConfig
 
-from optmodel.config.errors import positive
-from optmodel.config.tasks.base import TaskConfig, TaskSpec
+from optmodel.facts.errors import positive
+from optmodel.tasks.spec import TaskConfig, TaskSpec
 from optmodel.training.config import LR_SCHEDULES
 
 MEGATRON_PIPELINE_REFUSAL = (
@@ -134,8 +134,8 @@ def megatron_problems(cfg: DictConfig, trains: bool = True) -> List[str]:
     """What backend=megatron's EAGLE3 (optmodel.speculative.megatron_eagle) cannot do."""
     if cfg.backend.name != "megatron":
         return []
-    from optmodel.config.dtype import compute_dtype, expected_device
-    from optmodel.config.tasks.finetune import MEGATRON_CPU_DTYPE_REFUSAL
+    from optmodel.facts.dtype import compute_dtype, expected_device
+    from optmodel.tasks.finetune.spec import MEGATRON_CPU_DTYPE_REFUSAL
 
     found = [MEGATRON_PIPELINE_REFUSAL] if cfg.parallel.pipeline > 1 and cfg.task.name != "eagle3_features" else []
     if trains:
@@ -167,5 +167,5 @@ def problems(cfg: DictConfig) -> List[str]:
     return found + acceptance_problems(task.acceptance, "task.acceptance")
 
 
-SPEC = TaskSpec(name="eagle3", schema=Eagle3TaskConfig, problems=problems, runner="optmodel.tasks.eagle3",
+SPEC = TaskSpec(name="eagle3", schema=Eagle3TaskConfig, problems=problems, runner="optmodel.tasks.eagle3.run",
                 backends=("hf", "megatron"), resumable=True)

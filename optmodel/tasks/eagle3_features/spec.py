@@ -1,4 +1,4 @@
-"""task=eagle3_features: the target's hidden states for offline EAGLE3 training (see optmodel/tasks/eagle3_features.py)."""
+"""task=eagle3_features: the target's hidden states for offline EAGLE3 training (see optmodel/tasks/eagle3_features/run.py)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from typing import List, Optional
 
 from omegaconf import DictConfig
 
-from optmodel.config.errors import positive
-from optmodel.config.tasks.base import TaskConfig, TaskSpec
-from optmodel.config.tasks.eagle3 import aux_layer_problems, file_problems, megatron_problems
+from optmodel.facts.errors import positive
+from optmodel.tasks.spec import TaskConfig, TaskSpec
+from optmodel.tasks.eagle3.spec import aux_layer_problems, file_problems, megatron_problems
 
 
 @dataclass
@@ -35,4 +35,4 @@ def problems(cfg: DictConfig) -> List[str]:
 
 
 SPEC = TaskSpec(name="eagle3_features", schema=Eagle3FeaturesTaskConfig, problems=problems,
-                runner="optmodel.tasks.eagle3_features", backends=("hf", "megatron"), resumable=True)
+                runner="optmodel.tasks.eagle3_features.run", backends=("hf", "megatron"), resumable=True)

@@ -11,7 +11,7 @@ import json
 import logging
 from typing import Any, Dict
 
-from optmodel.config.errors import ConfigError
+from optmodel.facts.errors import ConfigError
 from optmodel.distributed import is_rank0
 from optmodel.evaluation.harness import (
     evaluate, markdown_table, metrics_of, result_rows, split_task_specs, task_manager,

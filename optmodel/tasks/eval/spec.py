@@ -1,4 +1,4 @@
-"""task=eval: its config and checks (see optmodel/tasks/eval.py)."""
+"""task=eval: its config and checks (see optmodel/tasks/eval/run.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import List, Optional
 
 from omegaconf import DictConfig
 
-from optmodel.config.errors import positive
-from optmodel.config.tasks.base import TaskConfig, TaskSpec, limit_problems, lm_eval_task_file_problems
+from optmodel.facts.errors import positive
+from optmodel.tasks.spec import TaskConfig, TaskSpec, limit_problems, lm_eval_task_file_problems
 
 
 @dataclass
@@ -36,6 +36,6 @@ def problems(cfg: DictConfig) -> List[str]:
     return found + positive("task.batch_size", task.batch_size) + positive("task.max_gen_toks", task.max_gen_toks)
 
 
-SPEC = TaskSpec(name="eval", schema=EvalTaskConfig, problems=problems, runner="optmodel.tasks.eval",
-                backends=("hf", "megatron"), preflight="optmodel.tasks.eval:preflight",
+SPEC = TaskSpec(name="eval", schema=EvalTaskConfig, problems=problems, runner="optmodel.tasks.eval.run",
+                backends=("hf", "megatron"), preflight="optmodel.tasks.eval.run:preflight",
                 outputs=lambda cfg, quantized: ("eval_results", "eval_table"))  # lm-eval task names, datasets

@@ -1,4 +1,4 @@
-"""task=export: its config and checks (see optmodel/tasks/export.py)."""
+"""task=export: its config and checks (see optmodel/tasks/export/run.py)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from typing import List
 
 from omegaconf import DictConfig
 
-from optmodel.config import choices
+from optmodel.facts import choices
 from optmodel.config.deploy import DEPLOY_TARGETS, deploy_problems
-from optmodel.config.errors import one_of
-from optmodel.rundir import read_origin
-from optmodel.config.tasks.base import TaskConfig, TaskSpec, export_layout_problems
+from optmodel.facts.errors import one_of
+from optmodel.facts.rundir import read_origin
+from optmodel.tasks.spec import TaskConfig, TaskSpec, export_layout_problems
 
 
 @dataclass
@@ -50,7 +50,7 @@ def _deploy_problems(cfg: DictConfig) -> List[str]:
                            bool(quant.get("weight_only")), mixed=mixed, export_format=cfg.task.format)
 
 
-SPEC = TaskSpec(name="export", schema=ExportTaskConfig, problems=problems, runner="optmodel.tasks.export",
+SPEC = TaskSpec(name="export", schema=ExportTaskConfig, problems=problems, runner="optmodel.tasks.export.run",
                 backends=("hf", "megatron"), preflight="optmodel.backends.megatron_checkpoint:preflight",
                 outputs=lambda cfg, quantized: ("export",),
                 needs_earlier_model="exports the model of an earlier run. Fix: run.load=<quantize (or prune, distill) "

@@ -1,4 +1,4 @@
-"""task=finetune: its config and checks (see optmodel/tasks/finetune.py for the workflow)."""
+"""task=finetune: its config and checks (see optmodel/tasks/finetune/run.py for the workflow)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from typing import List, Optional, Tuple
 
 from omegaconf import DictConfig
 
-from optmodel.config.dtype import compute_dtype, expected_device
-from optmodel.config.layout import dense_group_size, launched_world_size
+from optmodel.facts.dtype import compute_dtype, expected_device
+from optmodel.facts.layout import dense_group_size, launched_world_size
 from optmodel.config.gate import GateConfig
-from optmodel.config.tasks.base import EvaluateConfig, TaskConfig, TaskSpec, evaluate_problems
-from optmodel.rundir import read_origin
+from optmodel.tasks.spec import EvaluateConfig, TaskConfig, TaskSpec, evaluate_problems
+from optmodel.facts.rundir import read_origin
 from optmodel.training.config import TrainingConfig, training_problems
 
 MEGATRON_CPU_DTYPE_REFUSAL = (
@@ -51,7 +51,7 @@ def training_outputs(cfg: DictConfig, quantized: bool = False) -> Tuple[str, ...
 
 def training_task_problems(cfg: DictConfig) -> List[str]:
     """The checks finetune and distill share."""
-    from optmodel.config.tasks.quantize import quant_format_problems
+    from optmodel.tasks.quantize.spec import quant_format_problems
 
     task = cfg.task
     # every data-parallel rank takes micro_batch_size of the global batch (backend=hf under torchrun:
@@ -81,5 +81,5 @@ def training_task_problems(cfg: DictConfig) -> List[str]:
 
 
 SPEC = TaskSpec(name="finetune", schema=FinetuneTaskConfig, problems=training_task_problems,
-                runner="optmodel.tasks.finetune", backends=("hf", "megatron"), resumable=True,
+                runner="optmodel.tasks.finetune.run", backends=("hf", "megatron"), resumable=True,
                 outputs=training_outputs)

@@ -1,4 +1,4 @@
-"""task=generate: its config and checks (see optmodel/tasks/generate.py)."""
+"""task=generate: its config and checks (see optmodel/tasks/generate/run.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import List, Optional
 
 from omegaconf import DictConfig
 
-from optmodel.config.errors import positive
-from optmodel.config.tasks.base import TaskConfig, TaskSpec
+from optmodel.facts.errors import positive
+from optmodel.tasks.spec import TaskConfig, TaskSpec
 
 
 @dataclass
@@ -46,6 +46,6 @@ def problems(cfg: DictConfig) -> List[str]:
     return found
 
 
-SPEC = TaskSpec(name="generate", schema=GenerateTaskConfig, problems=problems, runner="optmodel.tasks.generate",
+SPEC = TaskSpec(name="generate", schema=GenerateTaskConfig, problems=problems, runner="optmodel.tasks.generate.run",
                 backends=("hf", "megatron"), preflight="optmodel.backends.megatron_checkpoint:preflight",
                 outputs=lambda cfg, quantized: ("generations",))

@@ -1,4 +1,4 @@
-"""task=mmlu: its config and checks (see optmodel/tasks/mmlu.py)."""
+"""task=mmlu: its config and checks (see optmodel/tasks/mmlu/run.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import List, Optional
 
 from omegaconf import DictConfig
 
-from optmodel.config.tasks.base import TaskConfig, TaskSpec
+from optmodel.tasks.spec import TaskConfig, TaskSpec
 from optmodel.data.mmlu import MmluOptions, data_problems
 
 
@@ -26,5 +26,5 @@ def problems(cfg: DictConfig) -> List[str]:
     return data_problems(MmluOptions.from_cfg(cfg.task, "task."))
 
 
-SPEC = TaskSpec(name="mmlu", schema=MmluTaskConfig, problems=problems, runner="optmodel.tasks.mmlu",
+SPEC = TaskSpec(name="mmlu", schema=MmluTaskConfig, problems=problems, runner="optmodel.tasks.mmlu.run",
                 backends=("hf", "megatron"), outputs=lambda cfg, quantized: ("mmlu", "mmlu_table"))

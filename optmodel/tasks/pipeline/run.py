@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from optmodel.config.errors import ConfigError
+from optmodel.facts.errors import ConfigError
 from optmodel.config.inherit import with_model_fields
 from optmodel.config.pipeline import step_config
 from optmodel.distributed import is_rank0

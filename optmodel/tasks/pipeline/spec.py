@@ -1,4 +1,4 @@
-"""task=pipeline: several tasks on one model load (see optmodel/tasks/pipeline.py).
+"""task=pipeline: several tasks on one model load (see optmodel/tasks/pipeline/run.py).
 
     optmodel task=pipeline task.steps=[quantize,mmlu,export] task.quantize.quant_cfg=fp8 task.mmlu.data_dir=DIR
 
@@ -14,15 +14,15 @@ from typing import List
 
 from optmodel.config.gate import GateConfig
 from optmodel.config.pipeline import pipeline_problems
-from optmodel.config.tasks.base import TaskConfig, TaskSpec
-from optmodel.config.tasks.distill import DistillTaskConfig
-from optmodel.config.tasks.eval import EvalTaskConfig
-from optmodel.config.tasks.export import ExportTaskConfig
-from optmodel.config.tasks.finetune import FinetuneTaskConfig
-from optmodel.config.tasks.generate import GenerateTaskConfig
-from optmodel.config.tasks.mmlu import MmluTaskConfig
-from optmodel.config.tasks.prune import PruneTaskConfig
-from optmodel.config.tasks.quantize import QuantizeTaskConfig
+from optmodel.tasks.spec import TaskConfig, TaskSpec
+from optmodel.tasks.distill.spec import DistillTaskConfig
+from optmodel.tasks.eval.spec import EvalTaskConfig
+from optmodel.tasks.export.spec import ExportTaskConfig
+from optmodel.tasks.finetune.spec import FinetuneTaskConfig
+from optmodel.tasks.generate.spec import GenerateTaskConfig
+from optmodel.tasks.mmlu.spec import MmluTaskConfig
+from optmodel.tasks.prune.spec import PruneTaskConfig
+from optmodel.tasks.quantize.spec import QuantizeTaskConfig
 
 
 @dataclass
@@ -42,5 +42,5 @@ class PipelineTaskConfig(TaskConfig):
     export: ExportTaskConfig = field(default_factory=ExportTaskConfig)
 
 
-SPEC = TaskSpec(name="pipeline", schema=PipelineTaskConfig, problems=pipeline_problems, runner="optmodel.tasks.pipeline",
-                backends=("hf", "megatron"), preflight="optmodel.tasks.pipeline:preflight")
+SPEC = TaskSpec(name="pipeline", schema=PipelineTaskConfig, problems=pipeline_problems, runner="optmodel.tasks.pipeline.run",
+                backends=("hf", "megatron"), preflight="optmodel.tasks.pipeline.run:preflight")

@@ -14,7 +14,7 @@ import logging
 import time
 from typing import Any, Dict
 
-from optmodel.config.tasks.prune import resolve_export_config
+from optmodel.tasks.prune.spec import resolve_export_config
 from optmodel.data.text import calibration_data, dataset_texts, pack
 from optmodel.distributed import is_rank0
 from optmodel.evaluation import evaluate_handle
@@ -93,7 +93,7 @@ def run(ctx) -> Dict[str, Any]:
 def preflight(cfg) -> None:
     """Before the run dir is claimed: reused scores that lack the depth measure the target
     needs (a file scored with depth_importance=cosine holds no skip_loss) is a config error."""
-    from optmodel.config.errors import ConfigError
+    from optmodel.facts.errors import ConfigError
 
     task = cfg.task
     export_config = resolve_export_config(cfg) or {}

@@ -1,4 +1,4 @@
-"""task=prune: its config and checks (see optmodel/tasks/prune.py for the workflow)."""
+"""task=prune: its config and checks (see optmodel/tasks/prune/run.py for the workflow)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Dict, List, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from optmodel.config.errors import one_of, positive
+from optmodel.facts.errors import one_of, positive
 from optmodel.config.gate import GateConfig
-from optmodel.config.tasks.base import EvaluateConfig, TaskConfig, TaskSpec, evaluate_problems
+from optmodel.tasks.spec import EvaluateConfig, TaskConfig, TaskSpec, evaluate_problems
 from optmodel.pruning import scores as score_files
 from optmodel.pruning import targets
 
@@ -173,6 +173,6 @@ def _resolved_or_empty(cfg: DictConfig) -> Dict[str, int]:
         return {}
 
 
-SPEC = TaskSpec(name="prune", schema=PruneTaskConfig, problems=problems, runner="optmodel.tasks.prune",
-                backends=("hf", "megatron"), preflight="optmodel.tasks.prune:preflight",
+SPEC = TaskSpec(name="prune", schema=PruneTaskConfig, problems=problems, runner="optmodel.tasks.prune.run",
+                backends=("hf", "megatron"), preflight="optmodel.tasks.prune.run:preflight",
                 outputs=lambda cfg, quantized: ("prune_scores",) * (not cfg.task.scores) + ("saved_model",) * cfg.task.save_model)

@@ -1,4 +1,4 @@
-"""task=quantize: its config and checks (see optmodel/tasks/quantize.py for the workflow)."""
+"""task=quantize: its config and checks (see optmodel/tasks/quantize/run.py for the workflow)."""
 
 from __future__ import annotations
 
@@ -8,15 +8,15 @@ from typing import List, Optional, Tuple
 
 from omegaconf import DictConfig
 
-from optmodel.config import choices
+from optmodel.facts import choices
 from optmodel.config.deploy import deploy_problems
-from optmodel.config.errors import one_of
+from optmodel.facts.errors import one_of
 from optmodel.config.format_aliases import QFORMAT_ALIASES, canonical_format
-from optmodel.config.machine import runs_on_cpu
+from optmodel.facts.machine import runs_on_cpu
 from optmodel.config.recipes import recipe_problems
 from optmodel.config.gate import GateConfig
-from optmodel.config.tasks.base import EvaluateConfig, TaskConfig, TaskSpec, evaluate_problems, export_layout_problems
-from optmodel.rundir import read_origin
+from optmodel.tasks.spec import EvaluateConfig, TaskConfig, TaskSpec, evaluate_problems, export_layout_problems
+from optmodel.facts.rundir import read_origin
 
 
 @dataclass
@@ -161,7 +161,7 @@ def problems(cfg: DictConfig) -> List[str]:
     if (p := one_of("task.export_dtype", task.export_dtype, ("bfloat16", "float16"))):
         found.append(p)
     if task.compress:
-        from optmodel.config.dtype import compute_dtype, expected_device
+        from optmodel.facts.dtype import compute_dtype, expected_device
 
         if compute_dtype(cfg.backend, cfg.model, expected_device(cfg.backend)) == "float32":
             found.append("task.compress: compressed weights dequantize to bfloat16/float16 in ModelOpt. Fix: backend.dtype=bfloat16.")
@@ -200,5 +200,5 @@ def outputs(cfg: DictConfig, quantized: bool = False) -> Tuple[str, ...]:
             + ("generations",) * bool(task.generate.prompts))
 
 
-SPEC = TaskSpec(name="quantize", schema=QuantizeTaskConfig, problems=problems, runner="optmodel.tasks.quantize",
+SPEC = TaskSpec(name="quantize", schema=QuantizeTaskConfig, problems=problems, runner="optmodel.tasks.quantize.run",
                 backends=("hf", "megatron"), outputs=outputs)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any, Dict
 
-from optmodel.config.tasks.validate import draft_dir
+from optmodel.tasks.validate.spec import draft_dir
 from optmodel.distributed import is_rank0
 from optmodel.speculative.workflow import al_prompts
 

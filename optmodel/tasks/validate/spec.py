@@ -1,4 +1,4 @@
-"""task=validate: acceptance length of an EAGLE3 draft against its target (see optmodel/tasks/validate.py)."""
+"""task=validate: acceptance length of an EAGLE3 draft against its target (see optmodel/tasks/validate/run.py)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import List, Optional
 
 from omegaconf import DictConfig
 
-from optmodel.config.tasks.base import TaskConfig, TaskSpec
-from optmodel.config.tasks.eagle3 import AcceptanceConfig, acceptance_problems, megatron_problems
-from optmodel.rundir import read_origin
+from optmodel.tasks.spec import TaskConfig, TaskSpec
+from optmodel.tasks.eagle3.spec import AcceptanceConfig, acceptance_problems, megatron_problems
+from optmodel.facts.rundir import read_origin
 
 
 @dataclass
@@ -83,5 +83,5 @@ def problems(cfg: DictConfig) -> List[str]:
     return found + acceptance_problems(cfg.task.acceptance, "task.acceptance")
 
 
-SPEC = TaskSpec(name="validate", schema=ValidateTaskConfig, problems=problems, runner="optmodel.tasks.validate",
+SPEC = TaskSpec(name="validate", schema=ValidateTaskConfig, problems=problems, runner="optmodel.tasks.validate.run",
                 backends=("hf", "megatron"))
