@@ -30,11 +30,12 @@ def main() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from optmodel.config.schema import register_schemas
+    from optmodel.tasks.registry import task_specs
     from optmodel.data.text import calibration_data, dataset_texts
     from optmodel.facts.checkpoint import resolve_checkpoint
     from optmodel.facts.paths import conf_dir
 
-    register_schemas()
+    register_schemas(task_specs())
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         cfg = compose("config", overrides=[f"model={args.model}", f"data.num_samples={args.samples}",
                                            f"data.seq_len={args.seq_len}", f"data.batch_size={args.batch_size}"])

@@ -58,10 +58,11 @@ def optmodel_distill(steps: int, seq_len: int, batch: int, lr: float, seed: int,
     from hydra import compose, initialize_config_dir
 
     from optmodel.config.schema import register_schemas
+    from optmodel.tasks.registry import task_specs
     from optmodel.facts.paths import TINY_MODELS_DIR, conf_dir
     from optmodel.run import execute
 
-    register_schemas()
+    register_schemas(task_specs())
     overrides = ["task=distill", f"task.teacher={TINY_MODELS_DIR / 'tiny_qwen3'}", f"data.seq_len={seq_len}",
                  f"task.training.max_steps={steps}", f"task.training.micro_batch_size={batch}",
                  f"task.training.global_batch_size={batch}", f"task.training.lr={lr}", "task.training.warmup_steps=2",

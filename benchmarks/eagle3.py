@@ -81,10 +81,11 @@ def main() -> None:
     import torch
 
     from optmodel.config.schema import register_schemas
+    from optmodel.tasks.registry import task_specs
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    register_schemas()
+    register_schemas(task_specs())
     common = list(args.set)
     if args.steps is not None:
         common.append(f"task.max_steps={args.steps}")

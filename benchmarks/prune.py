@@ -28,7 +28,8 @@ def bare(model: str, target: dict, samples: int, seq_len: int, batch_size: int, 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from optmodel.data.text import pack, read_records
+    from optmodel.data.text import pack
+    from optmodel.facts.records import read_records
     from optmodel.facts.paths import CORPUS_DIR, TINY_MODELS_DIR
     from optmodel.pruning import apply, importance
 

@@ -53,7 +53,7 @@ import json, sys
 from pathlib import Path
 from omegaconf import OmegaConf
 from transformers import AutoTokenizer
-from optmodel.manifest import read_manifest
+from optmodel.facts.rundir import read_manifest
 from optmodel.speculative.data import prompt_ids
 from optmodel.speculative.workflow import al_prompts
 

@@ -21,35 +21,13 @@ import re
 import shutil
 import socket
 from pathlib import Path
-from typing import Any, Dict, Optional
 
 from optmodel.facts.errors import ConfigError
-from optmodel.manifest import MANIFEST_NAME
+from optmodel.facts.rundir import MANIFEST_NAME, effective_status, pid_alive
 
 LOCK_NAME = ".optmodel.lock"
 _PARTIAL = re.compile(r"^\.(?P<name>.+)\.partial-(?P<pid>\d+)$")  # manifest.atomic_dir
 _TEMP = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<pid>\d+)$")  # manifest.atomic_write_text
-
-
-def pid_alive(pid: Optional[int], host: Optional[str]) -> Optional[bool]:
-    """Whether `pid` on `host` still runs; None when it cannot be told (another host, no pid)."""
-    if not pid or host != socket.gethostname():
-        return None
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def effective_status(manifest: Dict[str, Any]) -> str:
-    """The manifest's status, with a `running` run whose process is gone read as `interrupted`."""
-    status = manifest.get("status")
-    if status == "running" and pid_alive(manifest.get("pid"), manifest.get("host")) is False:
-        return "interrupted"
-    return status
 
 
 def clean_stale_partials(run_dir: Path) -> list:
@@ -118,16 +96,18 @@ def _same_file(fd: int, path: Path) -> bool:
     return (own.st_dev, own.st_ino) == (st.st_dev, st.st_ino)
 
 
-def claim_run_dir(run_dir: Path, task: str, resume: bool = False, relaunch: bool = False) -> RunDirClaim:
+def claim_run_dir(run_dir: Path, task: str, resume: bool = False, relaunch: bool = False,
+                  resumable: bool = False) -> RunDirClaim:
     """Lock `run_dir` and check that this run may write there (ConfigError when not).
 
     resume: the user asked to continue an unfinished run of the same task in this dir.
-    relaunch: the launcher re-runs its own job here (a failed sweep job, a requeued job)."""
+    relaunch: the launcher re-runs its own job here (a failed sweep job, a requeued job).
+    resumable: the task can continue an unfinished run (its spec says), offered in the fix."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     fd = _lock(run_dir)
     try:
-        _check_earlier_run(run_dir, task, resume, relaunch)
+        _check_earlier_run(run_dir, task, resume, relaunch, resumable)
     except BaseException:
         RunDirClaim(run_dir, fd).release()
         raise
@@ -135,7 +115,7 @@ def claim_run_dir(run_dir: Path, task: str, resume: bool = False, relaunch: bool
     return RunDirClaim(run_dir, fd)
 
 
-def _check_earlier_run(run_dir: Path, task: str, resume: bool, relaunch: bool) -> None:
+def _check_earlier_run(run_dir: Path, task: str, resume: bool, relaunch: bool, resumable: bool) -> None:
     import json
 
     path = run_dir / MANIFEST_NAME
@@ -156,26 +136,19 @@ def _check_earlier_run(run_dir: Path, task: str, resume: bool, relaunch: bool) -
         fix = f"run.resume continues a run of the same task (that one is task={earlier.get('task')}): run.output_dir=<a new dir>"
     else:
         fix = "run.output_dir=<a new dir> (or leave run.output_dir unset: a fresh timestamped dir)"
-        if _resumable(task):
+        if resumable:
             fix += ", or run.resume=true to continue an unfinished run of the same task there"
     raise ConfigError([f"run.output_dir: {run_dir} already holds {what}; its record and outputs are kept. Fix: {fix}."])
 
 
-def _resumable(task: str) -> bool:
-    from optmodel.tasks.registry import task_specs
-
-    spec = task_specs().get(task)
-    return spec is not None and spec.resumable
-
-
-def probe_run_dir(run_dir: Path, task: str, resume: bool = False) -> list:
+def probe_run_dir(run_dir: Path, task: str, resume: bool = False, resumable: bool = False) -> list:
     """The problems claim_run_dir would raise, found without keeping the lock: the command
     line checks run.output_dir before Hydra writes its .hydra/ and log into that dir."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         return []
     try:
-        claim_run_dir(run_dir, task, resume=resume).release()
+        claim_run_dir(run_dir, task, resume=resume, resumable=resumable).release()
     except ConfigError as err:
         return err.problems
     return []

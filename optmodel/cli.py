@@ -13,10 +13,11 @@ from omegaconf import DictConfig
 
 from optmodel.config.schema import register_schemas
 from optmodel.facts.paths import conf_dir
+from optmodel.tasks.registry import task_spec, task_specs
 
 log = logging.getLogger("optmodel")
 
-register_schemas()
+register_schemas(task_specs())
 
 
 def run_dir_of(cfg: DictConfig) -> Path:
@@ -38,7 +39,7 @@ def main() -> None:
         from optmodel.compare.cli import main as compare
 
         sys.exit(compare(sys.argv[2:]))
-    from optmodel.config.overrides import override_problems
+    from optmodel.checked import override_problems
 
     problems = override_problems(sys.argv[1:])
     if problems:
@@ -63,7 +64,7 @@ def print_job_config(argv) -> None:
     from omegaconf import OmegaConf, open_dict
 
     from optmodel.facts.errors import ConfigError
-    from optmodel.config.resolve import resolve_run_config
+    from optmodel.checked import resolve_run_config
     from optmodel.run import model_was_typed
 
     overrides = [a for i, a in enumerate(argv) if not a.startswith("-") and argv[i - 1:i] not in (["--cfg"], ["-c"])]
@@ -112,7 +113,9 @@ class SettleBeforeRunDir(Callback):
         try:
             # rank 0 alone probes the dir (the lock): ranks started together would find each other's probe
             probe = not cfg.run.dry_run and detect_launch_env().rank == 0
-            problems = probe_run_dir(Path(config.hydra.run.dir), cfg.task.name, resume=bool(cfg.run.resume)) if probe else []
+            problems = probe_run_dir(Path(config.hydra.run.dir), cfg.task.name, resume=bool(cfg.run.resume),
+                                     resumable=cfg.task.name in task_specs() and task_spec(cfg.task.name).resumable
+                                     ) if probe else []
             if problems:
                 raise ConfigError(problems)
             cfg = checked_config(cfg)
@@ -156,8 +159,6 @@ def hydra_main(cfg: DictConfig) -> None:
         if in_sweep():
             raise
         # A stop that was asked for: one line, no traceback; the manifest says how it ended.
-        from optmodel.tasks.registry import task_spec
-
         again = (f"continue it with run.resume=true run.output_dir={run_dir}" if task_spec(cfg.task.name).resumable
                  else "task={} starts over: rerun it with run.output_dir=<a new dir>".format(cfg.task.name))
         print(f"optmodel: {signals.interruption(err) or 'interrupted'}; {run_dir} records the run as failed; "

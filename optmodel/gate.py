@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, Iterable, Optional
 
-from optmodel.compare.measures import drop, drop_unit, measured
+from optmodel.facts.measures import drop, drop_unit, measured
 
 EXIT_GATED = 3
 

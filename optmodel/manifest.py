@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any, Dict, Iterator
 
 from optmodel.distributed import barrier, broadcast_from_rank0, is_rank0
+from optmodel.facts.rundir import MANIFEST_NAME
 
-MANIFEST_NAME = "optmodel.json"
 VERSIONED_PACKAGES = (
     "optmodel", "torch", "transformers", "nvidia-modelopt", "megatron-core",
     "hydra-core", "omegaconf", "lm_eval", "wandb",
@@ -147,75 +147,3 @@ class Manifest:
         if not self.persist:
             return
         atomic_write_text(self.path, json.dumps(self.data, indent=2, default=str) + "\n")
-
-
-def read_manifest(run_dir: Path) -> Dict[str, Any]:
-    """optmodel.json of `run_dir`, its outputs resolved against where the dir is now."""
-    with open(Path(run_dir) / MANIFEST_NAME) as f:
-        data = json.load(f)
-    return with_resolved_outputs(data, run_dir)
-
-
-# --- paths inside a run dir: recorded relative to it, so a moved or copied dir loads its own files
-def relative_outputs(outputs: Dict[str, Any], run_dir: Path) -> Dict[str, Any]:
-    """`outputs` with every absolute path inside `run_dir` made relative to it."""
-    root = Path(run_dir).resolve()
-    relative = {}
-    for key, value in outputs.items():
-        if isinstance(value, str) and value and os.sep in value:  # a path (not `hf`, `bfloat16`)
-            try:
-                value = str(Path(value).resolve().relative_to(root))
-            except ValueError:
-                pass  # outside the run dir (a checkpoint, another run): kept as given
-        relative[key] = value
-    return relative
-
-
-def with_resolved_outputs(manifest: Dict[str, Any], run_dir: Path) -> Dict[str, Any]:
-    """The manifest with outputs as absolute paths under `run_dir`, wherever it is now.
-
-    Relative values name files of the run dir when such a file exists (others, like
-    `export_format: hf`, are not paths). Manifests written before paths were relative hold
-    absolute ones: those inside the dir the run was made in (.hydra/hydra.yaml or
-    config.yaml say which) are moved under `run_dir` too."""
-    run_dir = Path(run_dir).expanduser().absolute()
-    made_in: list = []  # looked up once, when an absolute path needs it
-
-    def resolve(outputs):
-        if not isinstance(outputs, dict):
-            return outputs
-        resolved = {}
-        for key, value in outputs.items():
-            if isinstance(value, str) and value:
-                if not os.path.isabs(value):
-                    if (run_dir / value).exists():
-                        value = str(run_dir / value)
-                else:
-                    made_in[:] = made_in or [_made_in(run_dir) or ""]
-                    if made_in[0] and Path(value).is_relative_to(made_in[0]):
-                        value = str(run_dir / Path(value).relative_to(made_in[0]))
-            resolved[key] = value
-        return resolved
-
-    if "outputs" in manifest:
-        manifest = {**manifest, "outputs": resolve(manifest["outputs"])}
-    if isinstance(manifest.get("steps"), dict):  # task=pipeline: each step's outputs
-        manifest["steps"] = {name: {**step, "outputs": resolve(step.get("outputs"))} if isinstance(step, dict) else step
-                             for name, step in manifest["steps"].items()}
-    return manifest
-
-
-def _made_in(run_dir: Path) -> str | None:
-    """The dir an older run wrote its absolute paths under."""
-    import yaml
-
-    for name, keys in ((".hydra/hydra.yaml", ("hydra", "runtime", "output_dir")), ("config.yaml", ("run", "output_dir"))):
-        try:
-            value = yaml.safe_load((run_dir / name).read_text())
-            for key in keys:
-                value = value[key]
-        except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError):
-            continue
-        if isinstance(value, str) and value:
-            return value
-    return None

@@ -15,7 +15,11 @@ from typing import Dict, List, Optional
 
 from omegaconf import DictConfig
 
+from optmodel.checked import config_problems
+from optmodel.config.validate import machine_problems
+from optmodel.facts.checkpoint import checkpoint_problems
 from optmodel.facts.dtype import compute_dtype
+from optmodel.facts.errors import ConfigError
 from optmodel.facts.layout import expert_tensor_size, launched_world_size, pipeline_stage_layers, required_world_size
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -196,10 +200,6 @@ def dry_run(cfg: DictConfig) -> Dict:
     downloading; Transformer-Engine or CUDA for the layout: the plan is for the cluster)
     does not stop a dry run: it is listed under the plan instead.
     """
-    from optmodel.facts.errors import ConfigError
-    from optmodel.config.validate import config_problems, machine_problems
-    from optmodel.facts.checkpoint import checkpoint_problems
-
     world = int(cfg.run.world_size) if cfg.run.world_size is not None else required_world_size(cfg.parallel)
     problems = config_problems(cfg, world_size=world, check_inputs=False)
     if problems:

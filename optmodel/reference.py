@@ -8,7 +8,7 @@ One table per config group (its default option's values: what a run gets with no
 per launcher preset (conf/hydra/launcher/) and per task (the task schema's defaults;
 conf/task/*.yaml restate none). The help column is
 the field's `metadata={"help": ...}`, else the comment on its line in the dataclass.
-Light imports only (omegaconf, yaml), like the rest of optmodel.config.
+Light imports only (omegaconf, yaml): the config schemas and the task specs.
 """
 
 from __future__ import annotations

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 import random
 from dataclasses import dataclass
@@ -12,16 +11,22 @@ from typing import Any, Callable, Dict, List, Optional
 from omegaconf import DictConfig, OmegaConf
 
 from optmodel.allocator import release_freed_memory
-from optmodel.config.resolve import resolve_run_config
-from optmodel.tasks.registry import task_spec
-from optmodel.config.validate import validate
-from optmodel.gate import Gated
+from optmodel.claim import claim_run_dir
+from optmodel.checked import resolve_run_config, validate
+from optmodel.config.chosen import group_was_chosen
+from optmodel.distributed import barrier, broadcast_from_rank0, is_rank0
+from optmodel.facts.checkpoint import resolve_checkpoint
+from optmodel.facts.errors import ConfigError
+from optmodel.facts.measures import ordered_metrics
+from optmodel.gate import Gated, enforce
 from optmodel.launch import signals
 from optmodel.launch.preemption import was_requeued
 from optmodel.launch.signals import Terminated  # noqa: F401  (a BaseException: libraries cannot swallow it)
 from optmodel.launch.world import join_world
-from optmodel.manifest import Manifest, atomic_write_text, relative_outputs
-from optmodel.facts.checkpoint import resolve_checkpoint
+from optmodel.manifest import Manifest, atomic_dir, atomic_write_text
+from optmodel.facts.rundir import relative_outputs
+from optmodel.plan import dry_run
+from optmodel.tasks.registry import preflight, task_runner, task_spec
 from optmodel.tracking import Tracker
 
 log = logging.getLogger("optmodel")
@@ -61,8 +66,6 @@ class RunContext:
 
     def write_file(self, key: str, name: str, text: str) -> Path:
         """<run dir>/<name> (text) written by rank 0, recorded as outputs[key]."""
-        from optmodel.distributed import is_rank0
-
         path = self.run_dir / name
         if is_rank0():
             atomic_write_text(path, text)
@@ -71,9 +74,6 @@ class RunContext:
 
     def write_output(self, key: str, name: str, write: Callable[[Path], Any]) -> Path:
         """<run dir>/<name>/ filled by `write(partial_dir)` on rank 0, renamed when complete."""
-        from optmodel.distributed import barrier, is_rank0
-        from optmodel.manifest import atomic_dir
-
         final = self.run_dir / name
         if is_rank0():
             with atomic_dir(final) as partial:
@@ -85,14 +85,10 @@ class RunContext:
     def enforce_gate(self, final: bool = False, current: Optional[Dict[str, Any]] = None) -> None:
         """task.gate: a run over its accuracy budget stops here (Gated, status `gated`); see
         optmodel/gate.py. current: metrics measured since the recorded ones (a pipeline step's)."""
-        from optmodel.gate import enforce
-
         enforce(self.cfg.task.get("gate"), self.gate_measurements() + ([current] if current else []), self.record,
                 final=final)
 
     def gate_measurements(self) -> List[Dict[str, Any]]:
-        from optmodel.compare.measures import ordered_metrics
-
         return ordered_metrics(self.manifest.data)
 
     def save_model(self, handle, name: str = "model", key: str = "saved_model") -> Path:
@@ -130,24 +126,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def task_runner(name: str) -> Callable:
-    """The `run(ctx)` of a task, imported only when dispatched (validation stays light)."""
-    return importlib.import_module(task_spec(name).runner).run
-
-
-def preflight(cfg: DictConfig) -> None:
-    """The task's heavier input checks (e.g. lm-eval task names), before any run dir is claimed."""
-    hook = task_spec(cfg.task.name).preflight
-    if hook:
-        module, function = hook.split(":")
-        getattr(importlib.import_module(module), function)(cfg)
-
-
 def model_was_typed() -> bool:
     """Whether the user (or an experiment) chose model=; False outside a Hydra run."""
-    from optmodel.config.chosen import group_was_chosen
-
     return group_was_chosen("model")
+
+
 
 
 def checked_config(cfg: DictConfig, typed_model: Optional[bool] = None) -> DictConfig:
@@ -169,8 +152,6 @@ def execute(cfg: DictConfig, run_dir: Path, typed_model: Optional[bool] = None) 
     """
     cfg = checked_config(cfg, typed_model)
     if cfg.run.get("dry_run"):
-        from optmodel.plan import dry_run
-
         return dry_run(cfg)
     launch, run_dir, ranks = join_world(cfg, Path(run_dir))  # all ranks: one process group, one run dir
     claim = claim_for_run(cfg, run_dir, launch.is_rank0)  # before anything is written there
@@ -184,14 +165,11 @@ def execute(cfg: DictConfig, run_dir: Path, typed_model: Optional[bool] = None) 
 def claim_for_run(cfg: DictConfig, run_dir: Path, is_rank0: bool):
     """Rank 0 locks the run dir and checks it holds no other run's record; every rank gets
     the verdict (ConfigError on all of them, so none waits for the others)."""
-    from optmodel.claim import claim_run_dir
-    from optmodel.facts.errors import ConfigError
-    from optmodel.distributed import broadcast_from_rank0
-
     held, problems = None, None
     if is_rank0:
         try:
-            held = claim_run_dir(run_dir, cfg.task.name, resume=bool(cfg.run.get("resume")), relaunch=in_multirun())
+            held = claim_run_dir(run_dir, cfg.task.name, resume=bool(cfg.run.get("resume")), relaunch=in_multirun(),
+                                 resumable=task_spec(cfg.task.name).resumable)
         except ConfigError as err:
             problems = err.problems
     problems = broadcast_from_rank0(problems)

@@ -8,6 +8,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from optmodel.config.schema import register_schemas
+from optmodel.tasks.registry import task_specs
 from optmodel.facts.paths import conf_dir
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -18,7 +19,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # or their intra-op threads only spin against each other on tiny models.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-register_schemas()
+register_schemas(task_specs())
 
 
 def compose_cfg(*overrides: str):

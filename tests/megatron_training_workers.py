@@ -30,7 +30,7 @@ def interrupted_copy(finished: str, run_dir: str) -> None:
     import shutil
     from pathlib import Path
 
-    from optmodel.manifest import MANIFEST_NAME
+    from optmodel.facts.rundir import MANIFEST_NAME
     from optmodel.training.checkpoints import COMPLETE_MARKER, checkpoints
 
     shutil.copytree(finished, run_dir, ignore=shutil.ignore_patterns(".optmodel.lock", "model"))
@@ -47,7 +47,7 @@ def run_scenarios(rank: int, world: int, port: int, scenarios: list, common: lis
     from optmodel.backends import load
     from optmodel.data.text import dataset_texts, pack
     from optmodel.evaluation.perplexity import handle_perplexity
-    from optmodel.manifest import read_manifest
+    from optmodel.facts.rundir import read_manifest
     from optmodel.run import execute
 
     with recorded_results(rank, out_path) as results:

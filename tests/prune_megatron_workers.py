@@ -17,7 +17,8 @@ def calibration(model: str):
     """8 x 128 tokens of the bundled corpus, the tokens the tests score on."""
     from transformers import AutoTokenizer
 
-    from optmodel.data.text import pack, read_records
+    from optmodel.data.text import pack
+    from optmodel.facts.records import read_records
     from optmodel.facts.paths import CORPUS_DIR, TINY_MODELS_DIR
 
     tok = AutoTokenizer.from_pretrained(TINY_MODELS_DIR / model)

@@ -8,9 +8,9 @@ import json
 import pytest
 
 from optmodel.facts.errors import ConfigError
-from optmodel.config.resolve import resolve_run_config
-from optmodel.config.validate import config_problems
-from optmodel.manifest import read_manifest
+from optmodel.checked import resolve_run_config
+from optmodel.checked import config_problems
+from optmodel.facts.rundir import read_manifest
 from optmodel.facts.hf_config import FAMILIES, model_config_mismatches
 from optmodel.facts.paths import TINY_MODELS_DIR
 from optmodel.run import execute

@@ -4,7 +4,7 @@ where ModelOpt 0.46 leaves the flag without effect (issue 20)."""
 
 from __future__ import annotations
 
-from optmodel.config.validate import config_problems
+from optmodel.checked import config_problems
 
 from conftest import compose_cfg
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from hydra.errors import MissingConfigException
 
-from optmodel.config.validate import config_problems
+from optmodel.checked import config_problems
 
 from conftest import compose_cfg
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from optmodel.manifest import read_manifest
+from optmodel.facts.rundir import read_manifest
 from optmodel.run import execute
 
 from conftest import compose_cfg

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from optmodel.launch.sweep import SweepJob
 from optmodel.launch.watch import Watcher
-from optmodel.manifest import read_manifest
+from optmodel.facts.rundir import read_manifest
 
 from slurm_cluster import await_true
 
@@ -81,7 +81,7 @@ def test_one_local_rank_failing_ends_the_other_ranks(tmp_path):
     import cloudpickle
     import submitit
 
-    from optmodel.claim import pid_alive
+    from optmodel.facts.rundir import pid_alive
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     executor = submitit.LocalExecutor(folder=tmp_path / "submitit")

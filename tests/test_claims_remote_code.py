@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 
-from optmodel.config.validate import config_problems
+from optmodel.checked import config_problems
 from optmodel.facts.paths import TINY_MODELS_DIR
 
 from conftest import compose_cfg

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from optmodel.config.validate import config_problems
+from optmodel.checked import config_problems
 from optmodel.gate import verdict
 
 from conftest import compose_cfg

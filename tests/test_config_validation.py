@@ -13,7 +13,8 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf.errors import ValidationError
 
 from optmodel.facts.layout import pipeline_stage_layers
-from optmodel.config.validate import ConfigError, config_problems, parallel_problems, validate
+from optmodel.config.validate import ConfigError, parallel_problems
+from optmodel.checked import config_problems, validate
 from optmodel.facts.hf_config import to_hf_config_dict
 from optmodel.facts.paths import conf_dir
 

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from optmodel.config.validate import config_problems
-from optmodel.manifest import MANIFEST_NAME
+from optmodel.checked import config_problems
+from optmodel.facts.rundir import MANIFEST_NAME
 
 from conftest import compose_cfg
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import compose_cfg
-from optmodel.manifest import read_manifest
+from optmodel.facts.rundir import read_manifest
 from optmodel.facts.paths import TINY_MODELS_DIR
 from optmodel.run import execute
 

@@ -13,8 +13,10 @@ import pytest
 from omegaconf import OmegaConf
 
 from optmodel.config.inherit import inherit_run_model
-from optmodel.config.validate import ConfigError, validate
-from optmodel.manifest import Manifest, read_manifest
+from optmodel.config.validate import ConfigError
+from optmodel.checked import validate
+from optmodel.manifest import Manifest
+from optmodel.facts.rundir import read_manifest
 from optmodel.facts.paths import TINY_MODELS_DIR
 from optmodel.run import execute
 
@@ -139,7 +141,7 @@ def test_sigterm_saves_a_checkpoint_at_the_step_end_and_resume_finishes(tmp_path
     from transformers import TrainerCallback
 
     from optmodel.data.sft import build_sft_dataset
-    from optmodel.data.text import read_records
+    from optmodel.facts.records import read_records
     from optmodel.facts.paths import CORPUS_DIR
     from optmodel.training.callbacks import Preempted
     from optmodel.training.checkpoints import is_complete

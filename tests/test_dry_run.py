@@ -104,7 +104,8 @@ def test_world_size_that_does_not_fit_the_layout_is_refused_before_any_group():
     ],
 )
 def test_megatron_settings_this_machine_cannot_run_are_refused(overrides, field):
-    from optmodel.config.validate import ConfigError, validate
+    from optmodel.config.validate import ConfigError
+    from optmodel.checked import validate
 
     import importlib.util
 

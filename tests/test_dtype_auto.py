@@ -8,7 +8,7 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
-from optmodel.config import dtype as auto_dtype
+from optmodel.facts import dtype as auto_dtype
 
 from conftest import compose_cfg
 
@@ -59,7 +59,8 @@ def test_default_is_auto_and_this_machine_loads_what_it_says():
 
 
 def test_unknown_dtype_is_refused_naming_the_field():
-    from optmodel.config.validate import ConfigError, validate
+    from optmodel.config.validate import ConfigError
+    from optmodel.checked import validate
 
     with pytest.raises(ConfigError, match="backend.dtype"):
         validate(compose_cfg("backend.dtype=fp8"))

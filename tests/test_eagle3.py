@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from optmodel.config.validate import ConfigError, config_problems, validate
-from optmodel.manifest import read_manifest
+from optmodel.config.validate import ConfigError
+from optmodel.checked import config_problems, validate
+from optmodel.facts.rundir import read_manifest
 from optmodel.run import execute
 
 from conftest import compose_cfg

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from optmodel.config.validate import config_problems
+from optmodel.checked import config_problems
 
 from conftest import compose_cfg
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from optmodel.config.validate import config_problems
-from optmodel.manifest import read_manifest
+from optmodel.checked import config_problems
+from optmodel.facts.rundir import read_manifest
 from optmodel.facts.paths import TINY_MODELS_DIR
 from optmodel.run import execute
 

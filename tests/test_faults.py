@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from optmodel.claim import claim_run_dir, clean_stale_partials, effective_status
-from optmodel.manifest import read_manifest
+from optmodel.claim import claim_run_dir, clean_stale_partials
+from optmodel.facts.rundir import effective_status
+from optmodel.facts.rundir import read_manifest
 from optmodel.facts.paths import TINY_MODELS_DIR
 
 SMALL = ["data.num_samples=2", "data.seq_len=64", "data.eval_max_sequences=2", "data.batch_size=2"]

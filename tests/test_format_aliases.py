@@ -7,8 +7,8 @@ import pytest
 
 from optmodel.facts.choices import QUANT_FORMATS
 from optmodel.config.format_aliases import QFORMAT_ALIASES, resolve_format_aliases
-from optmodel.config.validate import config_problems
-from optmodel.manifest import read_manifest
+from optmodel.checked import config_problems
+from optmodel.facts.rundir import read_manifest
 from optmodel.run import execute
 
 from conftest import compose_cfg

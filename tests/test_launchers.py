@@ -19,7 +19,8 @@ from hydra import compose, initialize_config_dir
 
 from optmodel.launch import preemption, resources
 from optmodel.launch.summary import collect_rows, write_summary
-from optmodel.manifest import Manifest, read_manifest
+from optmodel.manifest import Manifest
+from optmodel.facts.rundir import read_manifest
 from optmodel.facts.paths import CORPUS_DIR, conf_dir
 
 from conftest import compose_cfg

@@ -13,7 +13,8 @@ import pytest
 from optmodel.claim import LOCK_NAME, claim_run_dir
 from optmodel.facts.errors import ConfigError
 from optmodel.launch import signals
-from optmodel.manifest import atomic_file, atomic_write_text, read_manifest
+from optmodel.manifest import atomic_file, atomic_write_text
+from optmodel.facts.rundir import read_manifest
 from optmodel.facts.rundir import read_origin
 
 from conftest import compose_cfg

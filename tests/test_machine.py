@@ -9,7 +9,7 @@ import sys
 import pytest
 from omegaconf import OmegaConf
 
-from optmodel.config import machine
+from optmodel.facts import machine
 
 
 def backend(device: str):
@@ -39,7 +39,7 @@ def test_cuda_that_torch_cannot_use_is_refused_with_the_fix():
 
 
 def test_machine_answers_without_importing_torch_or_transformer_engine():
-    code = ("import sys; from optmodel.config import machine; machine.transformer_engine_installed(); "
+    code = ("import sys; from optmodel.facts import machine; machine.transformer_engine_installed(); "
             "machine.runs_on_cpu(type('B', (), {'device': 'auto'})()); "
             "assert 'torch' not in sys.modules and 'transformer_engine' not in sys.modules, sorted(sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True)

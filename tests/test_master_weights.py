@@ -31,7 +31,7 @@ def rows():
     from transformers import AutoTokenizer
 
     from optmodel.data.sft import build_sft_dataset
-    from optmodel.data.text import read_records
+    from optmodel.facts.records import read_records
 
     tok = AutoTokenizer.from_pretrained(TINY)
     return build_sft_dataset(tok, read_records(CORPUS_DIR / "train.txt", "train"), 32, "pack", 4)

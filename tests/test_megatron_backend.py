@@ -11,7 +11,7 @@ import torch
 
 from conftest import compose_cfg
 from optmodel.config.validate import ConfigError
-from optmodel.manifest import read_manifest
+from optmodel.facts.rundir import read_manifest
 from optmodel.facts.paths import TINY_MODELS_DIR, conf_dir
 from optmodel.run import execute
 
@@ -80,7 +80,8 @@ def test_convert_round_trip_reloads_in_transformers_with_identical_logits(tmp_pa
 
 
 def test_export_with_tensor_parallel_is_refused_with_the_reason(tmp_path):
-    from optmodel.config.validate import ConfigError, validate
+    from optmodel.config.validate import ConfigError
+    from optmodel.checked import validate
 
     (tmp_path / "metadata.json").write_text("{}")
     cfg = megatron_cfg("tiny_qwen3", "task=convert", "task.direction=megatron_to_hf", f"task.load={tmp_path}",
@@ -217,7 +218,7 @@ def test_every_shipped_model_maps_to_a_megatron_config_or_is_refused(model):
     built) or is refused by validation with a reason, never built wrong."""
     from optmodel.backends.megatron_spec import transformer_config
     from optmodel.facts.choices import MEGATRON_FAMILIES
-    from optmodel.config.validate import config_problems
+    from optmodel.checked import config_problems
 
     cfg = compose_cfg(f"model={model}", "backend=megatron", "task=convert")
     if cfg.model.family in MEGATRON_FAMILIES:

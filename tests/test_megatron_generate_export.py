@@ -232,7 +232,7 @@ def test_export_at_tensor_parallel_2_is_refused_with_the_reason(quantized_run, t
 
 
 def test_export_at_expert_parallel_2_is_refused_with_the_reason():
-    from optmodel.config.validate import config_problems
+    from optmodel.checked import config_problems
 
     problems = config_problems(compose_cfg("model=tiny_qwen3_moe", *MEGATRON, "task=export", "run.load=/runs/moe",
                                            "parallel.expert=2", "run.world_size=2"), check_inputs=False)
@@ -240,7 +240,7 @@ def test_export_at_expert_parallel_2_is_refused_with_the_reason():
 
 
 def test_export_of_the_text_only_llama4_is_refused_with_the_reason():
-    from optmodel.config.validate import config_problems
+    from optmodel.checked import config_problems
 
     problems = config_problems(compose_cfg("model=tiny_llama4", *MEGATRON, "task=export", "run.load=/runs/llama4"),
                                check_inputs=False)

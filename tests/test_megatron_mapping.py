@@ -15,8 +15,9 @@ from omegaconf import OmegaConf, open_dict
 
 from optmodel.facts.layout import required_world_size
 from optmodel.facts.machine import cuda_visible, transformer_engine_installed
-from optmodel.config.resolve import resolve_run_config
-from optmodel.config.validate import config_problems, megatron_machine_problems
+from optmodel.checked import resolve_run_config
+from optmodel.config.validate import megatron_machine_problems
+from optmodel.checked import config_problems
 from optmodel.facts.paths import PACKAGE_DIR, conf_dir
 
 from conftest import stand_in

@@ -11,6 +11,7 @@ import pytest
 from optmodel.claim import probe_run_dir
 from optmodel.console import rate
 from optmodel.facts.paths import TINY_MODELS_DIR
+from optmodel.tasks.registry import task_spec
 
 from conftest import compose_cfg
 
@@ -18,7 +19,7 @@ from conftest import compose_cfg
 @pytest.mark.parametrize("task, offers_resume", [("prune", False), ("quantize", False), ("eagle3", True), ("distill", True)])
 def test_a_used_dir_offers_run_resume_only_to_a_task_that_resumes(tmp_path, task, offers_resume):
     (tmp_path / "optmodel.json").write_text(json.dumps({"task": task, "model": "tiny_qwen3", "status": "failed"}))
-    problem, = probe_run_dir(tmp_path, task)
+    problem, = probe_run_dir(tmp_path, task, resumable=task_spec(task).resumable)
     assert problem.startswith(f"run.output_dir: {tmp_path} already holds a failed {task} run")
     assert ("run.resume=true" in problem) == offers_resume
     (tmp_path / "optmodel.json").write_text(json.dumps({"task": task, "model": "m", "status": "interrupted"}))

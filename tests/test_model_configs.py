@@ -14,6 +14,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from optmodel.config.schema import register_schemas
+from optmodel.tasks.registry import task_specs
 from optmodel.facts.paths import conf_dir
 from optmodel.facts.hf_config import (
     FAMILIES,
@@ -27,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 CONF_DIR = conf_dir()  # absolute: <checkout>/conf
 MODEL_NAMES = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml") if p.stem != "auto")  # auto: test_auto_model.py
 
-register_schemas()
+register_schemas(task_specs())
 
 
 @functools.lru_cache(maxsize=None)

@@ -13,7 +13,7 @@ import torch
 
 from conftest import compose_cfg
 from optmodel.facts.errors import ConfigError
-from optmodel.manifest import read_manifest
+from optmodel.facts.rundir import read_manifest
 from optmodel.facts.paths import TINY_MODELS_DIR
 from optmodel.run import execute
 

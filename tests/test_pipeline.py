@@ -12,11 +12,11 @@ import pytest
 
 import optmodel.backends
 from optmodel.facts.errors import ConfigError
-from optmodel.config.resolve import resolve_run_config
-from optmodel.config.validate import config_problems
+from optmodel.checked import resolve_run_config
+from optmodel.checked import config_problems
 from optmodel.run import execute
 
-from optmodel.manifest import read_manifest
+from optmodel.facts.rundir import read_manifest
 
 from conftest import compose_cfg
 

@@ -12,7 +12,7 @@ import torch
 
 from conftest import compose_cfg
 from optmodel.facts.errors import ConfigError
-from optmodel.manifest import read_manifest
+from optmodel.facts.rundir import read_manifest
 from optmodel.facts.paths import CORPUS_DIR, TINY_MODELS_DIR
 
 MMLU_SAMPLE = Path(__file__).parent / "data" / "mmlu_sample"
@@ -27,7 +27,8 @@ def _load(name):
 
 
 def _windows(tok, split, n, seq=128):
-    from optmodel.data.text import pack, read_records
+    from optmodel.data.text import pack
+    from optmodel.facts.records import read_records
 
     return pack(tok, read_records(CORPUS_DIR / f"{split}.txt", split), seq, n, split)
 
@@ -168,7 +169,7 @@ def test_parameter_arithmetic_matches_the_models_and_budgets_resolve():
     (("task.export_config.num_layers=3", "backend=megatron", "task.scores=/nonexistent"), "holds no megatron prune scores"),
 ])
 def test_bad_targets_fail_at_validation(overrides, expected):
-    from optmodel.config.validate import validate
+    from optmodel.checked import validate
 
     with pytest.raises(ConfigError) as err:
         validate(compose_cfg("task=prune", *overrides))
@@ -176,7 +177,7 @@ def test_bad_targets_fail_at_validation(overrides, expected):
 
 
 def test_int4_width_warning(caplog):
-    from optmodel.config.validate import validate
+    from optmodel.checked import validate
 
     validate(compose_cfg("task=prune", "task.export_config.ffn_hidden_size=192"))
     assert "not a multiple of 128" in caplog.text

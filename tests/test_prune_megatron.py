@@ -113,7 +113,7 @@ def test_scores_are_reused_without_a_forward(pp1, tmp_path, one_thread):
     (["task.depth_importance=skip_loss"], "task.depth_importance"),
 ])
 def test_what_mcore_minitron_cannot_do_is_refused_at_validation(overrides, field):
-    from optmodel.config.validate import validate
+    from optmodel.checked import validate
 
     with pytest.raises(ConfigError) as err:
         validate(compose_cfg("task=prune", "backend=megatron", "task.export_config.hidden_size=96", *overrides))
@@ -131,7 +131,8 @@ def test_depth_pruning_to_half_the_layers_matches_hf_and_beats_dropping_the_last
 
     from optmodel.backends import megatron as mb
     from optmodel.backends.handle import ModelHandle
-    from optmodel.data.text import pack, read_records
+    from optmodel.data.text import pack
+    from optmodel.facts.records import read_records
     from optmodel.metrics import perplexity_of
     from optmodel.facts.paths import CORPUS_DIR, TINY_MODELS_DIR
     from optmodel.pruning import slicing
@@ -167,7 +168,7 @@ def test_budget_prune_run_records_the_shape_a_later_run_load_builds(tmp_path, on
     from pathlib import Path
 
     from optmodel.tasks.prune.spec import resolve_export_config
-    from optmodel.manifest import read_manifest
+    from optmodel.facts.rundir import read_manifest
     from optmodel.run import execute
 
     megatron = ("backend=megatron", "backend.device=cpu", "backend.dtype=float32")
@@ -193,7 +194,7 @@ def test_budget_prune_run_records_the_shape_a_later_run_load_builds(tmp_path, on
 
 def test_scores_of_another_layout_are_refused_at_validation(pp1):
     """mcore_minitron keeps activations per pipeline rank: PP 1 scores do not serve PP 2."""
-    from optmodel.config.validate import validate
+    from optmodel.checked import validate
 
     with pytest.raises(ConfigError) as err:
         validate(compose_cfg("task=prune", "backend=megatron", "parallel=export_pp", "run.world_size=2",

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from optmodel.config.validate import ConfigError
-from optmodel.manifest import read_manifest
+from optmodel.facts.rundir import read_manifest
 from optmodel.quantization import cpu_fakequant
 from optmodel.run import execute
 

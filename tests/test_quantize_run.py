@@ -13,7 +13,8 @@ import pytest
 from safetensors import safe_open
 
 from optmodel.facts.choices import QUANT_FORMATS
-from optmodel.manifest import atomic_dir, read_manifest
+from optmodel.manifest import atomic_dir
+from optmodel.facts.rundir import read_manifest
 from optmodel.config.validate import ConfigError
 from optmodel.run import execute
 

@@ -8,8 +8,8 @@ import json
 import pytest
 import torch
 
-from optmodel.data.text import DataError
-from optmodel.manifest import read_manifest
+from optmodel.facts.records import DataError
+from optmodel.facts.rundir import read_manifest
 from optmodel.metrics import perplexity_of
 from optmodel.run import execute
 

@@ -9,8 +9,8 @@ import re
 import pytest
 
 from optmodel.facts.layout import pipeline_stage_layers
-from optmodel.config.resolve import resolve_run_config
-from optmodel.config.validate import config_problems
+from optmodel.checked import resolve_run_config
+from optmodel.checked import config_problems
 from optmodel.facts.paths import PACKAGE_DIR, conf_dir
 
 from conftest import compose_cfg, stand_in

@@ -9,7 +9,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from optmodel.config import reference
+from optmodel import reference
 from optmodel.tasks.registry import task_specs
 from optmodel.facts.paths import PACKAGE_DIR, conf_dir
 

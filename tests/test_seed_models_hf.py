@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from optmodel.config.validate import ConfigError, validate
-from optmodel.manifest import read_manifest
+from optmodel.config.validate import ConfigError
+from optmodel.checked import validate
+from optmodel.facts.rundir import read_manifest
 from optmodel.run import execute
 
 from conftest import compose_cfg
@@ -87,7 +88,7 @@ def test_awq_export_of_these_moe_models_is_refused_with_the_reason(model):
 
 
 def test_gpt_oss_runs_out_of_the_box_and_only_an_explicit_sdpa_is_refused():
-    from optmodel.config.resolve import resolve_run_config
+    from optmodel.checked import resolve_run_config
 
     cfg = resolve_run_config(compose_cfg("model=tiny_gpt_oss"), typed_model=True)
     assert cfg.backend.attn_implementation == "eager"  # backend.attn_implementation=auto: what the family needs

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from conftest import compose_cfg
-from optmodel.config.validate import ConfigError, validate
+from optmodel.config.validate import ConfigError
+from optmodel.checked import validate
 from optmodel.facts.paths import TINY_MODELS_DIR
 
 IDS = torch.randint(0, 1000, (2, 64), generator=torch.Generator().manual_seed(0))
@@ -68,7 +69,8 @@ def test_what_megatron_cannot_reproduce_is_refused_with_the_reason(overrides, me
 
 
 def test_megatron_export_of_the_text_only_llama4_is_refused_with_the_reason():
-    from optmodel.config.validate import ConfigError, validate
+    from optmodel.config.validate import ConfigError
+    from optmodel.checked import validate
 
     with pytest.raises(ConfigError, match="has rules for Llama4ForConditionalGeneration"):
         validate(compose_cfg("model=tiny_llama4", "backend=megatron", "task=quantize", "data.seq_len=64"))

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import compose_cfg
-from optmodel.config.validate import validate
+from optmodel.checked import validate
 from optmodel.plan import make_plan, required_world_size
 
 README = Path(__file__).resolve().parents[1] / "README.md"

@@ -17,7 +17,7 @@ import pytest
 
 from optmodel.launch.sweep import SweepJob
 from optmodel.launch.watch import Watcher
-from optmodel.manifest import read_manifest
+from optmodel.facts.rundir import read_manifest
 
 from slurm_cluster import await_true, slurm_cluster, squeue_state  # noqa: F401  (fixture)
 

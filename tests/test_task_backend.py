@@ -12,7 +12,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 
 from optmodel.tasks.registry import task_specs
-from optmodel.config.validate import config_problems
+from optmodel.checked import config_problems
 from optmodel.facts.paths import conf_dir
 
 from conftest import compose_cfg

@@ -16,7 +16,7 @@ import pytest
 
 from optmodel.launch import resources, signals, slurm, watch
 from optmodel.launch.sweep import SweepJob
-from optmodel.manifest import read_manifest
+from optmodel.facts.rundir import read_manifest
 
 from conftest import compose_cfg
 

@@ -14,7 +14,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from optmodel.data.sft import IGNORE_INDEX, build_sft_dataset, tokenize_record
-from optmodel.data.text import DataError, read_records
+from optmodel.facts.records import DataError, read_records
 from optmodel.facts.paths import CORPUS_DIR, TINY_MODELS_DIR
 from optmodel.training.config import DistillationConfig, TrainingConfig, distillation_problems, training_problems
 

@@ -12,8 +12,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from optmodel.facts.errors import ConfigError
-from optmodel.config.overrides import override_problems
-from optmodel.config.validate import validate
+from optmodel.checked import override_problems
+from optmodel.checked import validate
 from optmodel.facts.paths import TINY_MODELS_DIR
 
 from conftest import compose_cfg

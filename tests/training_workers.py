@@ -44,7 +44,7 @@ def distil(out: Path, steps: int, save_every: int, kill_at: int = 0, resume: boo
     from transformers import TrainerCallback
 
     from optmodel.data.sft import build_sft_dataset
-    from optmodel.data.text import read_records
+    from optmodel.facts.records import read_records
     from optmodel.facts.paths import CORPUS_DIR
     from optmodel.training.config import DistillationConfig, TrainingConfig
     from optmodel.training.loop import fit

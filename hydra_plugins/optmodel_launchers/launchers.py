@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from optmodel.launch import preemption, resources, sweep, watch
 from optmodel.launch.signals import Terminated
-from optmodel.manifest import read_manifest
+from optmodel.facts.rundir import read_manifest
 
 log = logging.getLogger("optmodel")
 
@@ -65,8 +65,8 @@ def job_problems(job: sweep.SweepJob, cfg: DictConfig, world_size: Optional[int]
                  check_inputs: bool = True) -> List[str]:
     """Every problem of one sweep job's config, prefixed with the job (run.load inherited first)."""
     from optmodel.facts.errors import ConfigError
-    from optmodel.config.resolve import resolve_run_config
-    from optmodel.config.validate import config_problems
+    from optmodel.checked import resolve_run_config
+    from optmodel.checked import config_problems
 
     job_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
     typed = any(str(o).lstrip("+").startswith("model=") for o in list(job.overrides) + list(cfg.hydra.overrides.task))
@@ -227,7 +227,7 @@ class _SubmititLauncher(BaseSubmititLauncher):
         """Refuse, before anything is submitted, a job whose layout does not fit its allocation
         (or, on Slurm, the partition's nodes)."""
         from optmodel.facts.errors import ConfigError
-        from optmodel.config.validate import config_problems
+        from optmodel.checked import config_problems
 
         problems = resources.launcher_problems(self.params) + self._partition_problems()
         if problems:  # the numbers below are sized from these

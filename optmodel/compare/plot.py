@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List
 
-from optmodel.compare import measures
+from optmodel.facts import measures
 from optmodel.compare.table import SHIPPABLE, Row
 
 SIZE_LABELS = {"model_bytes": "model size (MB, weights at their stored bits)", "effective_bits": "effective weight bits",

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from optmodel.compare import measures
+from optmodel.facts import measures
 from optmodel.facts.errors import ConfigError
-from optmodel.manifest import MANIFEST_NAME
+from optmodel.facts.rundir import MANIFEST_NAME
 
 SIZE_COLUMNS = ("model_bytes", "effective_bits", "parameters", "active_parameters")
 SHIPPABLE = "completed"
@@ -126,7 +126,7 @@ def gate_text(manifest: Dict[str, Any]) -> str:
 
 def collect(paths: Sequence[str]) -> List[Row]:
     """Reference rows (one per base model) and one row per run."""
-    from optmodel.claim import effective_status
+    from optmodel.facts.rundir import effective_status
 
     rows: List[Row] = []
     bases: Dict[str, Dict[str, Any]] = {}  # base key -> sizes and every run's base values

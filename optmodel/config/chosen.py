@@ -3,6 +3,16 @@ as opposed to getting the default: run.load inherits a model only when none was 
 
 from __future__ import annotations
 
+from optmodel.facts.paths import conf_dir
+
+
+def default_choice(group: str) -> str:
+    """The option conf/config.yaml's defaults list picks for `group` (e.g. task: quantize)."""
+    import yaml
+
+    defaults = yaml.safe_load((conf_dir() / "config.yaml").read_text()).get("defaults", [])
+    return next(entry[group] for entry in defaults if isinstance(entry, dict) and group in entry)
+
 
 def group_was_chosen(group: str) -> bool:
     """`group=...` among the overrides, or the chosen experiment overrides /<group>; False
@@ -19,7 +29,5 @@ def group_was_chosen(group: str) -> bool:
     experiment = hydra_cfg.runtime.choices.get("experiment")
     if not experiment:
         return False
-    from optmodel.facts.paths import conf_dir
-
     path = conf_dir() / "experiment" / f"{experiment}.yaml"
     return path.is_file() and f"/{group}:" in path.read_text()

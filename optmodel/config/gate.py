@@ -16,11 +16,8 @@ from typing import List, Optional, Tuple
 
 from omegaconf import DictConfig
 
-from optmodel.compare.measures import drop_unit
-from optmodel.tasks.spec import lm_eval_task_name
-
-# Tasks that measure their model before and after changing it (the gate's base and value).
-GATED_TASKS = ("quantize", "prune", "finetune", "distill")
+from optmodel.facts.measures import drop_unit
+from optmodel.facts.lm_eval_tasks import lm_eval_task_name
 
 
 @dataclass
@@ -44,7 +41,10 @@ def gate_metrics(task: DictConfig) -> Tuple[List[str], List[str]]:
     return names, lm_eval
 
 
-def _one_gate_problems(gate: DictConfig, task: DictConfig, field: str, measured: Tuple[List[str], List[str]]) -> List[str]:
+def one_gate_problems(gate: DictConfig, task: DictConfig, field: str, measured: Tuple[List[str], List[str]],
+                      scope: Optional[str] = None, where: Optional[str] = None) -> List[str]:
+    """scope: where the fix sets the measurement (default: the gate's own task config); where:
+    what measures (default: the gate's task)."""
     if gate.metric is None:
         if gate.max_drop is not None:
             return [f"{field}.max_drop: set, but {field}.metric is not. Fix: {field}.metric=perplexity (or mmlu, "
@@ -56,13 +56,11 @@ def _one_gate_problems(gate: DictConfig, task: DictConfig, field: str, measured:
     known = metric in names or ("/" in metric and metric.split("/")[0] in lm_eval)
     if not known:
         offered = names + [f"{t}/<metric>" for t in lm_eval]
-        scope = field[:-len(".gate")] if field != "task.gate" or task.name != "pipeline" else "task.<step>"
+        scope = scope or field[:-len(".gate")]
         fix = (f"{scope}.perplexity=true" if metric == "perplexity" else
                f"{scope}.evaluate.mmlu=true" if metric.startswith("mmlu") and "/" not in metric else
                f"{scope}.evaluate.tasks=[{metric.split('/')[0]}]" if "/" in metric else "a metric the run measures")
-        where = f"task={task.name}" if field == "task.gate" else field[:-len(".gate")]
-        if task.name == "pipeline":
-            where = "any step of task.steps"
+        where = where or (f"task={task.name}" if field == "task.gate" else field[:-len(".gate")])
         problems.append(f"{field}.metric: {metric!r} is not measured before and after by {where} (it measures: "
                         f"{', '.join(offered) or 'nothing'}). Fix: {fix}, or {field}.metric=<one of those>.")
     if gate.max_drop is None:
@@ -75,19 +73,9 @@ def _one_gate_problems(gate: DictConfig, task: DictConfig, field: str, measured:
 
 
 def gate_problems(cfg: DictConfig) -> List[str]:
-    """task.gate of the run's task; in a pipeline also each step's task.<step>.gate, and the
-    pipeline's gate against what its steps measure before and after."""
+    """task.gate of the run's task (a task whose spec checks its gate otherwise, e.g. over
+    steps, names its own function in TaskSpec.gate_problems)."""
     task = cfg.task
-    if task.name == "pipeline":
-        steps = [s for s in task.steps if s in task and task[s].get("gate") is not None]
-        problems = []
-        names, lm_eval = [], []
-        for s in steps:
-            measured = gate_metrics(task[s])
-            problems += _one_gate_problems(task[s].gate, task[s], f"task.{s}.gate", measured)
-            names += measured[0]
-            lm_eval += measured[1]
-        return _one_gate_problems(task.gate, task, "task.gate", (list(dict.fromkeys(names)), lm_eval)) + problems
     if task.get("gate") is None:
         return []
-    return _one_gate_problems(task.gate, task, "task.gate", gate_metrics(task))
+    return one_gate_problems(task.gate, task, "task.gate", gate_metrics(task))

@@ -12,7 +12,12 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import typing
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+from optmodel.config.chosen import default_choice
+from optmodel.config.schema import OptmodelConfig
+from optmodel.facts.errors import one_of
+from optmodel.facts.paths import conf_dir
 
 # Names users bring from Megatron-LM flags and the shell scripts' variables.
 ALIASES = {
@@ -51,12 +56,8 @@ def schema_paths(schema, prefix: str = "") -> Dict[str, Any]:
     return paths
 
 
-def _known_paths(task_names: Sequence[str]) -> Dict[str, Any]:
-    from optmodel.config.schema import OptmodelConfig
-    from optmodel.tasks.registry import task_specs
-
+def _known_paths(task_names: Sequence[str], specs: Mapping[str, Any]) -> Dict[str, Any]:
     paths = {p: t for p, t in schema_paths(OptmodelConfig).items() if not p.startswith("task")}
-    specs = task_specs()
     for name in task_names:
         if name in specs:
             paths.update(schema_paths(specs[name].schema, "task."))
@@ -73,15 +74,13 @@ def _free_form(path: str, known: Dict[str, Any]) -> bool:
     return False
 
 
-def _task_paths(overrides: Sequence[str]):
+def _task_paths(overrides: Sequence[str], specs: Mapping[str, Any]):
     """Every known field path -> type (the chosen task's, or every task's under an experiment)."""
-    task = _chosen(overrides, "task", "quantize")
+    task = _chosen(overrides, "task", default_choice("task"))
     tasks: List[str] = task.split(",")
     if _chosen(overrides, "experiment", ""):
-        from optmodel.tasks.registry import task_specs
-
-        tasks = list(task_specs())  # an experiment may pick any task
-    return _known_paths(tasks), task
+        tasks = list(specs)  # an experiment may pick any task
+    return _known_paths(tasks, specs), task
 
 
 def _chosen(overrides: Sequence[str], group: str, default: str) -> str:
@@ -91,15 +90,15 @@ def _chosen(overrides: Sequence[str], group: str, default: str) -> str:
     return default
 
 
-def override_problems(argv: Sequence[str]) -> List[str]:
+def override_problems(argv: Sequence[str], specs: Mapping[str, Any]) -> List[str]:
     """Problems of the `key=value` overrides in `argv`: what Hydra's grammar cannot parse,
     unknown fields, unknown group options and values of the wrong type (Hydra answers the
-    last two with exit 1 and its own report)."""
+    last two with exit 1 and its own report). specs: every task's spec, by name (the registry's)."""
     overrides = [a for a in argv if "=" in a and not a.startswith("-")]
     parsed, problems = _parse(overrides)
     if problems:
         return problems
-    known, task = _task_paths(overrides)
+    known, task = _task_paths(overrides, specs)
     for item in overrides:
         key = item.split("=", 1)[0]
         plus = key.startswith("+")
@@ -166,9 +165,6 @@ def _value_problems(override, known: Dict[str, Any]) -> List[str]:
 def _group_problem(group: str, value) -> Optional[str]:
     if value is None:
         return f"{group}: null is not a config of group {group}. Fix: leave {group}= out for its default."
-    from optmodel.facts.errors import one_of
-    from optmodel.facts.paths import conf_dir
-
     problem = one_of(group, str(value), sorted(p.stem for p in (conf_dir() / group).glob("*.yaml")))
     return problem and problem.replace(f"{group}: unknown value", f"{group}: no config named", 1) + (
         f" Fix: {group}=<one of them> (conf/{group}/ holds one file per option).")

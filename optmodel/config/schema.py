@@ -8,12 +8,11 @@ tests must not pay for torch.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from optmodel.tasks.registry import task_specs
 
 
 @dataclass
@@ -150,12 +149,13 @@ class OptmodelConfig:
     experiment: Optional[Any] = None
 
 
-def register_schemas() -> None:
+def register_schemas(specs: Mapping[str, Any]) -> None:
+    """The run config's schema and each task's own (specs: every task's spec by name, the registry's)."""
     from omegaconf import OmegaConf
 
     if not OmegaConf.has_resolver("optmodel.or"):  # ${optmodel.or:${run.output_dir},<default dir>}
         OmegaConf.register_new_resolver("optmodel.or", lambda value, default: default if value is None else value)
     cs = ConfigStore.instance()
     cs.store(name="optmodel_schema", node=OptmodelConfig)
-    for task_name, spec in task_specs().items():  # each task's own schema (optmodel/config/tasks/)
+    for task_name, spec in specs.items():  # each task's own schema (optmodel/tasks/<name>/spec.py)
         cs.store(group="schema/task", name=task_name, node=spec.schema)

@@ -2,27 +2,26 @@
 
 Every check appends to one list, so a user sees *all* problems of a config in one error
 before any model is loaded. Each problem names the field and says how to fix it. What is
-particular to a task is asked of its spec (optmodel/config/tasks/). Nothing here imports
-torch, transformers or ModelOpt, nor any task, backend or evaluation code.
+particular to a task is asked of its spec (optmodel/tasks/<name>/spec.py), handed in by the
+caller (optmodel/run.py asks the task registry). Nothing here imports torch, transformers or
+ModelOpt, nor any task, backend or evaluation code: only optmodel.facts.
 """
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Any, List, Mapping, Optional
 
 from omegaconf import DictConfig
 
-from optmodel.facts import choices
-from optmodel.facts.errors import ConfigError, one_of
 from optmodel.config.family_checks import family_problems
-from optmodel.config.gate import gate_problems
+from optmodel.facts import choices
+from optmodel.facts.checkpoint import checkpoint_problems
+from optmodel.facts.errors import ConfigError, one_of
+from optmodel.facts.hf_config import FAMILIES
 from optmodel.facts.layout import expert_tensor_size, launched_world_size, pipeline_stage_layers, world_size_problems
 from optmodel.facts.machine import cuda_visible, runs_on_cpu, transformer_engine_installed
-from optmodel.tasks.registry import task_spec, task_specs
-from optmodel.data.text import source_problems
-from optmodel.facts.checkpoint import checkpoint_problems
-from optmodel.facts.hf_config import FAMILIES
-from optmodel.facts.rundir import run_dir_problems
+from optmodel.facts.records import source_problems
+from optmodel.facts.rundir import is_distributed_checkpoint, read_origin, run_dir_problems, saved_model_path
 
 __all__ = ["ConfigError", "config_problems", "validate", "one_of"]
 
@@ -178,9 +177,9 @@ def megatron_machine_problems(cfg: DictConfig) -> List[str]:
     return problems
 
 
-def group_name_problems(cfg: DictConfig) -> List[str]:
+def group_name_problems(cfg: DictConfig, specs: Mapping[str, Any]) -> List[str]:
     checks = [
-        ("task.name", cfg.task.name, task_specs()),
+        ("task.name", cfg.task.name, specs),
         ("backend.name", cfg.backend.name, choices.BACKENDS),
         ("backend.device", cfg.backend.device, choices.DEVICES),
         ("backend.dtype", cfg.backend.dtype, ("auto",) + choices.DTYPES),
@@ -211,9 +210,8 @@ def data_problems(data: DictConfig, model: DictConfig) -> List[str]:
     return problems
 
 
-def task_problems(cfg: DictConfig) -> List[str]:
-    """The task's own checks, and whether it runs on the chosen backend."""
-    spec = task_spec(cfg.task.name)
+def task_problems(cfg: DictConfig, spec) -> List[str]:
+    """The task's own checks (its spec's), and whether it runs on the chosen backend."""
     problems = []
     if cfg.backend.name in choices.BACKENDS and cfg.backend.name not in spec.backends:
         problems.append(
@@ -229,13 +227,15 @@ def task_problems(cfg: DictConfig) -> List[str]:
         problems.append(f"run.load: task={spec.name} {spec.needs_earlier_model}")
     if cfg.run.get("load") and not spec.reads_model:
         problems.append(f"run.load: task={spec.name} does not start from a model. Fix: run.load=null.")
-    return problems + spec.problems(cfg) + gate_problems(cfg)
+    return problems + spec.problems(cfg) + spec.gate_problems(cfg)
 
 
-def config_problems(cfg: DictConfig, world_size: Optional[int] = None, check_inputs: bool = True) -> List[str]:
-    """All problems of a composed config. `world_size` None: the launched one.
-    check_inputs=False skips what depends on this machine's files and libraries."""
-    problems = group_name_problems(cfg)
+def config_problems(cfg: DictConfig, specs: Mapping[str, Any], world_size: Optional[int] = None,
+                    check_inputs: bool = True) -> List[str]:
+    """All problems of a composed config; specs: every task's spec by name (the registry's).
+    `world_size` None: the launched one. check_inputs=False skips what depends on this
+    machine's files and libraries."""
+    problems = group_name_problems(cfg, specs)
     problems += model_problems(cfg.model)
     if not any(p.startswith("model.") for p in problems):
         problems += parallel_problems(cfg.model, cfg.parallel)
@@ -243,7 +243,7 @@ def config_problems(cfg: DictConfig, world_size: Optional[int] = None, check_inp
     problems += data_problems(cfg.data, cfg.model)
     problems += family_problems(cfg)
     if not any(p.startswith("task.name:") for p in problems):
-        problems += task_problems(cfg)
+        problems += task_problems(cfg, specs[cfg.task.name])
     if check_inputs:
         problems += machine_problems(cfg)
         load_problems = run_dir_problems(cfg.run.load, backend=cfg.backend.name) if cfg.run.get("load") else []
@@ -257,14 +257,13 @@ def config_problems(cfg: DictConfig, world_size: Optional[int] = None, check_inp
 def _loads_distributed_checkpoint(cfg: DictConfig) -> bool:
     """run.load's saved model is megatron's distributed checkpoint: its shape is the manifest's
     (e.g. pruned), and model.checkpoint stays the HF dir of its tokenizer and export reference."""
-    from optmodel.facts.rundir import is_distributed_checkpoint, read_origin, saved_model_path
-
     saved = saved_model_path(read_origin(cfg.run.get("load")) or {})
     return saved is not None and is_distributed_checkpoint(saved)
 
 
-def validate(cfg: DictConfig, world_size: Optional[int] = None, check_inputs: bool = True) -> None:
+def validate(cfg: DictConfig, specs: Mapping[str, Any], world_size: Optional[int] = None,
+             check_inputs: bool = True) -> None:
     """Raise ConfigError listing every problem; return quietly when the config can run."""
-    problems = config_problems(cfg, world_size=world_size, check_inputs=check_inputs)
+    problems = config_problems(cfg, specs, world_size=world_size, check_inputs=check_inputs)
     if problems:
         raise ConfigError(problems)

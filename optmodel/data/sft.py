@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from optmodel.data.text import DataError, Record
+from optmodel.facts.records import DataError, Record
 
 IGNORE_INDEX = -100
 SFT_PACKING_MODES = ("pack", "pad")

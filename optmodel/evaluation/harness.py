@@ -16,7 +16,7 @@ def split_task_specs(specs: Iterable[str]) -> Tuple[List[str], List[str], bool]:
     """lm-eval task names, the directories to index for local task YAML files (a spec that
     is a .yaml file stands for the task or group its `task:` / `group:` key names), and
     whether every spec was such a file (then lm-eval's built-in tasks need no indexing)."""
-    from optmodel.tasks.spec import lm_eval_task_name
+    from optmodel.facts.lm_eval_tasks import lm_eval_task_name
 
     names, include, all_local = [], [], True
     for spec in specs:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parent.parent  # optmodel/
 ASSETS_DIR = PACKAGE_DIR / "assets"
 CORPUS_DIR = ASSETS_DIR / "corpus"
 TINY_MODELS_DIR = ASSETS_DIR / "tiny_models"

@@ -9,10 +9,12 @@ shape), which `run.load=<dir>` inherits so nobody re-types a shape.
 from __future__ import annotations
 
 import json
+import os
+import socket
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from optmodel.manifest import MANIFEST_NAME, with_resolved_outputs
+MANIFEST_NAME = "optmodel.json"
 
 # Newest first: saved_model is what tasks record; the others are quantize's and convert's names.
 SAVED_MODEL_KEYS = ("saved_model", "quantized_model", "megatron_checkpoint")
@@ -53,8 +55,6 @@ def run_dir_problems(run_dir: str, field: str = "run.load", backend: Optional[st
     origin = read_origin(str(path))
     if origin is None:
         return [f"{field}: {manifest_path} is corrupt (not a JSON object)."]
-    from optmodel.claim import effective_status
-
     status = effective_status(origin)
     saved = saved_model_path(origin)
     if status != "completed" and saved is None:
@@ -125,4 +125,97 @@ def recorded_model_config(run_dir: str) -> Optional[Dict[str, Any]]:
 
         model = OmegaConf.to_container(OmegaConf.load(config_yaml)).get("model")
         return dict(model) if isinstance(model, dict) else None
+    return None
+
+
+def pid_alive(pid: Optional[int], host: Optional[str]) -> Optional[bool]:
+    """Whether `pid` on `host` still runs; None when it cannot be told (another host, no pid)."""
+    if not pid or host != socket.gethostname():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def effective_status(manifest: Dict[str, Any]) -> str:
+    """The manifest's status, with a `running` run whose process is gone read as `interrupted`."""
+    status = manifest.get("status")
+    if status == "running" and pid_alive(manifest.get("pid"), manifest.get("host")) is False:
+        return "interrupted"
+    return status
+
+
+def read_manifest(run_dir: Path) -> Dict[str, Any]:
+    """optmodel.json of `run_dir`, its outputs resolved against where the dir is now."""
+    with open(Path(run_dir) / MANIFEST_NAME) as f:
+        data = json.load(f)
+    return with_resolved_outputs(data, run_dir)
+
+
+# --- paths inside a run dir: recorded relative to it, so a moved or copied dir loads its own files
+def relative_outputs(outputs: Dict[str, Any], run_dir: Path) -> Dict[str, Any]:
+    """`outputs` with every absolute path inside `run_dir` made relative to it."""
+    root = Path(run_dir).resolve()
+    relative = {}
+    for key, value in outputs.items():
+        if isinstance(value, str) and value and os.sep in value:  # a path (not `hf`, `bfloat16`)
+            try:
+                value = str(Path(value).resolve().relative_to(root))
+            except ValueError:
+                pass  # outside the run dir (a checkpoint, another run): kept as given
+        relative[key] = value
+    return relative
+
+
+def with_resolved_outputs(manifest: Dict[str, Any], run_dir: Path) -> Dict[str, Any]:
+    """The manifest with outputs as absolute paths under `run_dir`, wherever it is now.
+
+    Relative values name files of the run dir when such a file exists (others, like
+    `export_format: hf`, are not paths). Manifests written before paths were relative hold
+    absolute ones: those inside the dir the run was made in (.hydra/hydra.yaml or
+    config.yaml say which) are moved under `run_dir` too."""
+    run_dir = Path(run_dir).expanduser().absolute()
+    made_in: list = []  # looked up once, when an absolute path needs it
+
+    def resolve(outputs):
+        if not isinstance(outputs, dict):
+            return outputs
+        resolved = {}
+        for key, value in outputs.items():
+            if isinstance(value, str) and value:
+                if not os.path.isabs(value):
+                    if (run_dir / value).exists():
+                        value = str(run_dir / value)
+                else:
+                    made_in[:] = made_in or [_made_in(run_dir) or ""]
+                    if made_in[0] and Path(value).is_relative_to(made_in[0]):
+                        value = str(run_dir / Path(value).relative_to(made_in[0]))
+            resolved[key] = value
+        return resolved
+
+    if "outputs" in manifest:
+        manifest = {**manifest, "outputs": resolve(manifest["outputs"])}
+    if isinstance(manifest.get("steps"), dict):  # task=pipeline: each step's outputs
+        manifest["steps"] = {name: {**step, "outputs": resolve(step.get("outputs"))} if isinstance(step, dict) else step
+                             for name, step in manifest["steps"].items()}
+    return manifest
+
+
+def _made_in(run_dir: Path) -> str | None:
+    """The dir an older run wrote its absolute paths under."""
+    import yaml
+
+    for name, keys in ((".hydra/hydra.yaml", ("hydra", "runtime", "output_dir")), ("config.yaml", ("run", "output_dir"))):
+        try:
+            value = yaml.safe_load((run_dir / name).read_text())
+            for key in keys:
+                value = value[key]
+        except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError):
+            continue
+        if isinstance(value, str) and value:
+            return value
     return None

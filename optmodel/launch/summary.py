@@ -21,9 +21,10 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from optmodel.claim import effective_status
+from optmodel.facts.rundir import effective_status
 from optmodel.launch.sweep import read_record
-from optmodel.manifest import MANIFEST_NAME, atomic_write_text
+from optmodel.manifest import atomic_write_text
+from optmodel.facts.rundir import MANIFEST_NAME
 
 SUMMARY_STEM = "summary"
 # Columns first when present, in this order; any other metric follows alphabetically.

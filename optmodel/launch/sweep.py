@@ -14,7 +14,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import yaml
 
-from optmodel.manifest import MANIFEST_NAME, atomic_write_text, read_manifest
+from optmodel.manifest import atomic_write_text
+from optmodel.facts.rundir import MANIFEST_NAME, read_manifest
 
 SWEEP_RECORD = "sweep.json"
 # A plain run handed to a cluster launcher keeps its job record beside submitit's files,

@@ -19,7 +19,7 @@ from hydra.core.utils import JobReturn, JobStatus
 
 from optmodel.launch import slurm
 from optmodel.launch.sweep import SweepJob
-from optmodel.manifest import MANIFEST_NAME
+from optmodel.facts.rundir import MANIFEST_NAME
 
 log = logging.getLogger("optmodel")
 

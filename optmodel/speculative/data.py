@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
 
-from optmodel.data.text import jsonl_rows
+from optmodel.facts.records import jsonl_rows
 
 log = logging.getLogger("optmodel")
 

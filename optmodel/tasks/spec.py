@@ -1,19 +1,20 @@
 """What every task spec is made of, and the checks several tasks share.
 
-A task is registered by one module in this package holding `SPEC = TaskSpec(...)`: its
-config schema, its config checks (light imports only: validation runs before anything
-heavy and for `--cfg job`), the backends it runs on and the module that runs it.
+A task is registered by its package's spec.py holding `SPEC = TaskSpec(...)`: its config
+schema, its config checks (light imports only: validation runs before anything heavy and for
+`--cfg job`) and the backends it runs on; its run.py carries it out (optmodel/tasks/registry.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, List, Optional, Tuple
 
 from omegaconf import MISSING, DictConfig
 
+from optmodel.config.gate import gate_problems
 from optmodel.facts.errors import positive
+from optmodel.facts.lm_eval_tasks import lm_eval_task_file_problems
 from optmodel.data.mmlu import MmluOptions, data_problems as mmlu_data_problems
 
 
@@ -27,11 +28,12 @@ class TaskSpec:
     name: str
     schema: type  # the dataclass behind conf/task/<name>.yaml
     problems: Callable[[DictConfig], List[str]]  # config checks; light imports only
-    runner: str  # module whose run(ctx) carries the task out
+    gate_problems: Callable[[DictConfig], List[str]] = gate_problems  # checks of task.gate (optmodel/config/gate.py)
     backends: Tuple[str, ...] = ("hf",)  # backends it runs on; others are refused at validation
     reads_model: bool = True  # starts from a model (accepts run.load=<run dir>)
     resumable: bool = False  # continues an unfinished run in its dir (run.resume=true), e.g. from training checkpoints
-    preflight: Optional[str] = None  # "module:function(cfg)": heavier input checks run before the run dir is claimed
+    # the config made concrete before validation (task=pipeline: each step as its own task would be)
+    resolve: Optional[Callable[[DictConfig], DictConfig]] = None
     # task=pipeline step: the manifest output keys it writes, given its config and whether the model it
     # starts from is quantized (None: the task is not a pipeline step)
     outputs: Optional[Callable[[DictConfig, bool], Tuple[str, ...]]] = None
@@ -58,29 +60,6 @@ class EvaluateConfig:
     tasks: List[str] = field(default_factory=list)  # lm-eval task names or local task YAML files
     limit: Optional[float] = None  # lm-eval tasks: examples per task (< 1: a share)
     batch_size: int = 8  # sequences per forward while scoring
-
-
-def lm_eval_task_file_problems(field_name: str, specs) -> List[str]:
-    problems = []
-    for spec in specs:
-        if str(spec).endswith((".yaml", ".yml")) and not Path(str(spec)).expanduser().is_file():
-            problems.append(f"{field_name}: task file {spec} does not exist. Fix: the path of an lm-eval task YAML, "
-                            f"or an lm-eval task name.")
-    return problems
-
-
-def lm_eval_task_name(spec) -> str:
-    """The lm-eval task a `tasks` entry stands for: a local task YAML file's `task:` / `group:`
-    key (else the file's stem), or the entry itself (a task or group name)."""
-    path = Path(str(spec)).expanduser()
-    if path.suffix not in (".yaml", ".yml") or not path.is_file():
-        return str(spec)
-    import yaml
-
-    with open(path) as f:
-        doc = yaml.safe_load(f) or {}
-    name = doc.get("task") or doc.get("group")
-    return name if isinstance(name, str) else path.stem
 
 
 def limit_problems(field_name: str, limit) -> List[str]:

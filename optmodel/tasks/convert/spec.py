@@ -43,5 +43,5 @@ def problems(cfg: DictConfig) -> List[str]:
     return found
 
 
-SPEC = TaskSpec(name="convert", schema=ConvertTaskConfig, problems=problems, runner="optmodel.tasks.convert.run",
+SPEC = TaskSpec(name="convert", schema=ConvertTaskConfig, problems=problems,
                 backends=("megatron",))

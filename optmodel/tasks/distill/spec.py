@@ -98,5 +98,5 @@ def megatron_layer_name_problems(d) -> List[str]:
             for where, name in named if not str(name).startswith(MEGATRON_MODULES)]
 
 
-SPEC = TaskSpec(name="distill", schema=DistillTaskConfig, problems=problems, runner="optmodel.tasks.distill.run",
+SPEC = TaskSpec(name="distill", schema=DistillTaskConfig, problems=problems,
                 backends=("hf", "megatron"), resumable=True, outputs=training_outputs)

@@ -167,5 +167,5 @@ def problems(cfg: DictConfig) -> List[str]:
     return found + acceptance_problems(task.acceptance, "task.acceptance")
 
 
-SPEC = TaskSpec(name="eagle3", schema=Eagle3TaskConfig, problems=problems, runner="optmodel.tasks.eagle3.run",
+SPEC = TaskSpec(name="eagle3", schema=Eagle3TaskConfig, problems=problems,
                 backends=("hf", "megatron"), resumable=True)

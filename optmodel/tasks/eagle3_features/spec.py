@@ -34,5 +34,4 @@ def problems(cfg: DictConfig) -> List[str]:
     return found + positive("task.batch_size", task.batch_size)
 
 
-SPEC = TaskSpec(name="eagle3_features", schema=Eagle3FeaturesTaskConfig, problems=problems,
-                runner="optmodel.tasks.eagle3_features.run", backends=("hf", "megatron"), resumable=True)
+SPEC = TaskSpec(name="eagle3_features", schema=Eagle3FeaturesTaskConfig, problems=problems, backends=("hf", "megatron"), resumable=True)

@@ -8,7 +8,8 @@ from typing import List, Optional
 from omegaconf import DictConfig
 
 from optmodel.facts.errors import positive
-from optmodel.tasks.spec import TaskConfig, TaskSpec, limit_problems, lm_eval_task_file_problems
+from optmodel.facts.lm_eval_tasks import lm_eval_task_file_problems
+from optmodel.tasks.spec import TaskConfig, TaskSpec, limit_problems
 
 
 @dataclass
@@ -36,6 +37,6 @@ def problems(cfg: DictConfig) -> List[str]:
     return found + positive("task.batch_size", task.batch_size) + positive("task.max_gen_toks", task.max_gen_toks)
 
 
-SPEC = TaskSpec(name="eval", schema=EvalTaskConfig, problems=problems, runner="optmodel.tasks.eval.run",
-                backends=("hf", "megatron"), preflight="optmodel.tasks.eval.run:preflight",
+SPEC = TaskSpec(name="eval", schema=EvalTaskConfig, problems=problems,
+                backends=("hf", "megatron"),
                 outputs=lambda cfg, quantized: ("eval_results", "eval_table"))  # lm-eval task names, datasets

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
+from optmodel.backends.megatron_checkpoint import preflight  # noqa: F401  (the registry calls it before the run)
 from optmodel.distributed import is_rank0
 from optmodel.quantization.checks import check_restored
 

@@ -50,8 +50,8 @@ def _deploy_problems(cfg: DictConfig) -> List[str]:
                            bool(quant.get("weight_only")), mixed=mixed, export_format=cfg.task.format)
 
 
-SPEC = TaskSpec(name="export", schema=ExportTaskConfig, problems=problems, runner="optmodel.tasks.export.run",
-                backends=("hf", "megatron"), preflight="optmodel.backends.megatron_checkpoint:preflight",
+SPEC = TaskSpec(name="export", schema=ExportTaskConfig, problems=problems,
+                backends=("hf", "megatron"),
                 outputs=lambda cfg, quantized: ("export",),
                 needs_earlier_model="exports the model of an earlier run. Fix: run.load=<quantize (or prune, distill) "
                                     "run dir>.")

@@ -80,6 +80,5 @@ def training_task_problems(cfg: DictConfig) -> List[str]:
     return found + evaluate_problems(task.evaluate)
 
 
-SPEC = TaskSpec(name="finetune", schema=FinetuneTaskConfig, problems=training_task_problems,
-                runner="optmodel.tasks.finetune.run", backends=("hf", "megatron"), resumable=True,
+SPEC = TaskSpec(name="finetune", schema=FinetuneTaskConfig, problems=training_task_problems, backends=("hf", "megatron"), resumable=True,
                 outputs=training_outputs)

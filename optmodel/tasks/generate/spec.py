@@ -46,6 +46,6 @@ def problems(cfg: DictConfig) -> List[str]:
     return found
 
 
-SPEC = TaskSpec(name="generate", schema=GenerateTaskConfig, problems=problems, runner="optmodel.tasks.generate.run",
-                backends=("hf", "megatron"), preflight="optmodel.backends.megatron_checkpoint:preflight",
+SPEC = TaskSpec(name="generate", schema=GenerateTaskConfig, problems=problems,
+                backends=("hf", "megatron"),
                 outputs=lambda cfg, quantized: ("generations",))

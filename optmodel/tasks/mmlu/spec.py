@@ -26,5 +26,5 @@ def problems(cfg: DictConfig) -> List[str]:
     return data_problems(MmluOptions.from_cfg(cfg.task, "task."))
 
 
-SPEC = TaskSpec(name="mmlu", schema=MmluTaskConfig, problems=problems, runner="optmodel.tasks.mmlu.run",
+SPEC = TaskSpec(name="mmlu", schema=MmluTaskConfig, problems=problems,
                 backends=("hf", "megatron"), outputs=lambda cfg, quantized: ("mmlu", "mmlu_table"))

@@ -3,7 +3,7 @@
     optmodel task=pipeline task.steps=[quantize,mmlu,export] task.quantize.quant_cfg=fp8 task.mmlu.data_dir=DIR
 
 Each step's settings are `task.<step>`, that task's own schema, checked as `task=<step>`
-would be (optmodel/config/pipeline.py); in a pipeline the quantize step exports nothing by
+would be (optmodel/tasks/pipeline/steps.py); in a pipeline the quantize step exports nothing by
 default (task.quantize.export=false): the export is a step of its own.
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import List
 
 from optmodel.config.gate import GateConfig
-from optmodel.config.pipeline import pipeline_problems
+from optmodel.tasks.pipeline.steps import pipeline_gate_problems, pipeline_problems, resolve_pipeline
 from optmodel.tasks.spec import TaskConfig, TaskSpec
 from optmodel.tasks.distill.spec import DistillTaskConfig
 from optmodel.tasks.eval.spec import EvalTaskConfig
@@ -42,5 +42,5 @@ class PipelineTaskConfig(TaskConfig):
     export: ExportTaskConfig = field(default_factory=ExportTaskConfig)
 
 
-SPEC = TaskSpec(name="pipeline", schema=PipelineTaskConfig, problems=pipeline_problems, runner="optmodel.tasks.pipeline.run",
-                backends=("hf", "megatron"), preflight="optmodel.tasks.pipeline.run:preflight")
+SPEC = TaskSpec(name="pipeline", schema=PipelineTaskConfig, problems=pipeline_problems,
+                gate_problems=pipeline_gate_problems, resolve=resolve_pipeline, backends=("hf", "megatron"))

@@ -11,6 +11,7 @@ from typing import List, Optional
 from omegaconf import DictConfig, open_dict
 
 from optmodel.config.deploy import deploy_problems
+from optmodel.config.gate import gate_metrics, one_gate_problems
 from optmodel.facts.errors import one_of
 from optmodel.config.format_aliases import canonical_format, resolve_format_aliases
 from optmodel.tasks.registry import task_spec, task_specs
@@ -44,8 +45,6 @@ def input_model(cfg: DictConfig) -> Optional[str]:
 def resolve_pipeline(cfg: DictConfig) -> DictConfig:
     """Each step's format names made canonical (as task=<step> would), and a distill step's
     teacher defaulted to the pipeline's input model (recorded in the run's config.yaml)."""
-    if cfg.task.get("name") != "pipeline":
-        return cfg
     cfg = cfg.copy()
     for name in cfg.task.steps:
         if name not in cfg.task:
@@ -141,3 +140,19 @@ def export_deploy_problems(cfg: DictConfig, earlier: List[str]) -> List[str]:
     found = deploy_problems("task.quantize.quant_cfg", deploy, formats, quant.kv_cache, quant.weight_only, mixed=mixed,
                             export_format=cfg.task.export.format)
     return [p.replace("task.deploy", "task.export.deploy") for p in found]
+
+
+def pipeline_gate_problems(cfg: DictConfig) -> List[str]:
+    """Each step's task.<step>.gate, and the pipeline's task.gate against what its steps
+    measure before and after."""
+    task = cfg.task
+    steps = [s for s in task.steps if s in task and task[s].get("gate") is not None]
+    problems = []
+    names, lm_eval = [], []
+    for s in steps:
+        measured = gate_metrics(task[s])
+        problems += one_gate_problems(task[s].gate, task[s], f"task.{s}.gate", measured)
+        names += measured[0]
+        lm_eval += measured[1]
+    return one_gate_problems(task.gate, task, "task.gate", (list(dict.fromkeys(names)), lm_eval),
+                             scope="task.<step>", where="any step of task.steps") + problems

@@ -173,6 +173,6 @@ def _resolved_or_empty(cfg: DictConfig) -> Dict[str, int]:
         return {}
 
 
-SPEC = TaskSpec(name="prune", schema=PruneTaskConfig, problems=problems, runner="optmodel.tasks.prune.run",
-                backends=("hf", "megatron"), preflight="optmodel.tasks.prune.run:preflight",
+SPEC = TaskSpec(name="prune", schema=PruneTaskConfig, problems=problems,
+                backends=("hf", "megatron"),
                 outputs=lambda cfg, quantized: ("prune_scores",) * (not cfg.task.scores) + ("saved_model",) * cfg.task.save_model)

@@ -200,5 +200,5 @@ def outputs(cfg: DictConfig, quantized: bool = False) -> Tuple[str, ...]:
             + ("generations",) * bool(task.generate.prompts))
 
 
-SPEC = TaskSpec(name="quantize", schema=QuantizeTaskConfig, problems=problems, runner="optmodel.tasks.quantize.run",
+SPEC = TaskSpec(name="quantize", schema=QuantizeTaskConfig, problems=problems,
                 backends=("hf", "megatron"), outputs=outputs)

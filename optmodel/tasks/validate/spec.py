@@ -83,5 +83,5 @@ def problems(cfg: DictConfig) -> List[str]:
     return found + acceptance_problems(cfg.task.acceptance, "task.acceptance")
 
 
-SPEC = TaskSpec(name="validate", schema=ValidateTaskConfig, problems=problems, runner="optmodel.tasks.validate.run",
+SPEC = TaskSpec(name="validate", schema=ValidateTaskConfig, problems=problems,
                 backends=("hf", "megatron"))
