@@ -16,7 +16,6 @@ import re
 from dataclasses import dataclass
 from typing import Mapping, Optional
 
-from optmodel.facts.layout import megatron_sizes, world_size_problems
 
 DEFAULT_MASTER_PORT = 29500
 
@@ -129,64 +128,6 @@ def destroy_world() -> None:
         dist.destroy_process_group()
 
 
-def init_model_parallel(parallel_cfg, device: str = "cpu", seed: int = 1234, launch: Optional[LaunchEnv] = None) -> LaunchEnv:
-    """Join the process world and set up megatron-core's parallel state for `parallel_cfg`.
-
-    Works for a single process too (megatron-core needs a process group even then: a
-    one-rank gloo/NCCL group on a free local port). Raises ValueError naming the layout
-    when the world size does not fit it, before any group is created.
-    Uneven first/last pipeline stages are a property of the model (TransformerConfig),
-    not of the process groups: see optmodel.backends.megatron_spec.
-    """
-    import torch.distributed as dist
-
-    launch = launch or detect_launch_env()
-    world = dist.get_world_size() if dist.is_initialized() else launch.world_size
-    problems = world_size_problems(parallel_cfg, world)
-    if problems:
-        raise ValueError("; ".join(problems))
-    if device == "cpu":
-        from optmodel.backends.megatron_cpu import apply_cpu_patches
-
-        apply_cpu_patches()
-    if not dist.is_initialized():
-        if launch.world_size == 1:
-            launch = LaunchEnv(master_port=free_port())
-        _init_group(device, launch)
-    from megatron.core import parallel_state
-
-    if parallel_state.model_parallel_is_initialized():
-        parallel_state.destroy_model_parallel()
-    parallel_state.initialize_model_parallel(
-        **megatron_sizes(parallel_cfg),
-        # gloo side groups are only needed by the distributed optimizer; on CPU the main
-        # groups are gloo already.
-        create_gloo_process_groups=False,
-    )
-    from optmodel.backends.megatron_cpu import seed_model_parallel_rng
-
-    seed_model_parallel_rng(seed)
-    return launch
-
-
-def _init_group(device: str, launch: LaunchEnv) -> None:
-    """A process group even for one process (init_world skips that case on purpose)."""
-    import torch
-    import torch.distributed as dist
-
-    if launch.world_size > 1:
-        init_world(device, launch)
-        return
-    if device == "cuda":
-        torch.cuda.set_device(0)
-    dist.init_process_group(
-        backend="nccl" if device == "cuda" else "gloo",
-        init_method=f"tcp://{launch.master_addr}:{launch.master_port}",
-        rank=0,
-        world_size=1,
-    )
-
-
 def free_port() -> int:
     """A TCP port nobody listens on right now (single-process worlds, test spawns)."""
     import socket
@@ -194,19 +135,3 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def destroy_model_parallel() -> None:
-    """Tear down megatron-core's groups, the CPU adaptations and the world (tests,
-    sequential runs in one process)."""
-    try:
-        from megatron.core import parallel_state
-
-        if parallel_state.model_parallel_is_initialized():
-            parallel_state.destroy_model_parallel()
-    except ImportError:
-        pass
-    from optmodel.backends.megatron_cpu import remove_cpu_patches
-
-    remove_cpu_patches()
-    destroy_world()

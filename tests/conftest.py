@@ -106,7 +106,7 @@ def no_process_group_left_behind():
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
-        from optmodel.distributed import destroy_model_parallel
+        from optmodel.backends.megatron_world import destroy_model_parallel
 
         destroy_model_parallel()
 

@@ -24,7 +24,7 @@ def join_gloo_world(rank: int, world: int, port: int) -> None:
 def recorded_results(rank: int, out_path: str):
     """Yield the results dict the scenarios fill: a failing rank writes its traceback to
     `<out_path>.rank<N>`, rank 0 writes the results to `out_path`; the world is torn down."""
-    from optmodel.distributed import destroy_model_parallel
+    from optmodel.backends.megatron_world import destroy_model_parallel
 
     results = {}
     try:

@@ -77,7 +77,7 @@ def run_scenarios(rank: int, world: int, port: int, scenarios: list, out_path: s
     if rank == 0:
         with open(out_path, "w") as f:
             json.dump(results, f)
-    from optmodel.distributed import destroy_model_parallel
+    from optmodel.backends.megatron_world import destroy_model_parallel
 
     destroy_model_parallel()
 

@@ -93,7 +93,7 @@ def run(rank: int, world: int, port: int, jobs: list, out_path: str) -> None:
         raise
     if rank == 0:
         torch.save(results, out_path)
-    from optmodel.distributed import destroy_model_parallel
+    from optmodel.backends.megatron_world import destroy_model_parallel
 
     destroy_model_parallel()
 

@@ -230,7 +230,7 @@ def test_compare_follows_run_load_to_the_base_and_reads_pipeline_steps(tmp_path)
     assert rows["base (tiny_qwen3)"].values == {"perplexity": 4.0}
     name = tmp_path.name
     assert rows[f"{name}/distill"].values == {"perplexity": 5.0}
-    assert rows[f"{name}/distill"].kind == "prune ? -> distill 3 steps"
+    assert rows[f"{name}/distill"].kind == "prune -> distill 3 steps"  # the prune run recorded no target
     assert rows[f"{name}/pipe"].values == {"perplexity": 4.5} and rows[f"{name}/pipe"].kind == "pipeline prune -> distill"
 
 

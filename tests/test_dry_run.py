@@ -86,7 +86,8 @@ def test_kimi_convert_config_composes_on_the_command_line():
 def test_world_size_that_does_not_fit_the_layout_is_refused_before_any_group():
     import torch.distributed as dist
 
-    from optmodel.distributed import LaunchEnv, init_model_parallel
+    from optmodel.distributed import LaunchEnv
+    from optmodel.backends.megatron_world import init_model_parallel
 
     with pytest.raises(ValueError, match=r"needs a multiple of TP x PP x CP = 2 processes, but 3 were launched"):
         init_model_parallel(compose_cfg("parallel=tp2").parallel, launch=LaunchEnv(world_size=3))

@@ -29,7 +29,7 @@ ACC = ["task.acceptance.num_prompts=3", "task.acceptance.max_new_tokens=24", "ta
 @pytest.fixture(scope="module", autouse=True)
 def megatron_world(one_thread):
     yield
-    from optmodel.distributed import destroy_model_parallel
+    from optmodel.backends.megatron_world import destroy_model_parallel
 
     destroy_model_parallel()
 

@@ -33,7 +33,7 @@ def hf_logits(path, ids=IDS):
 @pytest.fixture(scope="module", autouse=True)
 def megatron_world():
     yield
-    from optmodel.distributed import destroy_model_parallel
+    from optmodel.backends.megatron_world import destroy_model_parallel
 
     destroy_model_parallel()
 
@@ -181,7 +181,7 @@ def test_cpu_adaptations_are_undone_with_the_megatron_world():
 
     from optmodel.backends import megatron
     from optmodel.backends.megatron_cpu import cpu_patches_active
-    from optmodel.distributed import destroy_model_parallel
+    from optmodel.backends.megatron_world import destroy_model_parallel
 
     destroy_model_parallel()  # the world earlier tests left
     original = torch.cuda.current_device

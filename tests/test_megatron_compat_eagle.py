@@ -75,7 +75,7 @@ def test_local_attention_still_keeps_views_of_the_cache_it_is_given():
 
     from conftest import compose_cfg
     from optmodel.backends.megatron_compat.eagle import _copying_core_attention
-    from optmodel.distributed import destroy_model_parallel, init_model_parallel
+    from optmodel.backends.megatron_world import destroy_model_parallel, init_model_parallel
 
     init_model_parallel(compose_cfg().parallel, device="cpu")
     try:

@@ -95,7 +95,7 @@ def test_kv_cached_generation_equals_the_full_forward_loop(model):
     """The handle's KV-cached tokens = re-running the whole sequence per token (36 new tokens:
     past tiny_gpt_oss's window, where the cache must drop keys the mask hides)."""
     from optmodel.backends import megatron
-    from optmodel.distributed import destroy_model_parallel
+    from optmodel.backends.megatron_world import destroy_model_parallel
     from optmodel.evaluation.forward import Forward
     from optmodel.evaluation.generation import SamplingOptions, generate_ids
 
@@ -125,7 +125,7 @@ def test_export_of_a_megatron_run_loads_in_transformers_with_the_megatron_logits
     from transformers import AutoModelForCausalLM
 
     from optmodel.backends import megatron
-    from optmodel.distributed import destroy_model_parallel
+    from optmodel.backends.megatron_world import destroy_model_parallel
 
     execute(compose_cfg(*MEGATRON, "task=convert"), tmp_path / "convert")
     execute(compose_cfg(*MEGATRON, "task=export", f"run.load={tmp_path / 'convert'}"), tmp_path / "export")
@@ -144,7 +144,7 @@ def test_a_model_reshaped_from_its_checkpoint_exports_with_its_own_config(tmp_pa
     from transformers import AutoModelForCausalLM
 
     from optmodel.backends import megatron
-    from optmodel.distributed import destroy_model_parallel
+    from optmodel.backends.megatron_world import destroy_model_parallel
 
     handle = megatron.build(compose_cfg("model=tiny_qwen3_moe", *MEGATRON, "model.moe.num_experts=4",
                                         "model.moe.ffn_hidden_size=64", "model.num_layers=3"))
@@ -167,7 +167,7 @@ def test_export_of_a_quantized_megatron_run_holds_its_fp8_weights_and_scales(one
     exporter's division and the fake quant's multiplication break differently."""
     from optmodel.backends import load
     from optmodel.config.inherit import inherit_run_model
-    from optmodel.distributed import destroy_model_parallel
+    from optmodel.backends.megatron_world import destroy_model_parallel
 
     export = one_rank / "export" / "export"
     assert json.loads((export / "hf_quant_config.json").read_text())["quantization"]["quant_algo"] == "FP8"

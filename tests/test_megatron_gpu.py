@@ -12,7 +12,7 @@ pytestmark = pytest.mark.gpu
 @pytest.fixture(scope="module", autouse=True)
 def megatron_world():
     yield
-    from optmodel.distributed import destroy_model_parallel
+    from optmodel.backends.megatron_world import destroy_model_parallel
 
     destroy_model_parallel()
 

@@ -26,7 +26,7 @@ TARGETS = {
 def pp1(tmp_path_factory, one_thread):
     """Each model pruned in this process (one rank)."""
     out = {name: prune_and_reload(name, target, str(tmp_path_factory.mktemp(name))) for name, target in TARGETS.items()}
-    from optmodel.distributed import destroy_model_parallel
+    from optmodel.backends.megatron_world import destroy_model_parallel
 
     destroy_model_parallel()
     return out

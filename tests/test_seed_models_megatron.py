@@ -17,7 +17,7 @@ IDS = torch.randint(0, 1000, (2, 64), generator=torch.Generator().manual_seed(0)
 @pytest.fixture(scope="module", autouse=True)
 def megatron_world():
     yield
-    from optmodel.distributed import destroy_model_parallel
+    from optmodel.backends.megatron_world import destroy_model_parallel
 
     destroy_model_parallel()
 

@@ -30,8 +30,9 @@ from optmodel.backends.megatron_cpu import causal_mask
 from optmodel.backends.megatron_pipeline import pipeline_broadcast_logits
 from optmodel.facts.dtype import checkpoint_dtype, compute_dtype
 from optmodel.facts.machine import torch_device
-from optmodel.tasks.spec import EXPORT_TP_REFUSAL
-from optmodel.distributed import barrier, init_model_parallel, is_rank0
+from optmodel.facts.layout import EXPORT_TP_REFUSAL
+from optmodel.distributed import barrier, is_rank0
+from optmodel.backends.megatron_world import init_model_parallel
 from optmodel.manifest import atomic_dir
 from optmodel.facts.checkpoint import resolve_checkpoint
 

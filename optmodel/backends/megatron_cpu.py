@@ -3,7 +3,7 @@
 Used only by megatron runs on CPU (no GPU visible, or backend.device=cpu): GPU runs see
 the libraries exactly as shipped. `apply_cpu_patches` replaces each CUDA call with its
 CPU meaning (see the comment on each); `remove_cpu_patches` (called by
-optmodel.distributed.destroy_model_parallel) puts the originals back, so a process that
+optmodel.backends.megatron_world.destroy_model_parallel) puts the originals back, so a process that
 later runs on the GPU is unaffected. `apply_no_te_fixes` repairs two megatron-core
 import-time assumptions that Transformer-Engine is present; it is needed wherever TE is
 missing (always on CPU) and changes nothing where TE imports.

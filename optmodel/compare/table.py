@@ -85,25 +85,28 @@ def labels(dirs: Sequence[Path]) -> Dict[Path, str]:
 
 
 def describe(manifest: Dict[str, Any]) -> str:
-    """What the run did to its model, in a few words."""
+    """What the run did to its model, in a few words, read from what its manifest records
+    (steps, pruning target, draft settings, format, training steps)."""
     task = manifest.get("task") or "?"
     quant = manifest.get("quantization") or {}
-    metrics = manifest.get("metrics") or {}
-    if task == "quantize":
-        return f"quantize {quant.get('format', '?')}" + (f" kv {quant['kv_cache']}" if quant.get("kv_cache") not in (None, "none") else "")
-    if task == "prune":
+    fmt = quant.get("format")
+    steps = manifest.get("steps")
+    if isinstance(steps, dict) and steps:  # several tasks on one model load
+        return f"{task} " + " -> ".join(steps) + (f" ({fmt})" if fmt else "")
+    words = [task]
+    if "pruning" in manifest:
         target = (manifest.get("pruning") or {}).get("export_config") or {}
-        return "prune " + (" ".join(f"{k}={v}" for k, v in target.items()) or "?")
-    if task in ("finetune", "distill"):
-        trained = quant.get("format")
-        return f"{task}{' ' + trained if trained else ''} {metrics.get('train_steps', '?')} steps"
-    if task == "eagle3":
-        spec = manifest.get("speculative") or {}
-        return f"eagle3 layers={spec.get('draft_layers')} ttt={spec.get('ttt_steps')} vocab={spec.get('draft_vocab_size')}"
-    if task == "pipeline":
-        steps = list((manifest.get("steps") or {}))
-        return "pipeline " + " -> ".join(steps) + (f" ({quant['format']})" if quant.get("format") else "")
-    return task
+        words.append(" ".join(f"{k}={v}" for k, v in target.items()) or "?")
+    draft = manifest.get("speculative") or {}
+    if draft:
+        words.append(f"layers={draft.get('draft_layers')} ttt={draft.get('ttt_steps')} vocab={draft.get('draft_vocab_size')}")
+    trained = (manifest.get("metrics") or {}).get("train_steps")
+    if fmt:
+        kv = quant.get("kv_cache")
+        words.append(fmt + (f" kv {kv}" if trained is None and kv not in (None, "none") else ""))
+    if trained is not None:
+        words.append(f"{trained} steps")
+    return " ".join(words)
 
 
 def lineage(run_dir: Path, manifest: Dict[str, Any]) -> List[Dict[str, Any]]:

@@ -3,10 +3,12 @@ validation calls this before anything heavy loads)."""
 
 from __future__ import annotations
 
+import json
 from typing import List
 
 from omegaconf import DictConfig
 
+from optmodel.facts.checkpoint import resolve_checkpoint
 from optmodel.facts.layout import expert_tensor_size
 
 LLAMA4_MEGATRON_MAX_SEQ_LEN = 8191  # optmodel.backends.megatron_families.LLAMA4_MAX_SEQ_LEN
@@ -40,15 +42,6 @@ def family_problems(cfg: DictConfig) -> List[str]:
             f"attention only, not sdpa (model {model.name}). Fix: backend.attn_implementation=auto (eager for "
             f"gpt-oss), or eager."
         )
-    task = cfg.task
-    if (model.family in ("llama4", "gpt_oss") and task.name == "quantize" and task.get("export")
-            and not task.get("recipe") and "AWQ" in str(task.get("quant_cfg"))):
-        problems.append(
-            f"task.export: ModelOpt 0.46's Hugging Face exporter cannot export AWQ formats of {model.family} MoE "
-            f"models ({task.quant_cfg}): it resmooths experts only for Mixtral, Qwen-MoE, Nemotron-H and Gemma-4 "
-            f"(get_experts_list raises NotImplementedError). Fix: task.export=false to quantize and evaluate in "
-            f"memory, or a non-AWQ format (FP8_DEFAULT_CFG, NVFP4_DEFAULT_CFG)."
-        )
     if backend.name != "megatron":
         return problems
     if model.family == "llama4" and cfg.data.seq_len > LLAMA4_MEGATRON_MAX_SEQ_LEN:
@@ -58,14 +51,6 @@ def family_problems(cfg: DictConfig) -> List[str]:
             f"without Transformer-Engine), so backend=megatron reproduces {model.name} up to "
             f"{LLAMA4_MEGATRON_MAX_SEQ_LEN} tokens only, not {cfg.data.seq_len}. Fix: data.seq_len<="
             f"{LLAMA4_MEGATRON_MAX_SEQ_LEN}, or backend=hf."
-        )
-    exporting = (task.name == "convert" and task.get("direction") == "megatron_to_hf") or (
-        task.name == "quantize" and task.get("export")) or task.name == "export"
-    if model.family == "llama4" and exporting and _architectures(model) == ["Llama4ForCausalLM"]:
-        problems.append(
-            f"model.checkpoint: ModelOpt 0.46's Megatron exporter has rules for Llama4ForConditionalGeneration (the "
-            f"released Scout / Maverick checkpoints) only, and {model.name} is a text-only Llama4ForCausalLM. "
-            f"Fix: backend=hf for this export, or task.export=false on backend=megatron."
         )
     etp = expert_tensor_size(cfg.parallel)
     if etp > 1 and model.family in ETP_REFUSALS:
@@ -77,13 +62,31 @@ def family_problems(cfg: DictConfig) -> List[str]:
     return problems
 
 
+def awq_export_problems(cfg: DictConfig) -> List[str]:
+    """A quantized Hugging Face export of an AWQ format of a MoE family ModelOpt cannot resmooth
+    (the quantizing task asks when it exports)."""
+    model, task = cfg.model, cfg.task
+    if model.family not in ("llama4", "gpt_oss") or task.get("recipe") or "AWQ" not in str(task.get("quant_cfg")):
+        return []
+    return [f"task.export: ModelOpt 0.46's Hugging Face exporter cannot export AWQ formats of {model.family} MoE "
+            f"models ({task.quant_cfg}): it resmooths experts only for Mixtral, Qwen-MoE, Nemotron-H and Gemma-4 "
+            f"(get_experts_list raises NotImplementedError). Fix: task.export=false to quantize and evaluate in "
+            f"memory, or a non-AWQ format (FP8_DEFAULT_CFG, NVFP4_DEFAULT_CFG)."]
+
+
+def megatron_export_problems(cfg: DictConfig) -> List[str]:
+    """What ModelOpt's Megatron exporter has no rules for (every task exporting from megatron asks)."""
+    model = cfg.model
+    if cfg.backend.name != "megatron" or model.family != "llama4" or _architectures(model) != ["Llama4ForCausalLM"]:
+        return []
+    return [f"model.checkpoint: ModelOpt 0.46's Megatron exporter has rules for Llama4ForConditionalGeneration (the "
+            f"released Scout / Maverick checkpoints) only, and {model.name} is a text-only Llama4ForCausalLM. "
+            f"Fix: backend=hf for this export, or task.export=false on backend=megatron."]
+
+
 def _architectures(model) -> list:
     """config.json's `architectures` of the model's checkpoint ([] when unreadable: the
     checkpoint checks report that)."""
-    import json
-
-    from optmodel.facts.checkpoint import resolve_checkpoint
-
     ckpt = resolve_checkpoint(model)
     try:
         return list(json.loads((ckpt / "config.json").read_text()).get("architectures") or []) if ckpt else []

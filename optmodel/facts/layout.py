@@ -115,3 +115,10 @@ def pipeline_stage_layers(num_layers: int, par) -> List[int]:
     if last is not None:
         stages[-1] = last
     return stages
+
+
+EXPORT_TP_REFUSAL = (
+    "export to Hugging Face needs parallel.tensor=1: ModelOpt's Megatron exporter writes each "
+    "rank's tensor shard as if it were the whole weight (it does not gather tensor-parallel shards). "
+    "Fix: parallel=export_pp (TP 1, pipeline stages instead; set parallel.pipeline to what fits)."
+)

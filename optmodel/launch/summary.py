@@ -25,6 +25,7 @@ from optmodel.facts.rundir import effective_status
 from optmodel.launch.sweep import read_record
 from optmodel.manifest import atomic_write_text
 from optmodel.facts.rundir import MANIFEST_NAME
+from optmodel.tasks.registry import task_specs
 
 SUMMARY_STEM = "summary"
 # Columns first when present, in this order; any other metric follows alphabetically.
@@ -32,14 +33,6 @@ LEADING_METRICS = ("effective_bits", "parameters_after", "active_parameters_afte
                    "draft_vocab_size", "train_steps", "perplexity_before", "perplexity_after", "perplexity_increase_pct",
                    "mmlu_before", "mmlu_after", "al_before", "al_after", "eval_loss", "eval_perplexity")
 ACCURACY_MARKERS = ("mmlu", "accuracy", "acc")
-# What a task's sweeps vary, in the order tried as the plot's x axis (the first one whose values differ).
-X_AXES = {
-    "quantize": ("effective_bits",),
-    "prune": ("parameters_after", "active_parameters_after"),
-    "eagle3": ("draft_layers", "ttt_steps", "draft_vocab_size", "train_steps"),
-    "finetune": ("train_steps",),
-    "distill": ("train_steps",),
-}
 SPECULATIVE_SETTINGS = ("draft_layers", "ttt_steps", "draft_vocab_size")
 
 
@@ -90,7 +83,7 @@ def _job_rows(job: Dict[str, Any], varying: set) -> List[Dict[str, Any]]:
         "error": (job.get("error") if status == "not run" else None) or manifest.get("error") or job.get("error") or "",
         "run_dir": job["run_dir"],
     }
-    steps = manifest.get("steps") if manifest.get("task") == "pipeline" else None
+    steps = manifest.get("steps")  # several tasks on one load: a row per step
     if not isinstance(steps, dict) or not steps:
         return [row]
     return [{**row, "task": f"pipeline/{name}", "status": step.get("status") or "pending",
@@ -105,7 +98,8 @@ def collect_rows(sweep_dir: Path) -> List[Dict[str, Any]]:
         rows += _job_rows(job, varying)
     tasks = {r["task"] for r in rows}
     task = tasks.pop() if len(tasks) == 1 else None
-    axes = X_AXES.get(task, ()) if task else ("effective_bits",) * (task == "")  # "": manifests without a task
+    # what the task's sweeps vary (its spec's sweep_axes), tried in order as the x axis; "": manifests without a task
+    axes = task_specs()[task].sweep_axes if task in task_specs() else ("effective_bits",) * (task == "")
     x = next((k for k in axes if len({r["metrics"].get(k) for r in rows}) > 1), axes[0] if axes else None)
     if x is not None:  # pipelines (and mixed tasks) keep job and step order
         rows.sort(key=lambda r: (r["metrics"].get(x) is None, r["metrics"].get(x, 0), r["job"]))

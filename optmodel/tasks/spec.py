@@ -12,8 +12,10 @@ from typing import Callable, List, Optional, Tuple
 
 from omegaconf import MISSING, DictConfig
 
+from optmodel.config.family_checks import megatron_export_problems
 from optmodel.config.gate import gate_problems
 from optmodel.facts.errors import positive
+from optmodel.facts.layout import EXPORT_TP_REFUSAL
 from optmodel.facts.lm_eval_tasks import lm_eval_task_file_problems
 from optmodel.data.mmlu import MmluOptions, data_problems as mmlu_data_problems
 
@@ -40,6 +42,8 @@ class TaskSpec:
     # starts from a model an earlier run made (run.load; in a pipeline: an earlier step), e.g. export:
     # the refusal's sentence when there is none
     needs_earlier_model: Optional[str] = None
+    # what a sweep of this task varies, tried in order as the x axis of its summary plot (optmodel/launch/summary.py)
+    sweep_axes: Tuple[str, ...] = ()
 
 
 def no_problems(cfg: DictConfig) -> List[str]:
@@ -84,18 +88,11 @@ def evaluate_problems(evaluate: Optional[DictConfig]) -> List[str]:
     return problems
 
 
-EXPORT_TP_REFUSAL = (
-    "export to Hugging Face needs parallel.tensor=1: ModelOpt's Megatron exporter writes each "
-    "rank's tensor shard as if it were the whole weight (it does not gather tensor-parallel shards). "
-    "Fix: parallel=export_pp (TP 1, pipeline stages instead; set parallel.pipeline to what fits)."
-)
-
-
 def export_layout_problems(cfg: DictConfig, field_name: str = "parallel.tensor") -> List[str]:
     """An export from a tensor-parallel megatron model is refused (see EXPORT_TP_REFUSAL)."""
     if cfg.backend.name == "megatron" and cfg.parallel.tensor != 1:
         return [f"{field_name}: {EXPORT_TP_REFUSAL} (parallel={cfg.parallel.name} has TP {cfg.parallel.tensor})"]
-    return _expert_parallel_problems(cfg)
+    return _expert_parallel_problems(cfg) + megatron_export_problems(cfg)
 
 
 def _expert_parallel_problems(cfg: DictConfig) -> List[str]:

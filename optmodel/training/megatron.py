@@ -32,6 +32,7 @@ from typing import Any, Dict, List, Optional
 
 from tqdm import tqdm
 
+from optmodel.facts.dtype import MEGATRON_CPU_DTYPE_REFUSAL
 from optmodel.distributed import barrier, broadcast_from_rank0, is_rank0
 from optmodel.manifest import atomic_dir, atomic_write_text
 from optmodel.training.checkpoints import (COMPLETE_MARKER, checkpoints, discard_incomplete, is_complete,
@@ -153,8 +154,6 @@ def build_optimizer(model, training, device, steps: int):
     on_cuda = device.type == "cuda"
     bf16 = any(p.dtype == torch.bfloat16 for p in model.parameters())
     if bf16 and not on_cuda:  # validation refuses it first; a direct caller gets the reason too
-        from optmodel.tasks.finetune.spec import MEGATRON_CPU_DTYPE_REFUSAL
-
         raise ValueError(MEGATRON_CPU_DTYPE_REFUSAL)
     ddp = DistributedDataParallel(
         config=model.config, module=model,

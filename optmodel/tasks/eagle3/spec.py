@@ -134,8 +134,7 @@ def megatron_problems(cfg: DictConfig, trains: bool = True) -> List[str]:
     """What backend=megatron's EAGLE3 (optmodel.speculative.megatron_eagle) cannot do."""
     if cfg.backend.name != "megatron":
         return []
-    from optmodel.facts.dtype import compute_dtype, expected_device
-    from optmodel.tasks.finetune.spec import MEGATRON_CPU_DTYPE_REFUSAL
+    from optmodel.facts.dtype import MEGATRON_CPU_DTYPE_REFUSAL, compute_dtype, expected_device
 
     found = [MEGATRON_PIPELINE_REFUSAL] if cfg.parallel.pipeline > 1 and cfg.task.name != "eagle3_features" else []
     if trains:
@@ -168,4 +167,5 @@ def problems(cfg: DictConfig) -> List[str]:
 
 
 SPEC = TaskSpec(name="eagle3", schema=Eagle3TaskConfig, problems=problems,
-                backends=("hf", "megatron"), resumable=True)
+                backends=("hf", "megatron"), resumable=True,
+                sweep_axes=("draft_layers", "ttt_steps", "draft_vocab_size", "train_steps"))

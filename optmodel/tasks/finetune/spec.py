@@ -11,14 +11,10 @@ from optmodel.facts.dtype import compute_dtype, expected_device
 from optmodel.facts.layout import dense_group_size, launched_world_size
 from optmodel.config.gate import GateConfig
 from optmodel.tasks.spec import EvaluateConfig, TaskConfig, TaskSpec, evaluate_problems
+from optmodel.facts.dtype import MEGATRON_CPU_DTYPE_REFUSAL
 from optmodel.facts.rundir import read_origin
 from optmodel.training.config import TrainingConfig, training_problems
 
-MEGATRON_CPU_DTYPE_REFUSAL = (
-    "backend.dtype: backend=megatron trains on CPU with megatron-core's FP32 optimizer; its mixed-precision and "
-    "distributed optimizers (bf16 / fp16 weights) take CUDA tensors only (\"Wrapped parameters must be one of "
-    "torch.cuda.FloatTensor, ...\"). Fix: backend.dtype=float32 on CPU, or a GPU."
-)
 MEGATRON_AUTOCAST_REFUSAL = (
     "task.training.bf16: bf16 autocast is backend=hf's; backend=megatron trains in its weights' dtype (bf16 weights "
     "with megatron-core's fp32 main copy, on CUDA). Fix: task.training.bf16=false and backend.dtype=bfloat16."
@@ -81,4 +77,5 @@ def training_task_problems(cfg: DictConfig) -> List[str]:
 
 
 SPEC = TaskSpec(name="finetune", schema=FinetuneTaskConfig, problems=training_task_problems, backends=("hf", "megatron"), resumable=True,
-                outputs=training_outputs)
+                outputs=training_outputs,
+                sweep_axes=("train_steps",))

@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 
 from optmodel.facts import choices
 from optmodel.config.deploy import deploy_problems
+from optmodel.config.family_checks import awq_export_problems
 from optmodel.facts.errors import one_of
 from optmodel.config.format_aliases import QFORMAT_ALIASES, canonical_format
 from optmodel.facts.machine import runs_on_cpu
@@ -183,6 +184,8 @@ def problems(cfg: DictConfig) -> List[str]:
         found.append("task.sync_expert_weight_amax: shares expert weight amax only on backend=megatron; on "
                      "backend=hf ModelOpt leaves every expert's amax its own. Fix: backend=megatron, or "
                      "task.sync_expert_weight_amax=false.")
+    if task.export:
+        found += awq_export_problems(cfg)
     found += _deploy_problems(cfg)
     origin = read_origin(cfg.run.get("load"))
     if origin is not None and origin.get("quantization"):
@@ -201,4 +204,5 @@ def outputs(cfg: DictConfig, quantized: bool = False) -> Tuple[str, ...]:
 
 
 SPEC = TaskSpec(name="quantize", schema=QuantizeTaskConfig, problems=problems,
-                backends=("hf", "megatron"), outputs=outputs)
+                backends=("hf", "megatron"), outputs=outputs,
+                sweep_axes=("effective_bits",))
