@@ -14,6 +14,17 @@ from omegaconf import DictConfig
 from optmodel.config.schema import register_schemas
 from optmodel.facts.paths import conf_dir
 from optmodel.tasks.registry import task_spec, task_specs
+from optmodel.checked import override_problems, resolve_run_config
+from optmodel.facts.errors import ConfigError
+from optmodel.plan import dry_run
+from optmodel.run import checked_config, execute, model_was_typed
+from optmodel.gate import EXIT_GATED, Gated
+from optmodel.launch.plain import hand_to_launcher, note_run_dir, submitting_launcher
+from optmodel.console import quiet_console
+from optmodel.launch import signals
+from optmodel.compare.cli import main as compare
+from optmodel.claim import probe_run_dir
+from optmodel.distributed import detect_launch_env
 
 log = logging.getLogger("optmodel")
 
@@ -36,10 +47,7 @@ def main() -> None:
     """Check the command line's overrides against the schemas, then let Hydra run
     (`optmodel compare ...` is a subcommand of its own, not a Hydra run)."""
     if sys.argv[1:2] == ["compare"]:
-        from optmodel.compare.cli import main as compare
-
         sys.exit(compare(sys.argv[2:]))
-    from optmodel.checked import override_problems
 
     problems = override_problems(sys.argv[1:])
     if problems:
@@ -63,10 +71,6 @@ def print_job_config(argv) -> None:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf, open_dict
 
-    from optmodel.facts.errors import ConfigError
-    from optmodel.checked import resolve_run_config
-    from optmodel.run import model_was_typed
-
     overrides = [a for i, a in enumerate(argv) if not a.startswith("-") and argv[i - 1:i] not in (["--cfg"], ["-c"])]
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         composed = compose("config", overrides=overrides, return_hydra_config=True)
@@ -83,8 +87,6 @@ def print_job_config(argv) -> None:
 
 def refuse(problems) -> None:
     """A config problem is the user's to fix: the message, exit 2, no traceback."""
-    from optmodel.facts.errors import ConfigError
-
     print(f"error: {ConfigError(problems)}", file=sys.stderr)
     sys.exit(2)
 
@@ -96,12 +98,6 @@ class SettleBeforeRunDir(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         from omegaconf import open_dict
-
-        from optmodel.claim import probe_run_dir
-        from optmodel.facts.errors import ConfigError
-        from optmodel.distributed import detect_launch_env
-        from optmodel.launch.plain import note_run_dir, submitting_launcher
-        from optmodel.run import checked_config
 
         HydraConfig.instance().set_config(config)  # what run_job does next: the checks read the choices
         if submitting_launcher():
@@ -120,8 +116,6 @@ class SettleBeforeRunDir(Callback):
                 raise ConfigError(problems)
             cfg = checked_config(cfg)
             if cfg.run.dry_run:
-                from optmodel.plan import dry_run
-
                 dry_run(cfg)
                 sys.exit(0)
         except ConfigError as err:
@@ -130,17 +124,9 @@ class SettleBeforeRunDir(Callback):
 
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
 def hydra_main(cfg: DictConfig) -> None:
-    from optmodel.facts.errors import ConfigError
-    from optmodel.gate import EXIT_GATED, Gated
-    from optmodel.launch.plain import hand_to_launcher
-    from optmodel.run import execute
-
     status = hand_to_launcher()  # a plain run with the slurm / local_ranks launcher: submit it
     if status is not None:
         sys.exit(status)
-    from optmodel.console import quiet_console
-
-    from optmodel.launch import signals
 
     run_dir = run_dir_of(cfg)
     try:

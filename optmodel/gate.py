@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, Iterable, Optional
 
 from optmodel.facts.measures import drop, drop_unit, measured
+from optmodel.facts.errors import ConfigError
 
 EXIT_GATED = 3
 
@@ -50,8 +51,6 @@ def enforce(gate, metric_dicts: Iterable[Dict[str, Any]], record: Callable[..., 
     result = verdict(gate, metric_dicts)
     if result is None:
         if final and gate is not None and gate.get("metric") is not None:
-            from optmodel.facts.errors import ConfigError
-
             base, value = measured(metric_dicts)
             raise ConfigError([f"task.gate.metric: {gate.metric!r} was not measured before and after (measured before: "
                                f"{', '.join(sorted(base)) or 'nothing'}; after: {', '.join(sorted(value)) or 'nothing'}). "

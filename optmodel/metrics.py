@@ -6,6 +6,7 @@ import math
 from typing import Callable, Iterable, Optional, Tuple
 
 from tqdm import tqdm
+from optmodel.allocator import release_freed_memory
 
 # Largest logits block scored at once (floats): 32 M = 128 MiB of float32, whatever the vocabulary
 # and sequence length (Qwen3's 151,936-token vocabulary: ~220 positions per block).
@@ -31,8 +32,6 @@ def chunked_perplexity(chunks_of: Callable, sequences, batch_size: int, device, 
     for any `chunks_of(input_ids, stop) -> (rows, first position, [rows, k, vocab] logits)`
     covering positions [0, stop): no more than one block of logits exists at a time."""
     import torch
-
-    from optmodel.allocator import release_freed_memory
 
     release_freed_memory()  # what earlier stages freed is not held through this one's peak
     total_nll, total_tokens = 0.0, 0

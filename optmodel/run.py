@@ -28,6 +28,7 @@ from optmodel.facts.rundir import relative_outputs
 from optmodel.plan import dry_run
 from optmodel.tasks.registry import preflight, task_runner, task_spec
 from optmodel.tracking import Tracker
+from optmodel.backends import load
 
 log = logging.getLogger("optmodel")
 
@@ -47,8 +48,6 @@ class RunContext:
         """The run's model (source None), or a second model from a checkpoint or run dir.
         stored_dtype: with backend.dtype=auto, hold the weights in the dtype they are stored
         in (a conversion, which does no arithmetic)."""
-        from optmodel.backends import load
-
         return load(self.cfg, source=source, stored_dtype=stored_dtype)
 
     def record(self, **fields: Any) -> None:

@@ -17,38 +17,10 @@ from pathlib import Path
 from omegaconf import DictConfig, open_dict
 
 from optmodel.backends.handle import ModelHandle
-from optmodel.facts.checkpoint import resolve_checkpoint
+from optmodel.backends.source import resolve_source
+from optmodel.backends.stored_dtype import holding_stored_dtype
 
 __all__ = ["ModelHandle", "load", "resolve_source", "train_eagle3_offline"]
-
-
-def resolve_source(cfg: DictConfig, source=None):
-    """(weights path, origin manifest or None, model config) of what `load` would read."""
-    from optmodel.config.inherit import produced_model_config, with_model_fields
-    from optmodel.facts.rundir import is_distributed_checkpoint, read_origin, run_dir_problems, saved_model_path
-
-    source = source if source is not None else cfg.run.get("load")
-    if source is None:
-        return resolve_checkpoint(cfg.model), None, cfg.model
-    origin = read_origin(str(source))
-    if origin is None:  # a checkpoint dir: its config.json says the architecture
-        import json
-
-        from optmodel.facts.hf_config import from_hf_config_dict
-
-        path = Path(source).expanduser()
-        if is_distributed_checkpoint(path):  # megatron's own: the run's model config describes it
-            return path, None, cfg.model
-        arch = from_hf_config_dict(json.loads((path / "config.json").read_text()))
-        return path, None, with_model_fields(cfg.model, {**arch, "checkpoint": str(path)})
-    problems = run_dir_problems(str(source), field="source", backend=cfg.backend.name)
-    if problems:
-        raise ValueError(problems[0])
-    model_cfg = cfg.model
-    produced = produced_model_config(str(source))
-    if produced is not None and source != cfg.run.get("load"):  # the run's own model config is inherited already
-        model_cfg = with_model_fields(cfg.model, produced)
-    return saved_model_path(origin), origin, model_cfg
 
 
 def load(cfg: DictConfig, source=None, stored_dtype: bool = False) -> ModelHandle:
@@ -56,8 +28,6 @@ def load(cfg: DictConfig, source=None, stored_dtype: bool = False) -> ModelHandl
     model) on cfg's backend and device. stored_dtype: backend.dtype=auto holds the weights in
     the dtype they are stored in (optmodel/backends/stored_dtype.py); the handle's cfg says so."""
     if stored_dtype:
-        from optmodel.backends.stored_dtype import holding_stored_dtype
-
         cfg = holding_stored_dtype(cfg, source)
     path, origin, model_cfg = resolve_source(cfg, source)
     if source is not None and str(source) != str(cfg.run.get("load")) and model_cfg.get("checkpoint"):

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from optmodel.evaluation.forward import handle_forward
+from optmodel.quantization.summary import quantizer_summary
 
 
 class ModelHandle:
@@ -91,7 +93,6 @@ class ModelHandle:
         """(prompt token ids, new token ids) per prompt."""
         import torch
 
-        from optmodel.evaluation.forward import handle_forward
         from optmodel.evaluation.generation import SamplingOptions, generate_ids
 
         tok = self.tokenizer
@@ -135,8 +136,6 @@ class ModelHandle:
     def quantizer_summary(self) -> Dict[str, Any]:
         """optmodel.quantization.summary's record of the whole model (collective: a backend
         whose ranks hold pieces merges them)."""
-        from optmodel.quantization.summary import quantizer_summary
-
         return quantizer_summary(self.model)
 
     def is_quantized(self) -> bool:

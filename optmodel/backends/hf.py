@@ -18,11 +18,17 @@ from typing import Any, Dict, Optional
 from omegaconf import DictConfig
 
 from optmodel.backends.handle import ModelHandle
-from optmodel.backends.storage import shard_size_like
-from optmodel.facts.dtype import checkpoint_dtype
+from optmodel.backends.storage import shard_size_like, stored_state_dict, write_stored_dtype
+from optmodel.facts.dtype import checkpoint_dtype, compute_dtype
 from optmodel.config.family_checks import attention_implementation
 from optmodel.facts.machine import torch_device
 from optmodel.manifest import atomic_dir
+from optmodel.facts.checkpoint import resolve_checkpoint
+from optmodel.speculative import workflow
+from optmodel.speculative.ops import HFEagle3
+from optmodel.distributed import barrier, is_rank0
+from optmodel.facts.hf_config import from_hf_config_dict
+from optmodel.quantization import cpu_fakequant
 
 log = logging.getLogger("optmodel")
 
@@ -35,8 +41,6 @@ class HFHandle(ModelHandle):
 
     def eagle3(self):
         """ModelOpt's HF EAGLE plugin and transformers' Trainer (optmodel.speculative.ops)."""
-        from optmodel.speculative.ops import HFEagle3
-
         return HFEagle3(self.model)
 
     # --- forward --------------------------------------------------------------------------
@@ -143,9 +147,6 @@ class HFHandle(ModelHandle):
         the compute dtype, so the copy reloads as measured) and sharded like the input."""
         import modelopt.torch.opt as mto
 
-        from optmodel.backends.storage import stored_state_dict, write_stored_dtype
-        from optmodel.distributed import barrier, is_rank0
-
         final = Path(out_dir)
         if is_rank0():
             mto.enable_huggingface_checkpointing()
@@ -166,8 +167,6 @@ class HFHandle(ModelHandle):
         """A deployable checkpoint in `format` (hf | vllm_fq) and `dtype`. The model is cast to
         `dtype` first (export is the last step: nothing measures the cast model afterwards)."""
         import torch
-
-        from optmodel.distributed import barrier, is_rank0
 
         final = Path(out_dir)
         torch_dtype = getattr(torch, dtype)
@@ -191,8 +190,6 @@ class HFHandle(ModelHandle):
 
     def architecture(self) -> Dict[str, Any]:
         """The shape of the live model in ModelConfig field names, with parameter counts."""
-        from optmodel.facts.hf_config import from_hf_config_dict
-
         arch = from_hf_config_dict(self.model.config.to_dict())
         arch["parameters"] = sum(p.numel() for p in self.model.parameters())
         arch["active_parameters"] = active_parameters(self.model, arch.get("moe"))
@@ -233,9 +230,6 @@ def load(cfg: DictConfig, path: Optional[Path] = None, origin: Optional[dict] = 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from optmodel.facts.dtype import compute_dtype
-    from optmodel.facts.checkpoint import resolve_checkpoint
-
     path = Path(path) if path is not None else resolve_checkpoint(cfg.model)
     device = torch_device(cfg.backend)
     dtype_name = compute_dtype(cfg.backend, cfg.model, device.type, path)
@@ -246,8 +240,6 @@ def load(cfg: DictConfig, path: Optional[Path] = None, origin: Optional[dict] = 
              dtype_name, device)
     if quantized:
         import modelopt.torch.opt as mto
-
-        from optmodel.quantization import cpu_fakequant
 
         cpu_fakequant.register()  # quantizers saved by a CPU run name the CPU block backend
         mto.enable_huggingface_checkpointing()
@@ -260,8 +252,6 @@ def load(cfg: DictConfig, path: Optional[Path] = None, origin: Optional[dict] = 
     )
     model.to(device).eval()
     if quantized and device.type == "cuda":
-        from optmodel.quantization import cpu_fakequant
-
         cpu_fakequant.use_native_kernels(model)
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=remote)
     if tokenizer.pad_token is None:
@@ -271,9 +261,7 @@ def load(cfg: DictConfig, path: Optional[Path] = None, origin: Optional[dict] = 
 
 def train_eagle3_offline(cfg: DictConfig, load_target, features_dir: Path, run_dir: Path, log_fn):
     """ModelOpt's eagle_offline mode over the target's embeddings and LM head (FakeBaseModel)."""
-    from optmodel.speculative import workflow
     from optmodel.speculative.features import read_manifest
-    from optmodel.speculative.ops import HFEagle3
 
     model, metrics = workflow.offline(read_manifest(features_dir)["target"], features_dir, cfg.task, run_dir,
                                       cfg.backend, int(cfg.run.seed), log_fn)

@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from optmodel.backends.handle import ModelHandle
-from optmodel.backends.megatron_cpu import causal_mask
+from optmodel.backends.megatron_cpu import causal_mask, tensor_cuda_is_identity
 from optmodel.backends.megatron_pipeline import pipeline_broadcast_logits
 from optmodel.facts.dtype import checkpoint_dtype, compute_dtype
 from optmodel.facts.machine import torch_device
@@ -35,6 +35,14 @@ from optmodel.distributed import barrier, is_rank0
 from optmodel.backends.megatron_world import init_model_parallel
 from optmodel.manifest import atomic_dir
 from optmodel.facts.checkpoint import resolve_checkpoint
+from optmodel.backends.megatron_spec import build_gpt_model
+from optmodel.facts.rundir import is_distributed_checkpoint
+from optmodel.backends.megatron_families import import_gpt_oss_bf16, register_import_rules
+from optmodel.backends.storage import exact_cast
+from optmodel.backends.megatron_export import quantizer_summary, write_with_modelopt
+from optmodel.pruning.targets import parameters
+from optmodel.backends.megatron_generate import generate_tokens
+from optmodel.speculative.megatron_eagle import MegatronEagle3
 
 log = logging.getLogger("optmodel")
 
@@ -64,8 +72,6 @@ class MegatronHandle(ModelHandle):
     def generate_tokens(self, input_ids, attention_mask, max_new_tokens: int, do_sample: bool, temperature: float,
                         top_p: float, top_k: int, stop_token_ids, generator=None):
         """New tokens through megatron-core's static KV cache (optmodel.backends.megatron_generate)."""
-        from optmodel.backends.megatron_generate import generate_tokens
-
         return generate_tokens(self, input_ids, attention_mask, max_new_tokens, do_sample, temperature, top_p, top_k,
                                stop_token_ids, generator)
 
@@ -80,8 +86,6 @@ class MegatronHandle(ModelHandle):
 
     def quantizer_summary(self) -> dict:
         """Collective: the quantizers of every stage and expert rank, merged by global name."""
-        from optmodel.backends.megatron_export import quantizer_summary
-
         return quantizer_summary(self.model)
 
     def train(self, training, train_dataset, eval_dataset=None, *, output_dir, seed: int, teacher=None,
@@ -96,8 +100,6 @@ class MegatronHandle(ModelHandle):
     def eagle3(self):
         """ModelOpt's Megatron EAGLE on this model, trained by the megatron training core
         (optmodel.speculative.megatron_eagle)."""
-        from optmodel.speculative.megatron_eagle import MegatronEagle3
-
         return MegatronEagle3(self)
 
     def forward_loop(self, batches, batch_size: int = 1, desc: str = "calibrate"):
@@ -131,8 +133,6 @@ class MegatronHandle(ModelHandle):
 def build(cfg: DictConfig, device=None, init_weights: bool = True) -> MegatronHandle:
     """Parallel state and this rank's model; no weights read. init_weights=False leaves
     the parameters uninitialized, for callers that fill every one of them next."""
-    from optmodel.backends.megatron_spec import build_gpt_model
-
     device = device or torch_device(cfg.backend)
     init_model_parallel(cfg.parallel, device=device.type, seed=int(cfg.run.seed))
     model = build_gpt_model(
@@ -166,8 +166,6 @@ def _tokenizer(cfg: DictConfig, ckpt: Optional[Path]):
 def load(cfg: DictConfig, path: Optional[os.PathLike] = None, origin: Optional[dict] = None) -> MegatronHandle:
     """Build, then fill the weights from `path`: a distributed checkpoint saved by `save`
     (ModelOpt state included), or a HF checkpoint dir (default: the model's checkpoint)."""
-    from optmodel.facts.rundir import is_distributed_checkpoint
-
     # Every parameter is overwritten next: skip the random init (minutes per stage of a
     # 1T-parameter model).
     handle = build(cfg, init_weights=False)
@@ -188,9 +186,6 @@ def import_hf(handle: MegatronHandle, hf_dir: Optional[os.PathLike] = None) -> N
     """HF safetensors -> this rank's shards (ModelOpt's importer; reads only what it needs)."""
     import torch
     from modelopt.torch.export import import_mcore_gpt_from_hf
-
-    from optmodel.backends.megatron_cpu import tensor_cuda_is_identity
-    from optmodel.backends.megatron_families import import_gpt_oss_bf16, register_import_rules
 
     register_import_rules()  # the text-only Llama-4 checkpoint (Llama4ForCausalLM)
     hf_dir = Path(hf_dir or handle.checkpoint)
@@ -259,8 +254,6 @@ def stored_sharded_state_dict(sharded, dtype_name: str):
     from megatron.core.dist_checkpointing.dict_utils import dict_list_map_inplace
     from megatron.core.dist_checkpointing.mapping import ShardedTensor, ShardedTensorFactory
 
-    from optmodel.backends.storage import exact_cast
-
     target = getattr(torch, dtype_name)
 
     def cast(item):
@@ -295,8 +288,6 @@ def load_distributed(handle: MegatronHandle, ckpt_dir: os.PathLike) -> None:
 def export_hf(handle: MegatronHandle, export_dir: os.PathLike, dtype: str = "bfloat16", format: str = "hf") -> Path:
     """Unified HF checkpoint (config.json, safetensors, hf_quant_config.json when quantized),
     or vLLM's fake-quant layout (format vllm_fq); see optmodel.backends.megatron_export."""
-    from optmodel.backends.megatron_export import write_with_modelopt
-
     if handle.parallel.tensor != 1:  # validation refuses it first; a direct caller gets the reason too
         raise ValueError(EXPORT_TP_REFUSAL)
     with atomic_dir(export_dir, all_ranks=True) as partial:
@@ -324,8 +315,6 @@ def architecture_as_loaded(handle: MegatronHandle) -> dict:
     """What a later run inherits, in ModelConfig field names: the global shape (not per
     rank) megatron built, and this rank's parameter count."""
     from omegaconf import OmegaConf
-
-    from optmodel.pruning.targets import parameters
 
     built = handle.model.config
     arch = OmegaConf.to_container(handle.cfg.model, resolve=True)

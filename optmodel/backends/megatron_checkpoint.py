@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import List
+from optmodel.facts.errors import ConfigError
+from optmodel.facts.rundir import is_distributed_checkpoint, read_origin, saved_model_path
 
 
 def truncation_problems(ckpt_dir: Path, field: str = "run.load") -> List[str]:
@@ -36,9 +38,6 @@ def truncation_problems(ckpt_dir: Path, field: str = "run.load") -> List[str]:
 
 def preflight(cfg) -> None:
     """ConfigError (exit 2) when run.load's saved model is a truncated distributed checkpoint."""
-    from optmodel.facts.errors import ConfigError
-    from optmodel.facts.rundir import is_distributed_checkpoint, read_origin, saved_model_path
-
     saved = saved_model_path(read_origin(cfg.run.get("load")) or {})
     if saved is not None and is_distributed_checkpoint(saved):
         problems = truncation_problems(saved)

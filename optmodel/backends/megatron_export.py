@@ -19,6 +19,9 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
+from optmodel.facts.checkpoint import read_hf_config
+from optmodel.facts.hf_config import architecture_mismatches, to_hf_config_dict
+from optmodel.quantization.summary import quantizer_entries, summary_of
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
@@ -39,9 +42,6 @@ def write_with_modelopt(handle, out_dir: Path, dtype: str, format: str = "hf") -
 def hf_reference(checkpoint: Path, model_cfg) -> Iterator[Path]:
     """`checkpoint` when its config.json describes `model_cfg`; else a temporary copy of its
     non-weight files with config.json rewritten to `model_cfg`'s architecture."""
-    from optmodel.facts.checkpoint import read_hf_config
-    from optmodel.facts.hf_config import architecture_mismatches, to_hf_config_dict
-
     hf = read_hf_config(checkpoint)
     if not architecture_mismatches(model_cfg, hf):
         yield checkpoint
@@ -92,8 +92,6 @@ def quantizer_summary(model) -> dict:
     quantizers under the names one rank holding every layer and expert would use, merged
     across ranks (TP / DP replicas fold into one name; PP stages and EP ranks add theirs)."""
     import torch.distributed as dist
-
-    from optmodel.quantization.summary import quantizer_entries, summary_of
 
     entries = quantizer_entries(model, global_module_names(model))
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:

@@ -15,6 +15,8 @@ rank 0, so all ranks stay in lock-step.
 from __future__ import annotations
 
 from typing import Sequence
+from optmodel.backends.megatron_pipeline import pipeline_broadcast_logits
+from optmodel.backends.megatron_cpu import causal_mask
 
 PADDED_ROWS_REFUSAL = ("backend=megatron generates from unpadded prompts (its forward takes no attention mask); "
                        "this batch is left-padded. Fix: one prompt per call (generate_ids does so for this handle).")
@@ -61,11 +63,7 @@ def last_token_logits(model, tokens, positions, cache, device):
     grows by tokens.shape[1] positions (the caller advances its offset)."""
     from megatron.core import parallel_state
 
-    from optmodel.backends.megatron_pipeline import pipeline_broadcast_logits
-
     def stage_forward(stage_model, ids):
-        from optmodel.backends.megatron_cpu import causal_mask
-
         # prefill: causal over the prompt; decode: the new token sees every cached key (megatron
         # drops the causal mask itself once the cache holds positions; sliding windows still apply)
         mask = causal_mask(ids.shape[1], device) if cache.sequence_len_offset == 0 else None

@@ -13,6 +13,8 @@ from typing import Any, List, Optional
 
 from optmodel.facts.layout import expert_tensor_size
 from optmodel.facts.machine import transformer_engine_usable
+from optmodel.backends.megatron_families import (adjust_layer_spec, family_config_kwargs, moe_layer_flags, set_yarn_attributes)
+from optmodel.backends.megatron_cpu import apply_no_te_fixes, tensor_cuda_is_identity
 
 log = logging.getLogger("optmodel")
 
@@ -23,7 +25,6 @@ def moe_layer_pattern(model_cfg) -> Optional[List[int]]:
     """1 for an MoE layer, 0 for a dense one (megatron's moe_layer_freq as a list)."""
     if model_cfg.moe is None:
         return None
-    from optmodel.backends.megatron_families import moe_layer_flags
 
     return moe_layer_flags(model_cfg)
 
@@ -100,8 +101,6 @@ def transformer_config(
     import torch
     import torch.nn.functional as F
     from megatron.core.transformer.transformer_config import MLATransformerConfig, TransformerConfig
-
-    from optmodel.backends.megatron_families import family_config_kwargs, set_yarn_attributes
 
     torch_dtype = getattr(torch, dtype)
     kwargs: dict[str, Any] = dict(
@@ -185,8 +184,6 @@ def layer_spec(config, use_te: Optional[bool] = None, qk_l2_norm: bool = False, 
 
     use_te = transformer_engine_usable() if use_te is None else use_te
     if not use_te:
-        from optmodel.backends.megatron_cpu import apply_no_te_fixes
-
         apply_no_te_fixes()
     spec = get_gpt_decoder_block_spec(
         config, use_transformer_engine=use_te, normalization="RMSNorm", qk_l2_norm=qk_l2_norm
@@ -204,8 +201,6 @@ def layer_spec(config, use_te: Optional[bool] = None, qk_l2_norm: bool = False, 
             attn.linear_q_down_proj = Linear
             attn.linear_kv_down_proj = Linear
     if model_cfg is not None:
-        from optmodel.backends.megatron_families import adjust_layer_spec
-
         adjust_layer_spec(spec, config, model_cfg)
     return spec
 
@@ -237,8 +232,6 @@ def build_gpt_model(model_cfg, parallel_cfg, dtype: str = "float32", use_te: Opt
                     token_dispatcher: str = "allgather", cpu_init: bool = True, init_weights: bool = True):
     """This rank's GPTModel (its pipeline stage, its TP/EP shards). Needs init_model_parallel first."""
     from megatron.core.models.gpt import GPTModel
-
-    from optmodel.backends.megatron_cpu import tensor_cuda_is_identity
 
     config = transformer_config(model_cfg, parallel_cfg, dtype=dtype, cpu_init=cpu_init,
                                 token_dispatcher=token_dispatcher, init_weights=init_weights)

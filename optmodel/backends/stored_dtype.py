@@ -13,6 +13,8 @@ from typing import Optional
 from omegaconf import DictConfig, open_dict
 
 from optmodel.facts.dtype import AUTO, checkpoint_dtype
+from optmodel.backends.source import resolve_source
+from optmodel.facts.rundir import is_distributed_checkpoint
 
 
 def weights_dtype(cfg: DictConfig, source: Optional[Path]) -> Optional[str]:
@@ -20,9 +22,6 @@ def weights_dtype(cfg: DictConfig, source: Optional[Path]) -> Optional[str]:
     the one dtype of every floating tensor of a distributed checkpoint; None when they are
     mixed (weights a quantizer folded scales into stay float32) or the checkpoint holds ModelOpt
     state (quantizer amax / scales stay as computed): the compute dtype then."""
-    from optmodel.backends import resolve_source
-    from optmodel.facts.rundir import is_distributed_checkpoint
-
     path, _, model_cfg = resolve_source(cfg, source)
     if path is None or not is_distributed_checkpoint(Path(path)):
         return checkpoint_dtype(model_cfg, path)

@@ -16,6 +16,7 @@ from typing import List, Optional
 from optmodel.compare import table
 from optmodel.facts.errors import ConfigError
 from optmodel.manifest import atomic_write_text
+from optmodel.compare.plot import plot
 
 STEM = "compare"
 
@@ -51,7 +52,6 @@ def main(argv: List[str]) -> int:
     atomic_write_text(paths[0], table.to_csv(rows, metrics))
     markdown = table.to_markdown(rows, metrics, size=args.size)
     atomic_write_text(paths[1], markdown)
-    from optmodel.compare.plot import plot
 
     plot(rows, metrics, paths[2], size=args.size)
     if args.wandb:

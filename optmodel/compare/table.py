@@ -18,7 +18,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from optmodel.facts import measures
 from optmodel.facts.errors import ConfigError
-from optmodel.facts.rundir import MANIFEST_NAME
+from optmodel.facts.rundir import MANIFEST_NAME, effective_status
+from optmodel.launch.sweep import read_record
 
 SIZE_COLUMNS = ("model_bytes", "effective_bits", "parameters", "active_parameters")
 SHIPPABLE = "completed"
@@ -50,8 +51,6 @@ def _read(run_dir: Path) -> Optional[Dict[str, Any]]:
 def run_dirs(paths: Sequence[str]) -> List[Path]:
     """Run dirs named directly, and every job dir of a sweep dir (its sweep.json, else every
     subdir with a manifest). A path that is neither is a ConfigError (exit 2)."""
-    from optmodel.launch.sweep import read_record
-
     found: List[Path] = []
     problems = []
     for given in paths:
@@ -129,8 +128,6 @@ def gate_text(manifest: Dict[str, Any]) -> str:
 
 def collect(paths: Sequence[str]) -> List[Row]:
     """Reference rows (one per base model) and one row per run."""
-    from optmodel.facts.rundir import effective_status
-
     rows: List[Row] = []
     bases: Dict[str, Dict[str, Any]] = {}  # base key -> sizes and every run's base values
     found = run_dirs(paths)

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, open_dict
 
 from optmodel.facts.errors import ConfigError
 from optmodel.config.inherit import with_model_fields
+from optmodel.facts.hf_config import from_hf_config_dict
 
 AUTO_FAMILY = "auto"
 
@@ -24,8 +25,6 @@ def is_auto(model_cfg: DictConfig) -> bool:
 
 def auto_model_fields(checkpoint) -> dict:
     """ModelConfig fields of the checkpoint dir `checkpoint`; ConfigError naming the fix."""
-    from optmodel.facts.hf_config import from_hf_config_dict
-
     if not checkpoint:
         raise ConfigError(["model.checkpoint: model=auto reads the architecture from <dir>/config.json. "
                            "Fix: model.checkpoint=<Hugging Face checkpoint dir>."])

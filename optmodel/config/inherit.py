@@ -12,6 +12,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from optmodel.facts.errors import ConfigError
 from optmodel.facts.rundir import read_origin, recorded_model_config, saved_model_path
+from optmodel.config.schema import ModelConfig
+from optmodel.facts.hf_config import format_value, from_hf_config_dict, model_config_mismatches
 
 
 def produced_model_config(run_dir: str):
@@ -24,8 +26,6 @@ def produced_model_config(run_dir: str):
     if saved is not None and (saved / "config.json").is_file():
         import json
 
-        from optmodel.facts.hf_config import from_hf_config_dict
-
         try:
             recorded.update(from_hf_config_dict(json.loads((saved / "config.json").read_text())))
         except ValueError:
@@ -37,8 +37,6 @@ def produced_model_config(run_dir: str):
 def with_model_fields(model_cfg: DictConfig, fields: dict) -> DictConfig:
     """`model_cfg` with `fields` replacing its values (nested blocks replaced whole, not
     merged: a produced rope_scaling or moe block is the whole truth), schema-checked."""
-    from optmodel.config.schema import ModelConfig
-
     plain = OmegaConf.to_container(model_cfg, resolve=True)
     plain.update(fields)
     return OmegaConf.merge(OmegaConf.structured(ModelConfig), plain)
@@ -53,8 +51,6 @@ def inherit_run_model(cfg: DictConfig, typed_model: bool = False) -> DictConfig:
     if produced is None:
         return cfg
     if typed_model:
-        from optmodel.facts.hf_config import format_value, model_config_mismatches
-
         diffs = model_config_mismatches(cfg.model, produced)
         if diffs:
             raise ConfigError([

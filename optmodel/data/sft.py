@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from optmodel.facts.records import DataError, Record
+from optmodel.data.text import dataset_texts
 
 IGNORE_INDEX = -100
 SFT_PACKING_MODES = ("pack", "pad")
@@ -146,8 +147,6 @@ def sft_splits(tokenizer, data, seq_len: Optional[int] = None, packing: str = "p
                max_train_sequences: int = 0) -> Tuple[SFTDataset, SFTDataset]:
     """(train, held-out) datasets of the `data=` config: its calibration/train split and its
     eval split (data.eval_max_sequences caps the held-out rows)."""
-    from optmodel.data.text import dataset_texts
-
     seq_len = seq_len or data.seq_len
     train = build_sft_dataset(tokenizer, dataset_texts(data, "calib"), seq_len, packing, max_train_sequences,
                               "data.calib_path")

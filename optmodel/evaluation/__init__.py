@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import logging
 from typing import Any, Dict
+from optmodel.distributed import is_rank0
+from optmodel.evaluation.mmlu import MmluOptions, check_lower_bound, run_mmlu
+from optmodel.evaluation.harness import evaluate, markdown_table, metrics_of, result_rows, split_task_specs
 
 log = logging.getLogger("optmodel")
 
@@ -24,14 +27,11 @@ def evaluate_handle(handle, evaluate_cfg, stage: str, seed: int = 1234) -> Dict[
     """
     if evaluate_cfg is None or not (evaluate_cfg.mmlu or evaluate_cfg.tasks):
         return {}
-    from optmodel.distributed import is_rank0
     from optmodel.evaluation.lm_adapter import OptmodelLM
 
     lm = OptmodelLM(handle, batch_size=evaluate_cfg.batch_size)
     metrics: Dict[str, Any] = {}
     if evaluate_cfg.mmlu:
-        from optmodel.evaluation.mmlu import MmluOptions, check_lower_bound, run_mmlu
-
         opts = MmluOptions.from_cfg(evaluate_cfg, "task.evaluate.")
         result = run_mmlu(lm, opts, seed=seed)
         metrics.update({
@@ -45,8 +45,6 @@ def evaluate_handle(handle, evaluate_cfg, stage: str, seed: int = 1234) -> Dict[
         if stage != "before":
             check_lower_bound(result, opts, f"MMLU accuracy {stage}")
     if evaluate_cfg.tasks:
-        from optmodel.evaluation.harness import evaluate, markdown_table, metrics_of, result_rows, split_task_specs
-
         names, include, all_local = split_task_specs(evaluate_cfg.tasks)
         results = evaluate(lm, names, limit=evaluate_cfg.limit, include_paths=include,
                            include_defaults=not all_local, seed=seed)

@@ -8,6 +8,7 @@ import math
 import os
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from optmodel.facts.lm_eval_tasks import lm_eval_task_name
 
 log = logging.getLogger("optmodel")
 
@@ -16,8 +17,6 @@ def split_task_specs(specs: Iterable[str]) -> Tuple[List[str], List[str], bool]:
     """lm-eval task names, the directories to index for local task YAML files (a spec that
     is a .yaml file stands for the task or group its `task:` / `group:` key names), and
     whether every spec was such a file (then lm-eval's built-in tasks need no indexing)."""
-    from optmodel.facts.lm_eval_tasks import lm_eval_task_name
-
     names, include, all_local = [], [], True
     for spec in specs:
         path = Path(str(spec)).expanduser()

@@ -23,6 +23,7 @@ from typing import Dict, List, Tuple
 from optmodel.data.mmlu import (  # noqa: F401  (re-exported: the scoring side's vocabulary)
     HF_DATASET, SUBJECTS, MmluDataError, MmluOptions, locate,
 )
+from optmodel.evaluation.harness import evaluate
 
 LETTERS = ["A", "B", "C", "D"]
 DOC_TO_TEXT = "{{question.strip()}}\nA. {{choices[0]}}\nB. {{choices[1]}}\nC. {{choices[2]}}\nD. {{choices[3]}}\nAnswer:"
@@ -121,8 +122,6 @@ def scores_from(results: dict, subjects, num_fewshot: int, fraction: float) -> M
 
 def run_mmlu(lm, opts: MmluOptions, seed: int = 1234) -> MmluResult:
     """MMLU through lm-eval on any lm-eval LM (optmodel's adapter, or lm-eval's own)."""
-    from optmodel.evaluation.harness import evaluate
-
     _, sources = locate(opts)
     results = evaluate(lm, task_configs(sources, opts.num_fewshot),
                        limit=None if opts.fraction >= 1 else opts.fraction, include_defaults=False, seed=seed)

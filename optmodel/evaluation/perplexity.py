@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Tuple
 
 from optmodel.metrics import chunked_perplexity
+from optmodel.data.text import dataset_texts, pack
 
 
 def handle_perplexity(handle, sequences, batch_size: int, desc: str = "perplexity") -> float:
@@ -17,8 +18,6 @@ def handle_perplexity(handle, sequences, batch_size: int, desc: str = "perplexit
 
 def dataset_perplexity(handle, data_cfg, desc: str = "perplexity") -> Tuple[float, int]:
     """Perplexity of the run's held-out text (data=: eval split), and the tokens it covers."""
-    from optmodel.data.text import dataset_texts, pack
-
     sequences = pack(handle.tokenizer, dataset_texts(data_cfg, "eval"), data_cfg.seq_len,
                      data_cfg.eval_max_sequences, "data.eval_path")
     return handle_perplexity(handle, sequences, data_cfg.batch_size, desc), sequences.numel()

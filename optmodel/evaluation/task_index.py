@@ -14,6 +14,7 @@ import json
 import os
 from pathlib import Path
 from typing import Iterable, List, Optional
+from optmodel.manifest import atomic_write_text
 
 
 def cache_file() -> Path:
@@ -34,8 +35,6 @@ def cached_task_names() -> Optional[List[str]]:
 
 def store_task_names(names: Iterable[str]) -> None:
     """Keep the names of an index of the built-in tasks only (no include paths)."""
-    from optmodel.manifest import atomic_write_text
-
     try:
         cache_file().parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(cache_file(), json.dumps(sorted(names)))

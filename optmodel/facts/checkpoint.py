@@ -9,6 +9,8 @@ from typing import List, Optional
 from omegaconf import DictConfig
 
 from optmodel.facts.paths import TINY_MODELS_DIR
+from optmodel.facts.checkpoint_files import tokenizer_problems, weight_problems
+from optmodel.facts.hf_config import architecture_mismatches
 
 WEIGHT_PATTERNS = ("*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin")
 
@@ -45,9 +47,6 @@ def checkpoint_problems(model: DictConfig, field: str = "model.checkpoint", comp
     `field`: what the user set to point here (model.checkpoint, or run.load for a run's saved model).
     compare_architecture=False: the weights come from elsewhere (a distributed checkpoint), the
     checkpoint's config.json need not state their shape."""
-    from optmodel.facts.checkpoint_files import tokenizer_problems, weight_problems
-    from optmodel.facts.hf_config import architecture_mismatches
-
     ckpt = resolve_checkpoint(model)
     if ckpt is None:
         return [

@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Optional
+from optmodel.facts.checkpoint import resolve_checkpoint
+from optmodel.facts.machine import runs_on_cpu
 
 AUTO = "auto"
 # megatron-core trains on CPU in fp32 only (the finetune / distill / eagle3 checks and the trainer say so).
@@ -26,8 +28,6 @@ CPUINFO = Path("/proc/cpuinfo")
 
 def checkpoint_dtype(model_cfg, path: Optional[Path] = None) -> str:
     """The dtype the checkpoint's weights are stored in."""
-    from optmodel.facts.checkpoint import resolve_checkpoint
-
     path = Path(path) if path is not None else resolve_checkpoint(model_cfg)
     if path is not None and (path / "config.json").is_file():
         with open(path / "config.json") as f:
@@ -59,6 +59,4 @@ def compute_dtype(backend_cfg, model_cfg, device_type: str, path: Optional[Path]
 
 def expected_device(backend_cfg) -> str:
     """The device a run will get, known without torch (validation): cpu | cuda."""
-    from optmodel.facts.machine import runs_on_cpu
-
     return "cpu" if runs_on_cpu(backend_cfg) else "cuda"

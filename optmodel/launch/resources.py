@@ -14,6 +14,8 @@ from typing import Any, Dict, List, Mapping, Optional
 from omegaconf import DictConfig
 
 from optmodel.facts.layout import required_world_size
+from optmodel.facts.errors import one_of
+from optmodel.launch.slurm import mem_mb
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,6 @@ def partition_problem(name: Optional[str], known: Optional[List[str]]) -> Option
     """An unknown hydra.launcher.partition (known: sinfo's partitions; None off a Slurm cluster)."""
     if not name or known is None or name in known:
         return None
-    from optmodel.facts.errors import one_of
 
     return (one_of("hydra.launcher.partition", name, known) or "").replace("unknown value", "no Slurm partition named", 1) + \
         " Fix: hydra.launcher.partition=<one of them> (`sinfo -s` lists them), or null for the default partition."
@@ -155,8 +156,6 @@ def container_mount_problems(image: Optional[str], mounts: Optional[str], paths:
 def fit_problems(launcher: Mapping[str, Any], alloc: Allocation, part: Any) -> List[str]:
     """What sbatch would refuse or leave pending forever, against the partition's nodes
     (an optmodel.launch.slurm.Partition), each with its fix."""
-    from optmodel.launch.slurm import mem_mb
-
     where = f"partition {part.name} ({part.nodes} node(s), {part.cpus} CPUs, {part.mem_mb} MB, {part.gpus} GPU(s) each)"
     gpus, problems = int(launcher.get("gpus_per_node") or 0), []
     if gpus and not part.gpus:

@@ -21,11 +21,12 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from optmodel.facts.rundir import effective_status
-from optmodel.launch.sweep import read_record
+from optmodel.facts.rundir import MANIFEST_NAME, effective_status
+from optmodel.launch.sweep import read_record, read_record_file
 from optmodel.manifest import atomic_write_text
-from optmodel.facts.rundir import MANIFEST_NAME
 from optmodel.tasks.registry import task_specs
+from optmodel.launch.refresh import refresh
+from optmodel.launch.watch import metrics_line
 
 SUMMARY_STEM = "summary"
 # Columns first when present, in this order; any other metric follows alphabetically.
@@ -163,7 +164,8 @@ def _panels(done: List[Dict[str, Any]]) -> List[tuple]:
 def _x_axis(done: List[Dict[str, Any]]) -> Optional[str]:
     """The task's axis that varies across the completed jobs (all of them record it)."""
     tasks = {r["task"] for r in done}
-    axes = X_AXES.get(tasks.pop(), ()) if len(tasks) == 1 else ()
+    task = tasks.pop() if len(tasks) == 1 else None
+    axes = task_specs()[task].sweep_axes if task in task_specs() else ()
     recorded = [k for k in axes if all(k in r["metrics"] for r in done)]
     return next((k for k in recorded if len({r["metrics"][k] for r in done}) > 1), recorded[0] if recorded else None)
 
@@ -237,10 +239,6 @@ def write_summary(sweep_dir: Path) -> List[Path]:
 
 def main(argv: List[str]) -> int:
     """Refresh the job states from Slurm, then: a sweep's summary files, or a plain run's state."""
-    from optmodel.launch.refresh import refresh
-    from optmodel.launch.sweep import read_record_file
-    from optmodel.launch.watch import metrics_line
-
     if len(argv) != 1 or not Path(argv[0]).is_dir():
         print("usage: python -m optmodel.launch.summary SWEEP_DIR (or the run dir of a plain run)", file=sys.stderr)
         return 2

@@ -16,6 +16,7 @@ import yaml
 
 from optmodel.manifest import atomic_write_text
 from optmodel.facts.rundir import MANIFEST_NAME, read_manifest
+from optmodel.config.validate import ConfigError
 
 SWEEP_RECORD = "sweep.json"
 # A plain run handed to a cluster launcher keeps its job record beside submitit's files,
@@ -58,8 +59,6 @@ def already_done(job: SweepJob) -> bool:
     if done is None:
         return False
     if sorted(done) != sorted(job.overrides):
-        from optmodel.config.validate import ConfigError
-
         raise ConfigError([
             f"hydra.sweep.dir: job {job.num}'s run dir {job.run_dir} holds a completed run with other "
             f"overrides ({' '.join(done) or 'none'}) than this job ({' '.join(job.overrides) or 'none'}). "

@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from optmodel.manifest import atomic_write_text
+from optmodel.pruning import targets
+from optmodel.backends.megatron_compat import minitron, minitron_collectives
+from optmodel.pruning.scores import shape_of
 
 SCORES_DIR = "prune_scores_mcore"
 SCORES_META = "scores.json"
@@ -84,9 +87,6 @@ class MegatronPruner:
         import modelopt.torch.prune as mtp
         import torch.distributed as dist
 
-        from optmodel.backends.megatron_compat import minitron, minitron_collectives
-        from optmodel.pruning.scores import shape_of
-
         shape = shape_of(self.handle.architecture())
 
         minitron_module = minitron()
@@ -112,8 +112,6 @@ def library_export_config(model_cfg, export_config: Dict[str, int]) -> Dict[str,
     """mcore_minitron's export_config for ours: a shared expert whose width the family derives
     from the routed experts' (DeepSeek: moe_ffn_hidden_size x shared experts, as backend=hf
     prunes it) is given its width explicitly, since mcore_minitron prunes it separately."""
-    from optmodel.pruning import targets
-
     out = dict(export_config)
     before, after = (targets._get(m, targets.EXPORT_KEYS["moe_shared_expert_intermediate_size"])
                      for m in (targets._plain(model_cfg), targets.pruned_model(model_cfg, export_config)))

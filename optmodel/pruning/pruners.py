@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 from optmodel.pruning import scores as score_files
+from optmodel.pruning.minitron import MegatronPruner
 
 DEPTH_MEASURES = ("skip_loss", "cosine")
 
@@ -60,7 +61,5 @@ class HFPruner:
 def pruner_for(handle, task, run_dir: Path):
     """The pruner of the handle's backend."""
     if handle.backend == "megatron":
-        from optmodel.pruning.minitron import MegatronPruner
-
         return MegatronPruner(handle, run_dir, task.scores)
     return HFPruner(handle, task.depth_importance, task.depth_batches)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Dict, Optional
+from optmodel.manifest import atomic_file
 
 SCORES_FILE = "prune_scores.pt"
 SHAPE_KEYS = ("num_layers", "hidden_size", "ffn_hidden_size", "num_attention_heads", "num_query_groups")
@@ -107,8 +108,6 @@ def read_header(path: Path) -> Optional[Dict[str, Any]]:
 def save(path: Path, scores: Dict[str, Any], shape: Dict[str, Any], meta: Dict[str, Any]) -> Path:
     """Atomic torch.save of {format, shape, scores, meta}."""
     import torch
-
-    from optmodel.manifest import atomic_file
 
     with atomic_file(path) as tmp:
         torch.save({"format": FORMAT, "shape": shape, "scores": scores, "meta": meta}, tmp)

@@ -12,6 +12,9 @@ import itertools
 from typing import Any, Dict, List, Optional, Tuple
 
 from omegaconf import DictConfig, OmegaConf
+from optmodel.plan import layer_params, moe_layers
+from optmodel.facts.errors import one_of
+from optmodel.facts.layout import pipeline_stage_layers
 
 
 # export_config key -> path in the model config
@@ -68,8 +71,6 @@ _DEEPSEEK_FAMILIES = ("deepseek_v3", "deepseek_v2", "kimi_k2")
 def parameters(m: Dict[str, Any]) -> Tuple[int, int]:
     """(total, active) parameters of a model config: embeddings, lm_head unless tied, final
     norm and every layer (active: top-k routed experts per MoE layer)."""
-    from optmodel.plan import layer_params, moe_layers
-
     mc = OmegaConf.create(m)
     vocab = mc.padded_vocab_size or mc.vocab_size
     outer = vocab * mc.hidden_size * (1 if mc.tied_embeddings else 2) + mc.hidden_size
@@ -86,9 +87,6 @@ def parameters(m: Dict[str, Any]) -> Tuple[int, int]:
 
 def export_problems(model_cfg, export_config, parallel=None, field: str = "task.export_config") -> Tuple[List[str], List[str]]:
     """(problems, warnings) of pruning `model_cfg` to `export_config`."""
-    from optmodel.facts.errors import one_of
-    from optmodel.facts.layout import pipeline_stage_layers
-
     m = _plain(model_cfg)
     problems: List[str] = []
     warnings: List[str] = []
@@ -152,15 +150,11 @@ def export_problems(model_cfg, export_config, parallel=None, field: str = "task.
 
 
 def _has_dense(m: Dict[str, Any]) -> bool:
-    from optmodel.plan import moe_layers
-
     return False in moe_layers(OmegaConf.create(m))
 
 
 def mixes_dense_and_moe(model_cfg) -> bool:
     """Both dense and MoE decoder layers (DeepSeek's first dense layers, Llama-4 Maverick)."""
-    from optmodel.plan import moe_layers
-
     flags = moe_layers(OmegaConf.create(_plain(model_cfg)))
     return True in flags and False in flags
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from optmodel.quantization import auto, cpu_fakequant, formats
+from optmodel.allocator import release_freed_memory
 
 
 @dataclass
@@ -52,8 +53,6 @@ def _auto_quantize(handle, task, batches: List[dict], run_dir: Path, on_cpu: boo
 def quantize(handle, task, batches: List[dict], run_dir: Path) -> CalibrationResult:
     """Quantize `handle.model` in place (handle.model is the quantized model afterwards)."""
     import modelopt.torch.quantization as mtq
-
-    from optmodel.allocator import release_freed_memory
 
     release_freed_memory()  # the baseline measurement's freed activations: not held through calibration
     on_cpu = handle.device.type == "cpu"

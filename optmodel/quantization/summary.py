@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 from typing import Any, Callable, Dict, Iterator, Tuple
+from optmodel.quantization import formats, moe
+from optmodel.quantization.cpu_fakequant import BACKEND_NAME
 
 def _bits(quantizer) -> float:
     """Stored bits per weight element, scale overhead included when ModelOpt knows it
@@ -118,9 +120,6 @@ def quantization_record(model, task, result, expert_tokens, summary=None) -> Dic
     import logging
 
     from modelopt.torch.quantization.nn import TensorQuantizer
-
-    from optmodel.quantization import formats, moe
-    from optmodel.quantization.cpu_fakequant import BACKEND_NAME
 
     summary = summary if summary is not None else quantizer_summary(model)
     record = {

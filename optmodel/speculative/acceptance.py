@@ -15,6 +15,8 @@ from __future__ import annotations
 from typing import Dict, List
 
 from tqdm import tqdm
+from optmodel.speculative.data import prompt_ids
+from optmodel.training.threads import small_model_threads
 
 
 def greedy_answer(model, input_ids, max_new_tokens: int, eos_id):
@@ -34,9 +36,6 @@ def measure(model, tokenizer, prompts: List[str], max_new_tokens: int = 64, draf
             desc: str = "acceptance") -> Dict[str, object]:
     """A small target decodes on one CPU thread (optmodel.training.threads)."""
     import torch
-
-    from optmodel.speculative.data import prompt_ids
-    from optmodel.training.threads import small_model_threads
 
     was_training = model.training
     model.eval()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
+from optmodel.speculative.serving import default_aux_layer_ids
 
 
 @dataclass
@@ -37,8 +38,6 @@ def rope_theta(config) -> float:
 
 def aux_layer_ids(spec: DraftSpec, num_layers: int) -> List[int]:
     """The target layers whose outputs the draft fuses (output ids, ModelOpt's hook convention)."""
-    from optmodel.speculative.serving import default_aux_layer_ids
-
     return sorted(spec.aux_layer_ids) if spec.aux_layer_ids else default_aux_layer_ids(num_layers)
 
 

@@ -12,15 +12,15 @@ from pathlib import Path
 from typing import Dict, Optional
 
 from optmodel.manifest import atomic_dir
+from optmodel.speculative import serving
+from optmodel.speculative.convert import DraftSpec, convert, rope_theta, text_config
+from optmodel.speculative.serving import trained_aux_ids
 
 
 def export(model, out_dir: Path, notes: Optional[Dict[str, dict]] = None, deploy: str = "none") -> Path:
     """`export_speculative_decoding` into `out_dir` atomically, in `deploy`'s conventions,
     plus `notes` as json files."""
     from modelopt.torch.export import export_speculative_decoding
-
-    from optmodel.speculative import serving
-    from optmodel.speculative.convert import rope_theta, text_config
 
     out_dir = Path(out_dir)
     eagle = model.eagle_config
@@ -35,9 +35,6 @@ def export(model, out_dir: Path, notes: Optional[Dict[str, dict]] = None, deploy
 
 def spec_of_export(draft_dir: Path):
     """The DraftSpec an exported config.json describes."""
-    from optmodel.speculative.convert import DraftSpec
-    from optmodel.speculative.serving import trained_aux_ids
-
     conf = json.loads((Path(draft_dir) / "config.json").read_text())
     return DraftSpec(num_layers=conf["num_hidden_layers"], aux_layer_ids=trained_aux_ids(draft_dir, conf),
                      draft_vocab_size=conf["draft_vocab_size"], intermediate_size=conf["intermediate_size"]), conf
@@ -50,9 +47,6 @@ def attach(target_model, draft_dir: Path):
     names); the draft is rebuilt with the plain rope of the target's theta it trained with."""
     import torch
     from safetensors.torch import load_file
-
-    from optmodel.speculative import serving
-    from optmodel.speculative.convert import convert
 
     spec, conf = spec_of_export(draft_dir)
     deploy = (serving.read_note(draft_dir) or {}).get("deploy", "none")

@@ -17,6 +17,7 @@ from typing import Dict, List, Optional, Tuple
 from tqdm import tqdm
 
 from optmodel.manifest import atomic_write_text
+from optmodel.speculative.data import collate
 
 log = logging.getLogger("optmodel")
 MANIFEST = "features.json"
@@ -61,8 +62,6 @@ def dump(model, rows: List[dict], out_dir: Path, aux_ids: List[int], shard_size:
     stand for another backend's model; default: a transformers model's forward and config.
     `write=False`: compute only (the other ranks of a model sharded over several processes)."""
     import torch
-
-    from optmodel.speculative.data import collate
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,11 @@ from types import SimpleNamespace
 from typing import Dict, Optional
 
 from optmodel.backends.megatron_compat import eagle_on_local_spec
+from optmodel.speculative.convert import (DraftSpec, convert as hf_convert, eagle_config, load_offline_base, set_draft_vocab)
+from optmodel.backends.megatron_cpu import tensor_cuda_is_identity
+from optmodel.distributed import barrier, is_rank0
+from optmodel.speculative import draft
+from optmodel.speculative.draft import spec_of_export
 
 # ModelOpt 0.46.1's two EAGLE3 exporters name the draft layers differently: its Megatron rules
 # write the older `midlayer.` / `midlayer.<i>.` (LlamaForCausalLMEagle3 / ...Eagle3Deep, the
@@ -72,8 +77,6 @@ def convert(handle, spec, d2t=None, offline: bool = False, seed: int = 0):
     import modelopt.torch.speculative as mtsp
     import torch
 
-    from optmodel.speculative.convert import eagle_config, set_draft_vocab
-
     model = handle.model
     dtype = str(next(model.parameters()).dtype).replace("torch.", "")
     cfg = eagle_config(target_text_config(handle), spec, dtype, offline=offline)
@@ -87,8 +90,6 @@ def draft_state_dict(model) -> Dict[str, "torch.Tensor"]:  # noqa: F821
     """The draft's tensors under the hf plugin's names, through ModelOpt's Megatron exporter
     rules for LlamaForCausalLMEagle3 / ...Eagle3Deep (QKV / gated-MLP slicing included)."""
     from modelopt.torch.export.unified_export_megatron import GPTModelExporter
-
-    from optmodel.backends.megatron_cpu import tensor_cuda_is_identity
 
     one_layer = int(model.eagle_config.num_layers) == 1
     exporter = GPTModelExporter.__new__(GPTModelExporter)  # the rules alone: no HF config read
@@ -139,10 +140,6 @@ def whole_tensor_parallel_weights(module):
 def export(handle, out_dir: Path, notes: Optional[Dict[str, dict]] = None, deploy: str = "none") -> Path:
     """The draft in `deploy`'s serving layout (rank 0 writes), byte for byte the hf export's."""
     import torch
-
-    from optmodel.distributed import barrier, is_rank0
-    from optmodel.speculative import draft
-    from optmodel.speculative.convert import DraftSpec, convert as hf_convert, load_offline_base
 
     weights = draft_state_dict(handle.model)
     if is_rank0():
@@ -201,8 +198,6 @@ def load_draft(model, draft_dir: Path) -> None:
     import torch
     from modelopt.torch.export.plugins.megatron_importer import GPTModelImporter
 
-    from optmodel.backends.megatron_cpu import tensor_cuda_is_identity
-
     importer = GPTModelImporter.__new__(GPTModelImporter)  # its rule machinery over the draft's safetensors
     importer.pretrained_model_path, importer.model = Path(draft_dir), model
     importer.dtype, importer.dequantize, importer.verbose = next(model.parameters()).dtype, False, False
@@ -241,8 +236,6 @@ def load_draft(model, draft_dir: Path) -> None:
 def attach(handle, draft_dir: Path):
     """Convert the megatron target with the exported draft's shape and load its weights."""
     from safetensors import safe_open
-
-    from optmodel.speculative.draft import spec_of_export
 
     spec, _ = spec_of_export(draft_dir)
     with safe_open(str(Path(draft_dir) / "model.safetensors"), "pt") as f:

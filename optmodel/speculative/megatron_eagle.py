@@ -17,6 +17,11 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 from optmodel.speculative.megatron_draft import attach, convert, eagle_scope, export
+from optmodel.training.megatron_kd import loss_func
+from optmodel.training.config import TrainingConfig
+from optmodel.speculative.convert import DraftSpec
+from optmodel.speculative.workflow import vocab_mapping
+from optmodel.distributed import is_rank0
 
 log = logging.getLogger("optmodel")
 
@@ -46,8 +51,6 @@ def forward_step(device):
     """megatron-core's forward_step_func: ModelOpt's EAGLE forward (per-token loss [b, s],
     the frozen target's own LM loss zeroed) masked by the rows' loss mask; offline rows hand
     it the dumped hidden states instead of running the target's decoder."""
-    from optmodel.training.megatron_kd import loss_func
-
     def step(data_iterator, model):
         batch = next(data_iterator)
         ids = batch["input_ids"].to(device)
@@ -72,8 +75,6 @@ def unwrapped(model):
 def training_config(task, data_parallel: int):
     """The eagle3 task's training settings as the training core's TrainingConfig."""
     from omegaconf import OmegaConf
-
-    from optmodel.training.config import TrainingConfig
 
     lr = float(task.lr)
     return OmegaConf.structured(TrainingConfig(
@@ -146,8 +147,6 @@ class MegatronEagle3:
         """The draft trained from an eagle3_features dump (either backend's) in ModelOpt's
         eagle_offline mode: the target's embeddings and output layer only run."""
         from optmodel.speculative import features
-        from optmodel.speculative.convert import DraftSpec
-        from optmodel.speculative.workflow import vocab_mapping
 
         manifest = features.read_manifest(features_dir)
         spec = DraftSpec.from_cfg(task)
@@ -171,7 +170,6 @@ class MegatronEagle3:
 
         m = self.handle.cfg.model
         shape = {"hidden_size": int(m.hidden_size), "num_layers": int(m.num_layers), "vocab_size": int(m.vocab_size)}
-        from optmodel.distributed import is_rank0
 
         # collective: every rank runs the sharded forward, rank 0 writes
         return features.dump(self.model, rows, out_dir, aux_ids, shard_size, target, batch_size,

@@ -18,6 +18,12 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
+from optmodel.speculative.checkpoint import target_identity
+from optmodel.speculative.convert import convert, text_config
+from optmodel.training.precision import compute_autocast
+from optmodel.speculative.data import RowsDataset
+from optmodel.distributed import is_rank0
+from optmodel.speculative import draft
 
 
 class HFEagle3:
@@ -26,18 +32,13 @@ class HFEagle3:
 
     @property
     def vocab_size(self) -> int:
-        from optmodel.speculative.convert import text_config
-
         return int(text_config(self.model.config).vocab_size)
 
     def convert(self, spec, d2t=None, seed: int = 0):
-        from optmodel.speculative.convert import convert
-
         return convert(self.model, spec, d2t=d2t)
 
     def measure(self, tokenizer, prompts: List[str], max_new_tokens: int = 64, draft_steps: int = 7) -> dict:
         from optmodel.speculative import acceptance
-        from optmodel.training.precision import compute_autocast
 
         with compute_autocast(self.model):  # mid-training: fp32 draft weights, target in its dtype
             return acceptance.measure(self.model, tokenizer, prompts, max_new_tokens, draft_steps)
@@ -45,7 +46,6 @@ class HFEagle3:
     def fit(self, rows: List[dict], task, run_dir: Path, seed: int, on_step: Optional[Callable[[int, int], None]] = None,
             log_fn: Callable[[dict], None] = lambda m: None, paused: Optional[List[float]] = None) -> Dict[str, object]:
         from optmodel.speculative import train
-        from optmodel.speculative.data import RowsDataset
 
         callbacks = [train.metrics_callback(log_fn)]
         if on_step is not None:
@@ -53,16 +53,11 @@ class HFEagle3:
         return fit_rows(self.model, RowsDataset(rows), task, Path(run_dir), seed, callbacks, paused)
 
     def export_draft(self, out_dir: Path, notes: Optional[Dict[str, dict]] = None, deploy: str = "none") -> Path:
-        from optmodel.distributed import is_rank0
-        from optmodel.speculative import draft
-
         if is_rank0():
             draft.export(self.model, out_dir, notes=notes, deploy=deploy)
         return Path(out_dir)
 
     def attach(self, draft_dir: Path):
-        from optmodel.speculative import draft
-
         return draft.attach(self.model, draft_dir)
 
     def dump_features(self, rows, out_dir: Path, aux_ids: List[int], shard_size: int, target: str, batch_size: int,
@@ -78,7 +73,6 @@ def fit_rows(model, dataset, task, run_dir: Path, seed: int, callbacks: List,
     the `paused[0]` seconds the callbacks spent measuring AL. Checkpoints name `target` (default:
     the model's own checkpoint) and are refused on resume against another."""
     from optmodel.speculative import train
-    from optmodel.speculative.checkpoint import target_identity
 
     model.train()
     identity = target_identity(model, target or getattr(model.config, "_name_or_path", None))

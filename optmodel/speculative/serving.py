@@ -25,6 +25,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
+from optmodel.facts.errors import one_of
 
 DEPLOY_NOTE = "optmodel_deploy.json"  # engine, trained (output) aux ids, engine ids, checked-against versions
 
@@ -73,8 +74,6 @@ def engine_aux_ids(deploy: str, output_ids: List[int]) -> List[int]:
 
 def deploy_problems(deploy: str, output_ids: List[int], num_layers: int) -> List[str]:
     """Why `deploy` cannot serve a draft trained on `output_ids` of an `num_layers` target."""
-    from optmodel.facts.errors import one_of
-
     if deploy == "any":
         return ["task.deploy: no one EAGLE3 draft layout serves every engine (vLLM numbers the aux layers one "
                 "higher than SGLang and TensorRT-LLM). Fix: task.deploy=vllm, sglang or trtllm (one export per engine)."]

@@ -14,8 +14,11 @@ import logging
 from pathlib import Path
 from typing import Callable, List, Optional
 
-from optmodel.training.checkpoints import CHECKPOINTS_DIR as CHECKPOINTS
-from optmodel.training.checkpoints import CompleteMarker, discard_incomplete, last_complete_checkpoint
+from optmodel.training.checkpoints import (CHECKPOINTS_DIR as CHECKPOINTS, CompleteMarker, discard_incomplete, last_complete_checkpoint)
+from optmodel.training.precision import master_weights, trainer_precision, uses_cpu
+from optmodel.speculative.checkpoint import trainer_class
+from optmodel.speculative.data import collate
+from optmodel.training.threads import small_model_threads
 
 log = logging.getLogger("optmodel")
 
@@ -24,8 +27,6 @@ def training_arguments(task, out_dir: Path, seed: int, use_cpu: bool = True, aut
     """`autocast`: the compute dtype when the draft's fp32 master weights compute in half
     precision (optmodel.training.precision)."""
     from transformers import TrainingArguments
-
-    from optmodel.training.precision import trainer_precision
 
     schedule = {"cosine": ("cosine_with_min_lr", {"min_lr": float(task.min_lr)}),
                 "linear": ("linear", {}), "constant": ("constant_with_warmup", {})}[task.lr_schedule]
@@ -93,11 +94,6 @@ def train(model, dataset, task, out_dir: Path, seed: int, callbacks: List, resum
     """Trainer.train from the newest checkpoint in `out_dir` when `resume`; the draft's weights
     are float32 during training, computed in the target's dtype (optmodel.training.precision).
     Checkpoints hold the draft only, `target` (checkpoint.target_identity) names the frozen target."""
-    from optmodel.speculative.checkpoint import trainer_class
-    from optmodel.speculative.data import collate
-    from optmodel.training.precision import master_weights, uses_cpu
-    from optmodel.training.threads import small_model_threads
-
     master = master_weights(model)  # the trainable draft; the frozen target stays as loaded
     args = training_arguments(task, out_dir, seed, uses_cpu(model), master.autocast_dtype())
     marker = CompleteMarker()

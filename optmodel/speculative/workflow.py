@@ -13,6 +13,11 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 from optmodel.speculative.checkpoint import TARGET_NOTE  # which target the draft (or checkpoint) was trained against
+from optmodel.speculative.data import (BUNDLED_CONVERSATIONS, BUNDLED_PROMPTS, conversations, first_turns, new_account, resolve, token_rows)
+from optmodel.speculative.vocab import draft_vocab
+from optmodel.speculative.ops import HFEagle3, fit_rows
+from optmodel.speculative.convert import DraftSpec, convert, load_offline_base, rope_theta, text_config
+from optmodel.facts.machine import torch_device
 
 log = logging.getLogger("optmodel")
 DRAFT_DIR = "draft"
@@ -20,8 +25,6 @@ DRAFT_DIR = "draft"
 
 def conversation_rows(tokenizer, task, account: Optional[dict] = None) -> List[dict]:
     """Token rows of task.conversations; what became of each row goes into `account`."""
-    from optmodel.speculative.data import BUNDLED_CONVERSATIONS, conversations, resolve, token_rows
-
     convs = conversations(resolve(task.conversations, BUNDLED_CONVERSATIONS), task.num_conversations or None,
                           account=account)
     rows = list(token_rows(tokenizer, convs, int(task.seq_len), account))
@@ -33,16 +36,12 @@ def conversation_rows(tokenizer, task, account: Optional[dict] = None) -> List[d
 
 def al_prompts(acc) -> List[str]:
     """The first turns of the `acceptance` block's prompt file."""
-    from optmodel.speculative.data import BUNDLED_PROMPTS, first_turns, resolve
-
     return first_turns(resolve(acc.prompts, BUNDLED_PROMPTS), acc.num_prompts or None)
 
 
 def vocab_mapping(task, rows: List[dict], vocab_size: int, out_dir: Path):
     """d2t when the draft vocabulary is smaller than the target's, else None; saved beside the draft."""
     import torch
-
-    from optmodel.speculative.vocab import draft_vocab
 
     if not task.draft_vocab_size or task.draft_vocab_size >= vocab_size:
         return None
@@ -56,8 +55,6 @@ def vocab_mapping(task, rows: List[dict], vocab_size: int, out_dir: Path):
 def online(model, tokenizer, task, run_dir: Path, seed: int,
            log_fn: Callable[[dict], None] = lambda m: None) -> Dict[str, object]:
     """`train_online` of a transformers model (backend=hf's EAGLE3 steps)."""
-    from optmodel.speculative.ops import HFEagle3
-
     return train_online(HFEagle3(model), tokenizer, task, run_dir, seed, log_fn)
 
 
@@ -65,9 +62,6 @@ def train_online(ops, tokenizer, task, run_dir: Path, seed: int,
                  log_fn: Callable[[dict], None] = lambda m: None) -> Dict[str, object]:
     """Convert the loaded target, train its draft with AL checks (`ops`: the backend's EAGLE3
     steps, optmodel.speculative.ops)."""
-    from optmodel.speculative.convert import DraftSpec
-    from optmodel.speculative.data import new_account
-
     run_dir = Path(run_dir)
     account = new_account()
     rows = conversation_rows(tokenizer, task, account)
@@ -115,10 +109,7 @@ def offline(target_dir: Path, features_dir: Path, task, run_dir: Path, backend, 
     target's decoder layers are never loaded."""
     import torch
 
-    from optmodel.facts.machine import torch_device
     from optmodel.speculative import features, train
-    from optmodel.speculative.convert import DraftSpec, convert, load_offline_base
-    from optmodel.speculative.ops import fit_rows
 
     manifest = features.read_manifest(features_dir)
     device = torch_device(backend)
@@ -127,8 +118,6 @@ def offline(target_dir: Path, features_dir: Path, task, run_dir: Path, backend, 
     model.model.dtype = model.config.dtype = dtype  # FakeBaseModel's dtype attribute sizes the draft
     # FakeBaseModel's config has no rope base (the draft would train with 10000): the target's
     from transformers import AutoConfig
-
-    from optmodel.speculative.convert import rope_theta, text_config
 
     model.config.rope_theta = rope_theta(text_config(AutoConfig.from_pretrained(str(target_dir))))
     spec = DraftSpec.from_cfg(task)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from optmodel.training.precision import trainer_precision
 
 
 def gradient_accumulation(t, data_parallel: int = 1) -> int:
@@ -15,8 +16,6 @@ def training_arguments(t, output_dir: Path, seed: int, has_eval: bool, use_cpu: 
     autocast to `autocast` (a half dtype; None: none — see optmodel.training.precision),
     step-based evaluation and checkpoints under `output_dir`."""
     from transformers import TrainingArguments
-
-    from optmodel.training.precision import trainer_precision
 
     schedule, schedule_kwargs = t.lr_schedule, {}
     if t.lr_schedule == "cosine" and t.min_lr_ratio > 0:

@@ -19,6 +19,7 @@ import threading
 from typing import Any, Dict, Iterator, List, Optional
 
 from transformers import TrainerCallback
+from optmodel.launch.preemption import resumable
 
 log = logging.getLogger("optmodel")
 
@@ -89,8 +90,6 @@ class PreemptionCallback(TrainerCallback):
     @contextlib.contextmanager
     def guard(self, trainer) -> Iterator[None]:
         """Run the enclosed `trainer.train()` with preemption signals deferred to step ends."""
-        from optmodel.launch.preemption import resumable
-
         self.trainer = trainer
         in_main = threading.current_thread() is threading.main_thread()
         with resumable(self.save_now):

@@ -17,6 +17,10 @@ from typing import Any, Dict, List, Optional
 
 from optmodel.training.callbacks import MetricsCallback, PreemptionCallback
 from optmodel.training.checkpoints import CompleteMarker, discard_incomplete, last_complete_checkpoint, requeued_job
+from optmodel.training.arguments import training_arguments
+from optmodel.training.precision import master_weights, uses_cpu
+from optmodel.training.threads import small_model_threads
+from optmodel.training.trainers import build_trainer, trainer_kind
 
 log = logging.getLogger("optmodel")
 
@@ -62,11 +66,7 @@ def fit(model, training, train_dataset, eval_dataset=None, *, output_dir: Path, 
     fake-quantized `model` makes it QAT / QAD. Checkpoints go to `output_dir`; `resume`
     (or a requeued Slurm job) continues from its last complete checkpoint.
     """
-    from optmodel.training.arguments import training_arguments
     from optmodel.training.distill import convert_to_distillation_model, export_student
-    from optmodel.training.precision import master_weights, uses_cpu
-    from optmodel.training.threads import small_model_threads
-    from optmodel.training.trainers import build_trainer, trainer_kind
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

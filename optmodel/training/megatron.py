@@ -38,6 +38,8 @@ from optmodel.manifest import atomic_dir, atomic_write_text
 from optmodel.training.checkpoints import (COMPLETE_MARKER, checkpoints, discard_incomplete, is_complete,
                                            last_complete_checkpoint, requeued_job)
 from optmodel.training.loop import FitResult
+from optmodel.training.megatron_kd import distillation_model, forward_step
+from optmodel.training.trainers import is_quantized
 
 log = logging.getLogger("optmodel")
 
@@ -58,9 +60,6 @@ def fit_megatron(handle, training, train_dataset, eval_dataset=None, *, output_d
     from megatron.core import parallel_state
     from megatron.core.distributed import finalize_model_grads
     from modelopt.torch.distill.plugins.megatron import get_tensor_shapes_adjust_fn_for_distillation
-
-    from optmodel.training.megatron_kd import distillation_model, forward_step
-    from optmodel.training.trainers import is_quantized
 
     torch.manual_seed(seed)
     model = handle.model

@@ -11,6 +11,7 @@ per-token losses over target tokens; the schedule divides it by the returned tok
 from __future__ import annotations
 
 from functools import partial
+from optmodel.backends.megatron_cpu import causal_mask
 
 IGNORE_INDEX = -100
 
@@ -104,8 +105,6 @@ def _reduce(loss_mask, output):
 def forward_step(device):
     """megatron-core's forward_step_func over an iterator of SFT batches."""
     import torch
-
-    from optmodel.backends.megatron_cpu import causal_mask
 
     def step(data_iterator, model):
         tokens, labels, loss_mask = megatron_batch(next(data_iterator))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from typing import Iterator
+from optmodel.facts.machine import transformer_engine_installed
 
 # =====================================================================================
 # ModelOpt EAGLE (modelopt/torch/speculative/plugins/megatron_eagle.py)
@@ -101,8 +102,6 @@ def _te_absent(*args, **kwargs) -> bool:
 def eagle_on_local_spec() -> Iterator[None]:
     """Scope in which ModelOpt's Megatron EAGLE builds and runs its draft on the local spec.
     Wrap `mtsp.convert` and every forward of the converted model in it. No-op with TE."""
-    from optmodel.facts.machine import transformer_engine_installed
-
     if transformer_engine_installed():
         yield
         return

@@ -7,6 +7,7 @@ import importlib
 import sys
 import types
 from functools import partial
+from optmodel.facts.machine import transformer_engine_installed
 
 # =========================================================================================
 # ModelOpt Minitron (`mcore_minitron`: modelopt.torch.nas.plugins.megatron and
@@ -54,7 +55,6 @@ def minitron():
     spec: as shipped where Transformer-Engine is installed, adapted to the local spec
     otherwise (idempotent)."""
     global _adapted
-    from optmodel.facts.machine import transformer_engine_installed
 
     if transformer_engine_installed():
         return importlib.import_module(MINITRON_MODE)

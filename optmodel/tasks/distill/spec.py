@@ -13,6 +13,7 @@ from optmodel.tasks.spec import TaskSpec
 from optmodel.tasks.finetune.spec import FinetuneTaskConfig, training_outputs, training_task_problems
 from optmodel.facts.rundir import read_origin, recorded_model_config, run_dir_problems, saved_model_path
 from optmodel.training.config import DistillationConfig, distillation_problems
+from optmodel.facts.checkpoint import resolve_checkpoint
 
 
 @dataclass
@@ -33,8 +34,6 @@ def teacher_source(cfg: DictConfig) -> Optional[str]:
     if origin:
         return origin.get("input_checkpoint")
     if cfg.task.get("quant_cfg"):
-        from optmodel.facts.checkpoint import resolve_checkpoint
-
         checkpoint = resolve_checkpoint(cfg.model)
         return str(checkpoint) if checkpoint else None
     return None

@@ -18,12 +18,12 @@ from optmodel.console import rate
 from optmodel.distributed import is_rank0
 from optmodel.speculative import workflow
 from optmodel.speculative.data import account_line
+from optmodel.backends import train_eagle3_offline
 
 
 def run(ctx) -> Dict[str, Any]:
     cfg, task = ctx.cfg, ctx.cfg.task
     if task.offline_data:
-        from optmodel.backends import train_eagle3_offline
         from optmodel.speculative.features import read_manifest
 
         target = read_manifest(task.offline_data)["target"]

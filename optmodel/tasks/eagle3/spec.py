@@ -13,6 +13,8 @@ from omegaconf import DictConfig
 from optmodel.facts.errors import positive
 from optmodel.tasks.spec import TaskConfig, TaskSpec
 from optmodel.training.config import LR_SCHEDULES
+from optmodel.speculative.serving import default_aux_layer_ids, deploy_problems as engine_problems
+from optmodel.facts.dtype import MEGATRON_CPU_DTYPE_REFUSAL, compute_dtype, expected_device
 
 MEGATRON_PIPELINE_REFUSAL = (
     "parallel.pipeline: ModelOpt's Megatron EAGLE (0.46.1) collects the target's aux hidden states inside the last "
@@ -86,8 +88,6 @@ def aux_layer_problems(cfg: DictConfig) -> List[str]:
 
 def deploy_problems(cfg: DictConfig) -> List[str]:
     """task.deploy against the aux layers the draft will train on (the serving engine's capture rule)."""
-    from optmodel.speculative.serving import default_aux_layer_ids, deploy_problems as engine_problems
-
     dumped = Path(cfg.task.offline_data or "").expanduser() / "features.json"
     if cfg.task.offline_data and dumped.is_file():  # offline: the layers the features hold
         ids = json.loads(dumped.read_text()).get("aux_layer_ids") or []
@@ -134,7 +134,6 @@ def megatron_problems(cfg: DictConfig, trains: bool = True) -> List[str]:
     """What backend=megatron's EAGLE3 (optmodel.speculative.megatron_eagle) cannot do."""
     if cfg.backend.name != "megatron":
         return []
-    from optmodel.facts.dtype import MEGATRON_CPU_DTYPE_REFUSAL, compute_dtype, expected_device
 
     found = [MEGATRON_PIPELINE_REFUSAL] if cfg.parallel.pipeline > 1 and cfg.task.name != "eagle3_features" else []
     if trains:

@@ -16,14 +16,13 @@ from optmodel.distributed import is_rank0
 from optmodel.evaluation.harness import (
     evaluate, markdown_table, metrics_of, result_rows, split_task_specs, task_manager,
 )
+from optmodel.evaluation.task_index import cached_task_names, close_names, store_task_names
 
 log = logging.getLogger("optmodel")
 
 
 def check_task_names(names, known) -> None:
     """Unknown task names fail before the model loads, with the names that look like them."""
-    from optmodel.evaluation.task_index import close_names
-
     known = set(known)
     problems = []
     for name in (n for n in names if n not in known):
@@ -71,8 +70,6 @@ def preflight(cfg) -> None:
     """Before the run dir is claimed: unknown task names and datasets missing offline are
     config errors (exit 2), found before the model loads. Names are checked against the
     cached list of lm-eval's tasks first (about a second), before lm-eval indexes its tasks."""
-    from optmodel.evaluation.task_index import cached_task_names, store_task_names
-
     key = tuple(cfg.task.tasks)
     if _PREFLIGHT.get("key") == key:
         return

@@ -25,6 +25,9 @@ from optmodel.evaluation import evaluate_handle
 from optmodel.evaluation.perplexity import handle_perplexity
 from optmodel.training.checkpoints import CHECKPOINTS_DIR
 from optmodel.training.teacher_kl import handle_kl
+from optmodel.quantization import cpu_fakequant, formats
+from optmodel.quantization.summary import quantizer_summary
+from optmodel.training.trainers import is_quantized
 
 log = logging.getLogger("optmodel")
 
@@ -32,8 +35,6 @@ log = logging.getLogger("optmodel")
 def quantize_student(handle, task, records, data) -> Dict[str, Any]:
     """PTQ of the student in task.quant_cfg, calibrated on training text (QAT / QAD from scratch)."""
     import modelopt.torch.quantization as mtq
-
-    from optmodel.quantization import cpu_fakequant, formats
 
     mtq_cfg = cpu_fakequant.for_device(formats.named_config(task.quant_cfg), handle.device)
     windows = pack(handle.tokenizer, records, data.seq_len, task.calib_sequences, "data.calib_path")
@@ -43,9 +44,6 @@ def quantize_student(handle, task, records, data) -> Dict[str, Any]:
 
 
 def train_task(ctx, teacher_source: Optional[str] = None, task_name: str = "finetune") -> Dict[str, Any]:
-    from optmodel.quantization.summary import quantizer_summary
-    from optmodel.training.trainers import is_quantized
-
     cfg, task, data = ctx.cfg, ctx.cfg.task, ctx.cfg.data
     training = task.training
 

@@ -7,13 +7,13 @@ from typing import List, Optional, Tuple
 
 from omegaconf import DictConfig
 
-from optmodel.facts.dtype import compute_dtype, expected_device
+from optmodel.facts.dtype import MEGATRON_CPU_DTYPE_REFUSAL, compute_dtype, expected_device
 from optmodel.facts.layout import dense_group_size, launched_world_size
 from optmodel.config.gate import GateConfig
 from optmodel.tasks.spec import EvaluateConfig, TaskConfig, TaskSpec, evaluate_problems
-from optmodel.facts.dtype import MEGATRON_CPU_DTYPE_REFUSAL
 from optmodel.facts.rundir import read_origin
 from optmodel.training.config import TrainingConfig, training_problems
+from optmodel.tasks.quantize.spec import quant_format_problems
 
 MEGATRON_AUTOCAST_REFUSAL = (
     "task.training.bf16: bf16 autocast is backend=hf's; backend=megatron trains in its weights' dtype (bf16 weights "
@@ -47,8 +47,6 @@ def training_outputs(cfg: DictConfig, quantized: bool = False) -> Tuple[str, ...
 
 def training_task_problems(cfg: DictConfig) -> List[str]:
     """The checks finetune and distill share."""
-    from optmodel.tasks.quantize.spec import quant_format_problems
-
     task = cfg.task
     # every data-parallel rank takes micro_batch_size of the global batch (backend=hf under torchrun:
     # every rank; megatron: the ranks the model-parallel layout leaves)

@@ -21,6 +21,7 @@ from optmodel.evaluation import evaluate_handle
 from optmodel.evaluation.perplexity import handle_perplexity
 from optmodel.pruning import scores as score_files
 from optmodel.pruning.pruners import pruner_for
+from optmodel.facts.errors import ConfigError
 
 log = logging.getLogger("optmodel")
 
@@ -93,8 +94,6 @@ def run(ctx) -> Dict[str, Any]:
 def preflight(cfg) -> None:
     """Before the run dir is claimed: reused scores that lack the depth measure the target
     needs (a file scored with depth_importance=cosine holds no skip_loss) is a config error."""
-    from optmodel.facts.errors import ConfigError
-
     task = cfg.task
     export_config = resolve_export_config(cfg) or {}
     if task.scores and "num_layers" in export_config:

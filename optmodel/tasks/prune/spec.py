@@ -11,8 +11,9 @@ from omegaconf import DictConfig, OmegaConf
 from optmodel.facts.errors import one_of, positive
 from optmodel.config.gate import GateConfig
 from optmodel.tasks.spec import EvaluateConfig, TaskConfig, TaskSpec, evaluate_problems
-from optmodel.pruning import scores as score_files
-from optmodel.pruning import targets
+from optmodel.pruning import scores as score_files, targets
+from optmodel.pruning.minitron import scores_problems
+from optmodel.pruning.scores import shape_of
 
 log = logging.getLogger("optmodel")
 DEPTH_MEASURES = ("skip_loss", "cosine")
@@ -128,9 +129,6 @@ MEGATRON_FAMILY_REFUSALS = {
 def _megatron_problems(cfg: DictConfig) -> List[str]:
     """What backend=megatron's mcore_minitron refuses (it asserts TP 1, EP 1, no sequence or
     context parallelism: pipeline stages are its way to spread memory), before loading."""
-    from optmodel.pruning.minitron import scores_problems
-    from optmodel.pruning.scores import shape_of
-
     task, model, par = cfg.task, cfg.model, cfg.parallel
     found = []
     if model.family in MEGATRON_FAMILY_REFUSALS:

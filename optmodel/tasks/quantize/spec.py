@@ -18,6 +18,7 @@ from optmodel.config.recipes import recipe_problems
 from optmodel.config.gate import GateConfig
 from optmodel.tasks.spec import EvaluateConfig, TaskConfig, TaskSpec, evaluate_problems, export_layout_problems
 from optmodel.facts.rundir import read_origin
+from optmodel.facts.dtype import compute_dtype, expected_device
 
 
 @dataclass
@@ -162,8 +163,6 @@ def problems(cfg: DictConfig) -> List[str]:
     if (p := one_of("task.export_dtype", task.export_dtype, ("bfloat16", "float16"))):
         found.append(p)
     if task.compress:
-        from optmodel.facts.dtype import compute_dtype, expected_device
-
         if compute_dtype(cfg.backend, cfg.model, expected_device(cfg.backend)) == "float32":
             found.append("task.compress: compressed weights dequantize to bfloat16/float16 in ModelOpt. Fix: backend.dtype=bfloat16.")
         if runs_on_cpu(cfg.backend) and not task.auto_quantize.enabled and not task.recipe and canonical_format(task.quant_cfg).startswith(("INT4", "W4A8_AWQ")):

@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 from optmodel.tasks.spec import TaskConfig, TaskSpec
 from optmodel.tasks.eagle3.spec import AcceptanceConfig, acceptance_problems, megatron_problems
 from optmodel.facts.rundir import read_origin
+from optmodel.speculative.serving import trained_aux_ids
 
 
 @dataclass
@@ -30,8 +31,6 @@ def draft_dir(cfg: DictConfig) -> Optional[str]:
 def draft_fit_problems(cfg: DictConfig, path: Path) -> List[str]:
     """The exported draft against the target it is put on: aux layers inside the target's layers."""
     import json
-
-    from optmodel.speculative.serving import trained_aux_ids
 
     conf = json.loads((path / "config.json").read_text())
     layers = int(cfg.model.num_layers)
