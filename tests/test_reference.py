@@ -70,7 +70,7 @@ def test_every_task_table_lists_the_composed_task_s_fields_and_defaults(tables, 
 
 
 def test_help_is_the_field_s_line_comment_and_cells_stay_one_cell(tables):
-    source = (PACKAGE_DIR / "config" / "tasks" / "quantize.py").read_text()
+    source = (PACKAGE_DIR / "tasks" / "quantize" / "spec.py").read_text()
     comment = re.search(r"^    quant_cfg: .*?#\s*(.+)$", source, re.M).group(1).strip()
     assert tables["quantize"]["task.quant_cfg"][1] == comment
     markdown = reference.reference_markdown()
