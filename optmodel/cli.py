@@ -11,20 +11,20 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from optmodel.config.schema import register_schemas
-from optmodel.facts.paths import conf_dir
-from optmodel.tasks.registry import task_spec, task_specs
 from optmodel.checked import override_problems, resolve_run_config
+from optmodel.claim import probe_run_dir
+from optmodel.compare.cli import main as compare
+from optmodel.config.schema import register_schemas
+from optmodel.console import quiet_console
+from optmodel.distributed import detect_launch_env
 from optmodel.facts.errors import ConfigError
+from optmodel.facts.paths import conf_dir
+from optmodel.gate import EXIT_GATED, Gated
+from optmodel.launch import signals
+from optmodel.launch.plain import hand_to_launcher, note_run_dir, submitting_launcher
 from optmodel.plan import dry_run
 from optmodel.run import checked_config, execute, model_was_typed
-from optmodel.gate import EXIT_GATED, Gated
-from optmodel.launch.plain import hand_to_launcher, note_run_dir, submitting_launcher
-from optmodel.console import quiet_console
-from optmodel.launch import signals
-from optmodel.compare.cli import main as compare
-from optmodel.claim import probe_run_dir
-from optmodel.distributed import detect_launch_env
+from optmodel.tasks.registry import task_spec, task_specs
 
 log = logging.getLogger("optmodel")
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, Iterable, Optional
 
-from optmodel.facts.measures import drop, drop_unit, measured
 from optmodel.facts.errors import ConfigError
+from optmodel.facts.measures import drop, drop_unit, measured
 
 EXIT_GATED = 3
 

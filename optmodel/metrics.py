@@ -6,6 +6,7 @@ import math
 from typing import Callable, Iterable, Optional, Tuple
 
 from tqdm import tqdm
+
 from optmodel.allocator import release_freed_memory
 
 # Largest logits block scored at once (floats): 32 M = 128 MiB of float32, whatever the vocabulary

@@ -11,24 +11,24 @@ from typing import Any, Callable, Dict, List, Optional
 from omegaconf import DictConfig, OmegaConf
 
 from optmodel.allocator import release_freed_memory
-from optmodel.claim import claim_run_dir
+from optmodel.backends import load
 from optmodel.checked import resolve_run_config, validate
+from optmodel.claim import claim_run_dir
 from optmodel.config.chosen import group_was_chosen
 from optmodel.distributed import barrier, broadcast_from_rank0, is_rank0
 from optmodel.facts.checkpoint import resolve_checkpoint
 from optmodel.facts.errors import ConfigError
 from optmodel.facts.measures import ordered_metrics
+from optmodel.facts.rundir import relative_outputs
 from optmodel.gate import Gated, enforce
 from optmodel.launch import signals
 from optmodel.launch.preemption import was_requeued
 from optmodel.launch.signals import Terminated  # noqa: F401  (a BaseException: libraries cannot swallow it)
 from optmodel.launch.world import join_world
 from optmodel.manifest import Manifest, atomic_dir, atomic_write_text
-from optmodel.facts.rundir import relative_outputs
 from optmodel.plan import dry_run
 from optmodel.tasks.registry import preflight, task_runner, task_spec
 from optmodel.tracking import Tracker
-from optmodel.backends import load
 
 log = logging.getLogger("optmodel")
 

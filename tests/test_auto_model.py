@@ -11,7 +11,8 @@ from optmodel.facts.errors import ConfigError
 from optmodel.checked import resolve_run_config
 from optmodel.checked import config_problems
 from optmodel.facts.rundir import read_manifest
-from optmodel.facts.hf_config import FAMILIES, model_config_mismatches
+from optmodel.facts.hf_config import model_config_mismatches
+from optmodel.facts.hf_families import FAMILIES
 from optmodel.facts.paths import TINY_MODELS_DIR
 from optmodel.run import execute
 

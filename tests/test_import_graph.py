@@ -144,10 +144,11 @@ def task_naming(path: Path) -> List[str]:
     or a table keyed by task names (string dispatch)."""
     found = []
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Compare):
-            literals = {c.value for c in ast.walk(node) if isinstance(c, ast.Constant) and isinstance(c.value, str)}
-            if "task" in ast.unparse(node) and literals & set(TASKS):
-                found.append(f"{path.name}:{node.lineno}: {ast.unparse(node)}")
+        if isinstance(node, (ast.Compare, ast.Call)):  # task.name == "prune", task.startswith("pipeline/")
+            literals = {c.value.rstrip("/") for c in ast.walk(node) if isinstance(c, ast.Constant) and isinstance(c.value, str)}
+            text = ast.unparse(node)
+            if "task" in text and literals & set(TASKS) and (isinstance(node, ast.Compare) or len(text) < 120):
+                found.append(f"{path.name}:{node.lineno}: {text}")
         elif isinstance(node, ast.Dict):
             keys = [k.value for k in node.keys if isinstance(k, ast.Constant) and k.value in TASKS]
             if len(keys) > 1:
@@ -284,8 +285,9 @@ def test_a_backend_comparison_is_seen(tmp_path):
 def test_task_naming_is_seen(tmp_path):
     probe = tmp_path / "probe.py"
     probe.write_text("AXES = {'quantize': 1, 'prune': 2}\n"
-                     "def f(cfg, task):\n    return cfg.task.name == 'pipeline' or task in ('finetune', 'distill')\n")
-    assert len(task_naming(probe)) == 3
+                     "def f(cfg, task):\n    return cfg.task.name == 'pipeline' or task in ('finetune', 'distill')\n"
+                     "def g(row):\n    return row['task'].startswith('pipeline/')\n")
+    assert len(task_naming(probe)) == 4
 
 
 def test_the_readme_architecture_map_lists_every_package():

@@ -13,7 +13,6 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-
 from omegaconf import DictConfig, open_dict
 
 from optmodel.backends.handle import ModelHandle

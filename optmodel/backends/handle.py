@@ -17,13 +17,14 @@
 Collective methods (logits, save, export on a multi-rank world) are called by every rank
 with the same arguments; the handle decides which rank writes, and writes atomically.
 Tasks never ask which backend they run on: what one backend cannot do is refused at
-validation (optmodel/config/tasks/), not branched on in a task.
+validation (the task's spec, optmodel/tasks/<name>/spec.py), not branched on in a task.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+
 from optmodel.evaluation.forward import handle_forward
 from optmodel.quantization.summary import quantizer_summary
 

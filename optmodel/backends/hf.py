@@ -19,16 +19,16 @@ from omegaconf import DictConfig
 
 from optmodel.backends.handle import ModelHandle
 from optmodel.backends.storage import shard_size_like, stored_state_dict, write_stored_dtype
-from optmodel.facts.dtype import checkpoint_dtype, compute_dtype
 from optmodel.config.family_checks import attention_implementation
+from optmodel.distributed import barrier, is_rank0
+from optmodel.facts.checkpoint import resolve_checkpoint
+from optmodel.facts.dtype import checkpoint_dtype, compute_dtype
+from optmodel.facts.hf_config import from_hf_config_dict
 from optmodel.facts.machine import torch_device
 from optmodel.manifest import atomic_dir
-from optmodel.facts.checkpoint import resolve_checkpoint
+from optmodel.quantization import cpu_fakequant
 from optmodel.speculative import workflow
 from optmodel.speculative.ops import HFEagle3
-from optmodel.distributed import barrier, is_rank0
-from optmodel.facts.hf_config import from_hf_config_dict
-from optmodel.quantization import cpu_fakequant
 
 log = logging.getLogger("optmodel")
 

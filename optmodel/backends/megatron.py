@@ -27,21 +27,21 @@ from tqdm import tqdm
 
 from optmodel.backends.handle import ModelHandle
 from optmodel.backends.megatron_cpu import causal_mask, tensor_cuda_is_identity
-from optmodel.backends.megatron_pipeline import pipeline_broadcast_logits
-from optmodel.facts.dtype import checkpoint_dtype, compute_dtype
-from optmodel.facts.machine import torch_device
-from optmodel.facts.layout import EXPORT_TP_REFUSAL
-from optmodel.distributed import barrier, is_rank0
-from optmodel.backends.megatron_world import init_model_parallel
-from optmodel.manifest import atomic_dir
-from optmodel.facts.checkpoint import resolve_checkpoint
-from optmodel.backends.megatron_spec import build_gpt_model
-from optmodel.facts.rundir import is_distributed_checkpoint
-from optmodel.backends.megatron_families import import_gpt_oss_bf16, register_import_rules
-from optmodel.backends.storage import exact_cast
 from optmodel.backends.megatron_export import quantizer_summary, write_with_modelopt
-from optmodel.pruning.targets import parameters
+from optmodel.backends.megatron_families import import_gpt_oss_bf16, register_import_rules
 from optmodel.backends.megatron_generate import generate_tokens
+from optmodel.backends.megatron_pipeline import pipeline_broadcast_logits
+from optmodel.backends.megatron_spec import build_gpt_model
+from optmodel.backends.megatron_world import init_model_parallel
+from optmodel.backends.storage import exact_cast
+from optmodel.distributed import barrier, is_rank0
+from optmodel.facts.checkpoint import resolve_checkpoint
+from optmodel.facts.dtype import checkpoint_dtype, compute_dtype
+from optmodel.facts.layout import EXPORT_TP_REFUSAL
+from optmodel.facts.machine import torch_device
+from optmodel.facts.rundir import is_distributed_checkpoint
+from optmodel.manifest import atomic_dir
+from optmodel.pruning.targets import parameters
 from optmodel.speculative.megatron_eagle import MegatronEagle3
 
 log = logging.getLogger("optmodel")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import List
+
 from optmodel.facts.errors import ConfigError
 from optmodel.facts.rundir import is_distributed_checkpoint, read_origin, saved_model_path
 

@@ -19,6 +19,7 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
+
 from optmodel.facts.checkpoint import read_hf_config
 from optmodel.facts.hf_config import architecture_mismatches, to_hf_config_dict
 from optmodel.quantization.summary import quantizer_entries, summary_of

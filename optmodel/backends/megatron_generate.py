@@ -15,8 +15,9 @@ rank 0, so all ranks stay in lock-step.
 from __future__ import annotations
 
 from typing import Sequence
-from optmodel.backends.megatron_pipeline import pipeline_broadcast_logits
+
 from optmodel.backends.megatron_cpu import causal_mask
+from optmodel.backends.megatron_pipeline import pipeline_broadcast_logits
 
 PADDED_ROWS_REFUSAL = ("backend=megatron generates from unpadded prompts (its forward takes no attention mask); "
                        "this batch is left-padded. Fix: one prompt per call (generate_ids does so for this handle).")

@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 from typing import Any, List, Optional
 
+from optmodel.backends.megatron_cpu import apply_no_te_fixes, tensor_cuda_is_identity
+from optmodel.backends.megatron_families import (adjust_layer_spec, family_config_kwargs, moe_layer_flags, set_yarn_attributes)
 from optmodel.facts.layout import expert_tensor_size
 from optmodel.facts.machine import transformer_engine_usable
-from optmodel.backends.megatron_families import (adjust_layer_spec, family_config_kwargs, moe_layer_flags, set_yarn_attributes)
-from optmodel.backends.megatron_cpu import apply_no_te_fixes, tensor_cuda_is_identity
 
 log = logging.getLogger("optmodel")
 

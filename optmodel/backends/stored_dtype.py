@@ -12,8 +12,8 @@ from typing import Optional
 
 from omegaconf import DictConfig, open_dict
 
-from optmodel.facts.dtype import AUTO, checkpoint_dtype
 from optmodel.backends.source import resolve_source
+from optmodel.facts.dtype import AUTO, checkpoint_dtype
 from optmodel.facts.rundir import is_distributed_checkpoint
 
 

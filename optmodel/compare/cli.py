@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import List, Optional
 
 from optmodel.compare import table
+from optmodel.compare.plot import plot
 from optmodel.facts.errors import ConfigError
 from optmodel.manifest import atomic_write_text
-from optmodel.compare.plot import plot
 
 STEM = "compare"
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List
 
-from optmodel.facts import measures
 from optmodel.compare.table import SHIPPABLE, Row
+from optmodel.facts import measures
 
 SIZE_LABELS = {"model_bytes": "model size (MB, weights at their stored bits)", "effective_bits": "effective weight bits",
                "parameters": "parameters (M)", "active_parameters": "active parameters (M)"}

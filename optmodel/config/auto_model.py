@@ -12,8 +12,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, open_dict
 
-from optmodel.facts.errors import ConfigError
 from optmodel.config.inherit import with_model_fields
+from optmodel.facts.errors import ConfigError
 from optmodel.facts.hf_config import from_hf_config_dict
 
 AUTO_FAMILY = "auto"

@@ -16,8 +16,8 @@ from typing import List, Optional, Tuple
 
 from omegaconf import DictConfig
 
-from optmodel.facts.measures import drop_unit
 from optmodel.facts.lm_eval_tasks import lm_eval_task_name
+from optmodel.facts.measures import drop_unit
 
 
 @dataclass

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from optmodel.facts.errors import ConfigError
-from optmodel.facts.rundir import read_origin, recorded_model_config, saved_model_path
 from optmodel.config.schema import ModelConfig
+from optmodel.facts.errors import ConfigError
 from optmodel.facts.hf_config import format_value, from_hf_config_dict, model_config_mismatches
+from optmodel.facts.rundir import read_origin, recorded_model_config, saved_model_path
 
 
 def produced_model_config(run_dir: str):

@@ -17,7 +17,7 @@ from optmodel.config.family_checks import family_problems
 from optmodel.facts import choices
 from optmodel.facts.checkpoint import checkpoint_problems
 from optmodel.facts.errors import ConfigError, one_of
-from optmodel.facts.hf_config import FAMILIES
+from optmodel.facts.hf_families import FAMILIES
 from optmodel.facts.layout import expert_tensor_size, launched_world_size, pipeline_stage_layers, world_size_problems
 from optmodel.facts.machine import cuda_visible, runs_on_cpu, transformer_engine_installed
 from optmodel.facts.records import source_problems

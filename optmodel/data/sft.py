@@ -18,8 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from optmodel.facts.records import DataError, Record
 from optmodel.data.text import dataset_texts
+from optmodel.facts.records import DataError, Record
 
 IGNORE_INDEX = -100
 SFT_PACKING_MODES = ("pack", "pad")

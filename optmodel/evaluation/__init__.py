@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 from typing import Any, Dict
+
 from optmodel.distributed import is_rank0
-from optmodel.evaluation.mmlu import MmluOptions, check_lower_bound, run_mmlu
 from optmodel.evaluation.harness import evaluate, markdown_table, metrics_of, result_rows, split_task_specs
+from optmodel.evaluation.mmlu import MmluOptions, check_lower_bound, run_mmlu
 
 log = logging.getLogger("optmodel")
 

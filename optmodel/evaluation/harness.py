@@ -8,6 +8,7 @@ import math
 import os
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
 from optmodel.facts.lm_eval_tasks import lm_eval_task_name
 
 log = logging.getLogger("optmodel")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Tuple
 
-from optmodel.metrics import chunked_perplexity
 from optmodel.data.text import dataset_texts, pack
+from optmodel.metrics import chunked_perplexity
 
 
 def handle_perplexity(handle, sequences, batch_size: int, desc: str = "perplexity") -> float:

@@ -14,6 +14,7 @@ import json
 import os
 from pathlib import Path
 from typing import Iterable, List, Optional
+
 from optmodel.manifest import atomic_write_text
 
 

@@ -8,9 +8,9 @@ from typing import List, Optional
 
 from omegaconf import DictConfig
 
-from optmodel.facts.paths import TINY_MODELS_DIR
 from optmodel.facts.checkpoint_files import tokenizer_problems, weight_problems
 from optmodel.facts.hf_config import architecture_mismatches
+from optmodel.facts.paths import TINY_MODELS_DIR
 
 WEIGHT_PATTERNS = ("*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin")
 

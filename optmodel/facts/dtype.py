@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Optional
+
 from optmodel.facts.checkpoint import resolve_checkpoint
 from optmodel.facts.machine import runs_on_cpu
 

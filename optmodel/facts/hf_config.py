@@ -28,8 +28,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Mapping, Tuple
 
-from optmodel.facts.hf_families import (  # noqa: F401  (FAMILIES re-exported)
-    FAMILIES, LLAMA4_ATTENTION_CHUNK_SIZE, _ARCH_FIELDS, _MLA_ARCH_FIELDS,
+from optmodel.facts.hf_families import (
+    LLAMA4_ATTENTION_CHUNK_SIZE, _ARCH_FIELDS, _MLA_ARCH_FIELDS,
     _MLA_DEFAULTS, _MODEL_DEFAULTS, _MODEL_TYPES, _MOE_ARCH_FIELDS,
     _MOE_DEFAULTS, _REMOTE_CODE_MODEL_TYPE, _SPECS, _fmt,
     _get, _model_fields, _nope_interval, _norm_rope,

@@ -13,9 +13,9 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List
 
+from optmodel.facts.rundir import MANIFEST_NAME
 from optmodel.launch import slurm, sweep
 from optmodel.manifest import atomic_write_text
-from optmodel.facts.rundir import MANIFEST_NAME
 
 OPEN_STATES = ("submitted", "pending", "running", "completing")
 SHOWN_STATES = ("PENDING", "RUNNING", "COMPLETING")  # Slurm's active states shown as they are

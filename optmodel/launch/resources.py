@@ -13,8 +13,8 @@ from typing import Any, Dict, List, Mapping, Optional
 
 from omegaconf import DictConfig
 
-from optmodel.facts.layout import required_world_size
 from optmodel.facts.errors import one_of
+from optmodel.facts.layout import required_world_size
 from optmodel.launch.slurm import mem_mb
 
 

@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from optmodel.facts.rundir import MANIFEST_NAME, effective_status
+from optmodel.launch.refresh import refresh
 from optmodel.launch.sweep import read_record, read_record_file
+from optmodel.launch.watch import metrics_line
 from optmodel.manifest import atomic_write_text
 from optmodel.tasks.registry import task_specs
-from optmodel.launch.refresh import refresh
-from optmodel.launch.watch import metrics_line
 
 SUMMARY_STEM = "summary"
 # Columns first when present, in this order; any other metric follows alphabetically.
@@ -80,6 +80,7 @@ def _job_rows(job: Dict[str, Any], varying: set) -> List[Dict[str, Any]]:
         "format": quant.get("format") or "",
         "status": status,
         "task": manifest.get("task") or "",
+        "teacher": bool(manifest.get("teacher")),  # trained against a teacher: its held-out loss is the KD loss
         "metrics": metrics,
         "error": (job.get("error") if status == "not run" else None) or manifest.get("error") or job.get("error") or "",
         "run_dir": job["run_dir"],
@@ -87,7 +88,7 @@ def _job_rows(job: Dict[str, Any], varying: set) -> List[Dict[str, Any]]:
     steps = manifest.get("steps")  # several tasks on one load: a row per step
     if not isinstance(steps, dict) or not steps:
         return [row]
-    return [{**row, "task": f"pipeline/{name}", "status": step.get("status") or "pending",
+    return [{**row, "task": f"{row['task']}/{name}", "step": name, "status": step.get("status") or "pending",
              "metrics": _numbers(step.get("metrics")), "error": step.get("error") or ""}
             for name, step in steps.items()]
 
@@ -136,7 +137,7 @@ def to_markdown(rows: List[Dict[str, Any]], metrics: List[str]) -> str:
                  *[_fmt(r["metrics"].get(m)) for m in metrics],
                  r["error"].replace("|", "\\|").replace("\n", " ")[:300]]
         lines.append("| " + " | ".join(cells) + " |")
-    jobs = {r["job"]: r for r in rows if not r["task"].startswith("pipeline/")}
+    jobs = {r["job"]: r for r in rows if not r.get("step")}
     done = sum(r["status"] == "completed" for r in jobs.values())
     lines.append("")
     lines.append(f"{done} of {len(jobs)} job(s) completed." if jobs or not rows else
@@ -156,7 +157,7 @@ def _panels(done: List[Dict[str, Any]]) -> List[tuple]:
     if "al_after" in present:
         panels.append(("al_after", "acceptance length (after)"))
     if "eval_loss" in present:
-        kd = any(r["task"].endswith("distill") for r in done)
+        kd = any(r.get("teacher") for r in done)
         panels.append(("eval_loss", "held-out KD loss (KL)" if kd else "held-out loss"))
     return panels
 
@@ -171,8 +172,8 @@ def _x_axis(done: List[Dict[str, Any]]) -> Optional[str]:
 
 
 def _label(r: Dict[str, Any]) -> str:
-    if r["task"].startswith("pipeline/"):
-        return f"job {r['job']} {r['task'].split('/', 1)[1]}"
+    if r.get("step"):
+        return f"job {r['job']} {r['step']}"
     return r["format"] or r["overrides"] or f"job {r['job']}"
 
 

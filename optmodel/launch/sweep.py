@@ -14,9 +14,9 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import yaml
 
-from optmodel.manifest import atomic_write_text
-from optmodel.facts.rundir import MANIFEST_NAME, read_manifest
 from optmodel.config.validate import ConfigError
+from optmodel.facts.rundir import MANIFEST_NAME, read_manifest
+from optmodel.manifest import atomic_write_text
 
 SWEEP_RECORD = "sweep.json"
 # A plain run handed to a cluster launcher keeps its job record beside submitit's files,

@@ -17,9 +17,9 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from hydra.core.utils import JobReturn, JobStatus
 
+from optmodel.facts.rundir import MANIFEST_NAME
 from optmodel.launch import slurm
 from optmodel.launch.sweep import SweepJob
-from optmodel.facts.rundir import MANIFEST_NAME
 
 log = logging.getLogger("optmodel")
 

@@ -10,8 +10,8 @@ from typing import Any, Dict, List, Tuple
 
 from omegaconf import DictConfig
 
-from optmodel.facts.machine import torch_device
 from optmodel.distributed import LaunchEnv, detect_launch_env, init_world
+from optmodel.facts.machine import torch_device
 
 log = logging.getLogger("optmodel")
 

@@ -14,9 +14,9 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from optmodel.backends.megatron_compat import minitron, minitron_collectives
 from optmodel.manifest import atomic_write_text
 from optmodel.pruning import targets
-from optmodel.backends.megatron_compat import minitron, minitron_collectives
 from optmodel.pruning.scores import shape_of
 
 SCORES_DIR = "prune_scores_mcore"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Dict, Optional
+
 from optmodel.manifest import atomic_file
 
 SCORES_FILE = "prune_scores.pt"

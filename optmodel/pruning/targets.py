@@ -12,9 +12,10 @@ import itertools
 from typing import Any, Dict, List, Optional, Tuple
 
 from omegaconf import DictConfig, OmegaConf
-from optmodel.plan import layer_params, moe_layers
+
 from optmodel.facts.errors import one_of
 from optmodel.facts.layout import pipeline_stage_layers
+from optmodel.plan import layer_params, moe_layers
 
 
 # export_config key -> path in the model config

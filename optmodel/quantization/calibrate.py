@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from optmodel.quantization import auto, cpu_fakequant, formats
 from optmodel.allocator import release_freed_memory
+from optmodel.quantization import auto, cpu_fakequant, formats
 
 
 @dataclass

@@ -11,8 +11,8 @@ from typing import Any, Dict
 
 from omegaconf import DictConfig
 
-from optmodel.facts.choices import KV_CACHE_FORMATS
 from optmodel.config.recipes import resolve_recipe_path
+from optmodel.facts.choices import KV_CACHE_FORMATS
 
 # Attention input projections across HF (q/k/v_proj, MLA q_a/q_b/kv_a/kv_b) and Megatron (linear_qkv, linear_q*, linear_kv*).
 QKV_PATTERNS = (

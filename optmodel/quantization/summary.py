@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from typing import Any, Callable, Dict, Iterator, Tuple
+
 from optmodel.quantization import formats, moe
 from optmodel.quantization.cpu_fakequant import BACKEND_NAME
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Dict, List
 
 from tqdm import tqdm
+
 from optmodel.speculative.data import prompt_ids
 from optmodel.training.threads import small_model_threads
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
+
 from optmodel.speculative.serving import default_aux_layer_ids
 
 

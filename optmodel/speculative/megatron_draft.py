@@ -21,10 +21,10 @@ from types import SimpleNamespace
 from typing import Dict, Optional
 
 from optmodel.backends.megatron_compat import eagle_on_local_spec
-from optmodel.speculative.convert import (DraftSpec, convert as hf_convert, eagle_config, load_offline_base, set_draft_vocab)
 from optmodel.backends.megatron_cpu import tensor_cuda_is_identity
 from optmodel.distributed import barrier, is_rank0
 from optmodel.speculative import draft
+from optmodel.speculative.convert import (DraftSpec, convert as hf_convert, eagle_config, load_offline_base, set_draft_vocab)
 from optmodel.speculative.draft import spec_of_export
 
 # ModelOpt 0.46.1's two EAGLE3 exporters name the draft layers differently: its Megatron rules

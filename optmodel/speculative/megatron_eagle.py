@@ -16,12 +16,12 @@ from functools import partial
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-from optmodel.speculative.megatron_draft import attach, convert, eagle_scope, export
-from optmodel.training.megatron_kd import loss_func
-from optmodel.training.config import TrainingConfig
-from optmodel.speculative.convert import DraftSpec
-from optmodel.speculative.workflow import vocab_mapping
 from optmodel.distributed import is_rank0
+from optmodel.speculative.convert import DraftSpec
+from optmodel.speculative.megatron_draft import attach, convert, eagle_scope, export
+from optmodel.speculative.workflow import vocab_mapping
+from optmodel.training.config import TrainingConfig
+from optmodel.training.megatron_kd import loss_func
 
 log = logging.getLogger("optmodel")
 

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
-from optmodel.speculative.checkpoint import target_identity
-from optmodel.speculative.convert import convert, text_config
-from optmodel.training.precision import compute_autocast
-from optmodel.speculative.data import RowsDataset
+
 from optmodel.distributed import is_rank0
 from optmodel.speculative import draft
+from optmodel.speculative.checkpoint import target_identity
+from optmodel.speculative.convert import convert, text_config
+from optmodel.speculative.data import RowsDataset
+from optmodel.training.precision import compute_autocast
 
 
 class HFEagle3:

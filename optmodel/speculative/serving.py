@@ -25,6 +25,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
+
 from optmodel.facts.errors import one_of
 
 DEPLOY_NOTE = "optmodel_deploy.json"  # engine, trained (output) aux ids, engine ids, checked-against versions

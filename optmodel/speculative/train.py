@@ -14,10 +14,10 @@ import logging
 from pathlib import Path
 from typing import Callable, List, Optional
 
-from optmodel.training.checkpoints import (CHECKPOINTS_DIR as CHECKPOINTS, CompleteMarker, discard_incomplete, last_complete_checkpoint)
-from optmodel.training.precision import master_weights, trainer_precision, uses_cpu
 from optmodel.speculative.checkpoint import trainer_class
 from optmodel.speculative.data import collate
+from optmodel.training.checkpoints import (CHECKPOINTS_DIR as CHECKPOINTS, CompleteMarker, discard_incomplete, last_complete_checkpoint)
+from optmodel.training.precision import master_weights, trainer_precision, uses_cpu
 from optmodel.training.threads import small_model_threads
 
 log = logging.getLogger("optmodel")

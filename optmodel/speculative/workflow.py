@@ -12,12 +12,12 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-from optmodel.speculative.checkpoint import TARGET_NOTE  # which target the draft (or checkpoint) was trained against
-from optmodel.speculative.data import (BUNDLED_CONVERSATIONS, BUNDLED_PROMPTS, conversations, first_turns, new_account, resolve, token_rows)
-from optmodel.speculative.vocab import draft_vocab
-from optmodel.speculative.ops import HFEagle3, fit_rows
-from optmodel.speculative.convert import DraftSpec, convert, load_offline_base, rope_theta, text_config
 from optmodel.facts.machine import torch_device
+from optmodel.speculative.checkpoint import TARGET_NOTE  # which target the draft (or checkpoint) was trained against
+from optmodel.speculative.convert import DraftSpec, convert, load_offline_base, rope_theta, text_config
+from optmodel.speculative.data import (BUNDLED_CONVERSATIONS, BUNDLED_PROMPTS, conversations, first_turns, new_account, resolve, token_rows)
+from optmodel.speculative.ops import HFEagle3, fit_rows
+from optmodel.speculative.vocab import draft_vocab
 
 log = logging.getLogger("optmodel")
 DRAFT_DIR = "draft"

@@ -1,2 +1,3 @@
-"""One module per task, each with `run(ctx) -> metrics` that reads top to bottom as the
-user's workflow. Tasks are registered in optmodel/config/tasks/ (schema, checks, backends)."""
+"""One package per task: its spec (spec.py: schema, checks, backends) beside its runner
+(run.py: `run(ctx)` that reads top to bottom as the user's workflow). registry.py finds them
+and is the only module that loads a task's modules; spec.py holds what every spec is made of."""

@@ -14,10 +14,10 @@ from omegaconf import MISSING, DictConfig
 
 from optmodel.config.family_checks import megatron_export_problems
 from optmodel.config.gate import gate_problems
+from optmodel.data.mmlu import MmluOptions, data_problems as mmlu_data_problems
 from optmodel.facts.errors import positive
 from optmodel.facts.layout import EXPORT_TP_REFUSAL
 from optmodel.facts.lm_eval_tasks import lm_eval_task_file_problems
-from optmodel.data.mmlu import MmluOptions, data_problems as mmlu_data_problems
 
 
 @dataclass

@@ -19,6 +19,7 @@ import threading
 from typing import Any, Dict, Iterator, List, Optional
 
 from transformers import TrainerCallback
+
 from optmodel.launch.preemption import resumable
 
 log = logging.getLogger("optmodel")

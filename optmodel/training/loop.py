@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from optmodel.training.arguments import training_arguments
 from optmodel.training.callbacks import MetricsCallback, PreemptionCallback
 from optmodel.training.checkpoints import CompleteMarker, discard_incomplete, last_complete_checkpoint, requeued_job
-from optmodel.training.arguments import training_arguments
 from optmodel.training.precision import master_weights, uses_cpu
 from optmodel.training.threads import small_model_threads
 from optmodel.training.trainers import build_trainer, trainer_kind

@@ -32,8 +32,8 @@ from typing import Any, Dict, List, Optional
 
 from tqdm import tqdm
 
-from optmodel.facts.dtype import MEGATRON_CPU_DTYPE_REFUSAL
 from optmodel.distributed import barrier, broadcast_from_rank0, is_rank0
+from optmodel.facts.dtype import MEGATRON_CPU_DTYPE_REFUSAL
 from optmodel.manifest import atomic_dir, atomic_write_text
 from optmodel.training.checkpoints import (COMPLETE_MARKER, checkpoints, discard_incomplete, is_complete,
                                            last_complete_checkpoint, requeued_job)

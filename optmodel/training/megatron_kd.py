@@ -11,6 +11,7 @@ per-token losses over target tokens; the schedule divides it by the returned tok
 from __future__ import annotations
 
 from functools import partial
+
 from optmodel.backends.megatron_cpu import causal_mask
 
 IGNORE_INDEX = -100

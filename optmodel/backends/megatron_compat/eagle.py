@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from typing import Iterator
+
 from optmodel.facts.machine import transformer_engine_installed
 
 # =====================================================================================

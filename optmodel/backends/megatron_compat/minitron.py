@@ -7,6 +7,7 @@ import importlib
 import sys
 import types
 from functools import partial
+
 from optmodel.facts.machine import transformer_engine_installed
 
 # =========================================================================================

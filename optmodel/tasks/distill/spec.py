@@ -9,11 +9,11 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import DictConfig
 
-from optmodel.tasks.spec import TaskSpec
-from optmodel.tasks.finetune.spec import FinetuneTaskConfig, training_outputs, training_task_problems
-from optmodel.facts.rundir import read_origin, recorded_model_config, run_dir_problems, saved_model_path
-from optmodel.training.config import DistillationConfig, distillation_problems
 from optmodel.facts.checkpoint import resolve_checkpoint
+from optmodel.facts.rundir import read_origin, recorded_model_config, run_dir_problems, saved_model_path
+from optmodel.tasks.finetune.spec import FinetuneTaskConfig, training_outputs, training_task_problems
+from optmodel.tasks.spec import TaskSpec
+from optmodel.training.config import DistillationConfig, distillation_problems
 
 
 @dataclass

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
+from optmodel.backends import train_eagle3_offline
 from optmodel.console import rate
 from optmodel.distributed import is_rank0
 from optmodel.speculative import workflow
 from optmodel.speculative.data import account_line
-from optmodel.backends import train_eagle3_offline
 
 
 def run(ctx) -> Dict[str, Any]:

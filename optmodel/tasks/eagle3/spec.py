@@ -10,11 +10,11 @@ from typing import List, Optional
 
 from omegaconf import DictConfig
 
+from optmodel.facts.dtype import MEGATRON_CPU_DTYPE_REFUSAL, compute_dtype, expected_device
 from optmodel.facts.errors import positive
+from optmodel.speculative.serving import default_aux_layer_ids, deploy_problems as engine_problems
 from optmodel.tasks.spec import TaskConfig, TaskSpec
 from optmodel.training.config import LR_SCHEDULES
-from optmodel.speculative.serving import default_aux_layer_ids, deploy_problems as engine_problems
-from optmodel.facts.dtype import MEGATRON_CPU_DTYPE_REFUSAL, compute_dtype, expected_device
 
 MEGATRON_PIPELINE_REFUSAL = (
     "parallel.pipeline: ModelOpt's Megatron EAGLE (0.46.1) collects the target's aux hidden states inside the last "

@@ -8,8 +8,8 @@ from typing import List, Optional
 from omegaconf import DictConfig
 
 from optmodel.facts.errors import positive
-from optmodel.tasks.spec import TaskConfig, TaskSpec
 from optmodel.tasks.eagle3.spec import aux_layer_problems, file_problems, megatron_problems
+from optmodel.tasks.spec import TaskConfig, TaskSpec
 
 
 @dataclass

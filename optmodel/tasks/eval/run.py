@@ -11,12 +11,12 @@ import json
 import logging
 from typing import Any, Dict
 
-from optmodel.facts.errors import ConfigError
 from optmodel.distributed import is_rank0
 from optmodel.evaluation.harness import (
     evaluate, markdown_table, metrics_of, result_rows, split_task_specs, task_manager,
 )
 from optmodel.evaluation.task_index import cached_task_names, close_names, store_task_names
+from optmodel.facts.errors import ConfigError
 
 log = logging.getLogger("optmodel")
 

@@ -7,8 +7,8 @@ from typing import List
 
 from omegaconf import DictConfig
 
-from optmodel.facts import choices
 from optmodel.config.deploy import DEPLOY_TARGETS, deploy_problems
+from optmodel.facts import choices
 from optmodel.facts.errors import one_of
 from optmodel.facts.rundir import read_origin
 from optmodel.tasks.spec import TaskConfig, TaskSpec, export_layout_problems

@@ -23,10 +23,10 @@ from optmodel.data.text import dataset_texts, pack
 from optmodel.distributed import is_rank0
 from optmodel.evaluation import evaluate_handle
 from optmodel.evaluation.perplexity import handle_perplexity
-from optmodel.training.checkpoints import CHECKPOINTS_DIR
-from optmodel.training.teacher_kl import handle_kl
 from optmodel.quantization import cpu_fakequant, formats
 from optmodel.quantization.summary import quantizer_summary
+from optmodel.training.checkpoints import CHECKPOINTS_DIR
+from optmodel.training.teacher_kl import handle_kl
 from optmodel.training.trainers import is_quantized
 
 log = logging.getLogger("optmodel")

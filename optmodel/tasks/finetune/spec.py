@@ -7,13 +7,13 @@ from typing import List, Optional, Tuple
 
 from omegaconf import DictConfig
 
+from optmodel.config.gate import GateConfig
 from optmodel.facts.dtype import MEGATRON_CPU_DTYPE_REFUSAL, compute_dtype, expected_device
 from optmodel.facts.layout import dense_group_size, launched_world_size
-from optmodel.config.gate import GateConfig
-from optmodel.tasks.spec import EvaluateConfig, TaskConfig, TaskSpec, evaluate_problems
 from optmodel.facts.rundir import read_origin
-from optmodel.training.config import TrainingConfig, training_problems
 from optmodel.tasks.quantize.spec import quant_format_problems
+from optmodel.tasks.spec import EvaluateConfig, TaskConfig, TaskSpec, evaluate_problems
+from optmodel.training.config import TrainingConfig, training_problems
 
 MEGATRON_AUTOCAST_REFUSAL = (
     "task.training.bf16: bf16 autocast is backend=hf's; backend=megatron trains in its weights' dtype (bf16 weights "

@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List
 
-from optmodel.facts.records import DataError, jsonl_rows
 from optmodel.backends.megatron_checkpoint import preflight  # noqa: F401  (the registry calls it before the run)
 from optmodel.distributed import is_rank0
+from optmodel.facts.records import DataError, jsonl_rows
 
 
 def read_prompts(task) -> List[str]:

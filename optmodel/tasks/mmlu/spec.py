@@ -7,8 +7,8 @@ from typing import List, Optional
 
 from omegaconf import DictConfig
 
-from optmodel.tasks.spec import TaskConfig, TaskSpec
 from optmodel.data.mmlu import MmluOptions, data_problems
+from optmodel.tasks.spec import TaskConfig, TaskSpec
 
 
 @dataclass

@@ -20,12 +20,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from optmodel.facts.errors import ConfigError
 from optmodel.config.inherit import with_model_fields
-from optmodel.tasks.pipeline.steps import step_config
 from optmodel.distributed import is_rank0
+from optmodel.facts.errors import ConfigError
 from optmodel.gate import Gated
 from optmodel.run import RunContext
+from optmodel.tasks.pipeline.steps import step_config
 from optmodel.tasks.registry import preflight as task_preflight, task_runner
 
 log = logging.getLogger("optmodel")

@@ -13,16 +13,16 @@ from dataclasses import dataclass, field
 from typing import List
 
 from optmodel.config.gate import GateConfig
-from optmodel.tasks.pipeline.steps import pipeline_gate_problems, pipeline_problems, resolve_pipeline
-from optmodel.tasks.spec import TaskConfig, TaskSpec
 from optmodel.tasks.distill.spec import DistillTaskConfig
 from optmodel.tasks.eval.spec import EvalTaskConfig
 from optmodel.tasks.export.spec import ExportTaskConfig
 from optmodel.tasks.finetune.spec import FinetuneTaskConfig
 from optmodel.tasks.generate.spec import GenerateTaskConfig
 from optmodel.tasks.mmlu.spec import MmluTaskConfig
+from optmodel.tasks.pipeline.steps import pipeline_gate_problems, pipeline_problems, resolve_pipeline
 from optmodel.tasks.prune.spec import PruneTaskConfig
 from optmodel.tasks.quantize.spec import QuantizeTaskConfig
+from optmodel.tasks.spec import TaskConfig, TaskSpec
 
 
 @dataclass

@@ -11,12 +11,12 @@ from typing import List, Optional
 from omegaconf import DictConfig, open_dict
 
 from optmodel.config.deploy import deploy_problems
-from optmodel.config.gate import gate_metrics, one_gate_problems
-from optmodel.facts.errors import one_of
 from optmodel.config.format_aliases import canonical_format, resolve_format_aliases
-from optmodel.tasks.registry import task_spec, task_specs
+from optmodel.config.gate import gate_metrics, one_gate_problems
 from optmodel.facts.checkpoint import resolve_checkpoint
+from optmodel.facts.errors import one_of
 from optmodel.facts.rundir import read_origin
+from optmodel.tasks.registry import task_spec, task_specs
 
 TRAINING_STEPS = ("finetune", "distill")
 

@@ -14,14 +14,14 @@ import logging
 import time
 from typing import Any, Dict
 
-from optmodel.tasks.prune.spec import resolve_export_config
 from optmodel.data.text import calibration_data, dataset_texts, pack
 from optmodel.distributed import is_rank0
 from optmodel.evaluation import evaluate_handle
 from optmodel.evaluation.perplexity import handle_perplexity
+from optmodel.facts.errors import ConfigError
 from optmodel.pruning import scores as score_files
 from optmodel.pruning.pruners import pruner_for
-from optmodel.facts.errors import ConfigError
+from optmodel.tasks.prune.spec import resolve_export_config
 
 log = logging.getLogger("optmodel")
 

@@ -8,12 +8,12 @@ from typing import Dict, List, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from optmodel.facts.errors import one_of, positive
 from optmodel.config.gate import GateConfig
-from optmodel.tasks.spec import EvaluateConfig, TaskConfig, TaskSpec, evaluate_problems
+from optmodel.facts.errors import one_of, positive
 from optmodel.pruning import scores as score_files, targets
 from optmodel.pruning.minitron import scores_problems
 from optmodel.pruning.scores import shape_of
+from optmodel.tasks.spec import EvaluateConfig, TaskConfig, TaskSpec, evaluate_problems
 
 log = logging.getLogger("optmodel")
 DEPTH_MEASURES = ("skip_loss", "cosine")

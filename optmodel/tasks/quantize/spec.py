@@ -8,17 +8,17 @@ from typing import List, Optional, Tuple
 
 from omegaconf import DictConfig
 
-from optmodel.facts import choices
 from optmodel.config.deploy import deploy_problems
 from optmodel.config.family_checks import awq_export_problems
-from optmodel.facts.errors import one_of
 from optmodel.config.format_aliases import QFORMAT_ALIASES, canonical_format
-from optmodel.facts.machine import runs_on_cpu
-from optmodel.config.recipes import recipe_problems
 from optmodel.config.gate import GateConfig
-from optmodel.tasks.spec import EvaluateConfig, TaskConfig, TaskSpec, evaluate_problems, export_layout_problems
-from optmodel.facts.rundir import read_origin
+from optmodel.config.recipes import recipe_problems
+from optmodel.facts import choices
 from optmodel.facts.dtype import compute_dtype, expected_device
+from optmodel.facts.errors import one_of
+from optmodel.facts.machine import runs_on_cpu
+from optmodel.facts.rundir import read_origin
+from optmodel.tasks.spec import EvaluateConfig, TaskConfig, TaskSpec, evaluate_problems, export_layout_problems
 
 
 @dataclass

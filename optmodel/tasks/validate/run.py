@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 from typing import Any, Dict
 
-from optmodel.tasks.validate.spec import draft_dir
 from optmodel.distributed import is_rank0
 from optmodel.speculative.workflow import al_prompts
+from optmodel.tasks.validate.spec import draft_dir
 
 
 def run(ctx) -> Dict[str, Any]:

@@ -8,10 +8,10 @@ from typing import List, Optional
 
 from omegaconf import DictConfig
 
-from optmodel.tasks.spec import TaskConfig, TaskSpec
-from optmodel.tasks.eagle3.spec import AcceptanceConfig, acceptance_problems, megatron_problems
 from optmodel.facts.rundir import read_origin
 from optmodel.speculative.serving import trained_aux_ids
+from optmodel.tasks.eagle3.spec import AcceptanceConfig, acceptance_problems, megatron_problems
+from optmodel.tasks.spec import TaskConfig, TaskSpec
 
 
 @dataclass
