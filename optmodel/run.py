@@ -10,8 +10,8 @@ from typing import Any, Callable, Dict, List, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
+from optmodel import backends
 from optmodel.allocator import release_freed_memory
-from optmodel.backends import load
 from optmodel.checked import resolve_run_config, validate
 from optmodel.claim import claim_run_dir
 from optmodel.config.chosen import group_was_chosen
@@ -48,7 +48,7 @@ class RunContext:
         """The run's model (source None), or a second model from a checkpoint or run dir.
         stored_dtype: with backend.dtype=auto, hold the weights in the dtype they are stored
         in (a conversion, which does no arithmetic)."""
-        return load(self.cfg, source=source, stored_dtype=stored_dtype)
+        return backends.load(self.cfg, source=source, stored_dtype=stored_dtype)
 
     def record(self, **fields: Any) -> None:
         """Merge into the manifest: dict fields (metrics, outputs, ...) update, others replace.
