@@ -1,4 +1,4 @@
-"""config/machine.py is the one answer to "which device" and "is Transformer-Engine there":
+"""facts/machine.py is the one answer to "which device" and "is Transformer-Engine there":
 validation and the backends read the same decision, without torch at import."""
 
 from __future__ import annotations
