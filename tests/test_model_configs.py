@@ -15,9 +15,9 @@ from omegaconf import OmegaConf
 
 from optmodel.config.schema import register_schemas
 from optmodel.tasks.registry import task_specs
+from optmodel.facts.hf_families import FAMILIES
 from optmodel.facts.paths import conf_dir
 from optmodel.facts.hf_config import (
-    FAMILIES,
     architecture_mismatches,
     from_hf_config_dict,
     to_hf_config_dict,
