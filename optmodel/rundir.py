@@ -81,6 +81,11 @@ def distributed_checkpoint_problems(ckpt: Path, field: str, quantized: bool = Fa
     or (quantized) its ModelOpt state. Shard sizes: optmodel.backends.megatron_checkpoint."""
     import re
 
+    from optmodel.library_sets import distributed_checkpoint_format_problem
+
+    unreadable = distributed_checkpoint_format_problem(ckpt, field)
+    if unreadable:
+        return [unreadable]
     fix = "Fix: copy it again from where it was written, or re-run that run."
     index = ckpt / ".metadata"
     if not index.is_file():

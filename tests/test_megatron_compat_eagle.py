@@ -47,7 +47,7 @@ def test_is_te_min_version_fails_without_transformer_engine_below_megatron_core_
     False itself (no TE version), so the stand-in is left out there."""
     from megatron.core.transformer import attention
 
-    from optmodel.backends.megatron_compat.versions import megatron_core_at_least
+    from optmodel.library_sets import megatron_core_at_least
 
     if megatron_core_at_least(0, 17):
         assert attention.is_te_min_version("2.2.0") is False

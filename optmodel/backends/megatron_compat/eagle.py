@@ -112,7 +112,7 @@ def eagle_on_local_spec() -> Iterator[None]:
     import megatron.core.transformer.attention as attention
     from megatron.core.transformer.torch_norm import WrappedTorchNorm
 
-    from optmodel.backends.megatron_compat.versions import megatron_core_at_least
+    from optmodel.library_sets import megatron_core_at_least
 
     eagle = importlib.import_module(EAGLE_MODULE)
     replaced = [(eagle, "TENorm", WrappedTorchNorm), (eagle, "TELinear", _duplicated_linear()),

@@ -49,7 +49,7 @@ _IMPORT_FIRST_MCORE_0_17 = ("megatron.core.models.hybrid.hybrid_layer_specs", "m
 
 
 def _import_first() -> tuple[str, ...]:
-    from optmodel.backends.megatron_compat.versions import megatron_core_at_least
+    from optmodel.library_sets import megatron_core_at_least
 
     return _IMPORT_FIRST + (_IMPORT_FIRST_MCORE_0_17 if megatron_core_at_least(0, 17) else ())
 
