@@ -91,3 +91,15 @@ def test_a_megatron_quantize_run_dir_under_the_other_set(made_by, tmp_path):
         with safe_open(str(shard), "pt") as f:
             fp8 += sum(str(f.get_slice(name).get_dtype()) == "F8_E4M3" for name in f.keys())
     assert fp8 == 4 * 7  # q k v o gate up down in each of tiny_qwen3's 4 layers
+
+
+def test_ci_installs_the_current_set_with_the_readme_command():
+    root = Path(__file__).resolve().parents[1]
+    ci = (root / ".ci" / "run").read_text()
+    readme = (root / "README.md").read_text()
+    install = "pip install -q -e '.[test]' -c constraints-current.txt"
+    assert install in ci and install in readme and "pip install torch==2.13.0 -c constraints-current.txt" in readme
+    for line in (root / ".ci" / "current_set_tests.txt").read_text().splitlines():
+        if line and not line.startswith("#"):  # every listed test exists
+            path, _, name = line.partition("::")
+            assert (root / path).is_file() and (not name or f"def {name}(" in (root / path).read_text()), line
