@@ -50,6 +50,27 @@ def megatron_core_at_least(*version: int) -> bool:
     return release("megatron-core") >= version
 
 
+# Names ModelOpt knows from a release on (a recipe written for the current set, run under the
+# pinned one: 0.46.1 loads the recipe, then mtq.quantize fails after the model is loaded, "Algorithm
+# nvfp4_act_headroom not found in CalibrateModeRegistry"): name -> (first release, what it is)
+MODELOPT_ADDED = {
+    "nvfp4_act_headroom": ((0, 47), "calibration algorithm (quantize.algorithm.method)"),
+}
+
+
+def modelopt_lacks(name: str, field: str) -> Optional[str]:
+    """Why the installed ModelOpt cannot run `name`, one of MODELOPT_ADDED; None when it can."""
+    if name not in MODELOPT_ADDED:
+        return None
+    first, what = MODELOPT_ADDED[name]
+    if modelopt_at_least(*first):
+        return None
+    running = ".".join(map(str, release("nvidia-modelopt"))) or "not installed"
+    since = ".".join(map(str, first))
+    return (f"{field}: the {what} {name!r} is new in ModelOpt {since}; ModelOpt {running} here does not have it. "
+            f"Fix: use the current set ({INSTALL_HINT['current']}), or a recipe without it.")
+
+
 def distributed_checkpoint_format_problem(ckpt: Path, field: str) -> Optional[str]:
     """A megatron distributed checkpoint this process's megatron-core cannot read, by format.
 

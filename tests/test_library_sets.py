@@ -103,3 +103,17 @@ def test_ci_installs_the_current_set_with_the_readme_command():
         if line and not line.startswith("#"):  # every listed test exists
             path, _, name = line.partition("::")
             assert (root / path).is_file() and (not name or f"def {name}(" in (root / path).read_text()), line
+
+
+@pytest.mark.parametrize("modelopt, refused", [((0, 46, 1), True), ((0, 47, 0), False)])
+def test_a_recipe_calibrating_with_nvfp4_act_headroom_needs_modelopt_0_47(modelopt, refused, monkeypatch, tmp_path):
+    from optmodel.config.recipes import recipe_problems
+
+    recipe = tmp_path / "headroom.yaml"
+    recipe.write_text("metadata: {recipe_type: ptq}\nquantize:\n  algorithm: {method: nvfp4_act_headroom}\n"
+                      "  quant_cfg: []\n")
+    monkeypatch.setattr(library_sets, "release", lambda package: modelopt)
+    problems = recipe_problems(str(recipe))
+    assert len(problems) == int(refused)
+    if refused:
+        assert problems[0].startswith(f"task.recipe ({recipe}): ") and "new in ModelOpt 0.47" in problems[0]
