@@ -53,6 +53,7 @@ def _import_first() -> tuple[str, ...]:
 
     return _IMPORT_FIRST + (_IMPORT_FIRST_MCORE_0_17 if megatron_core_at_least(0, 17) else ())
 
+
 # what may be imported under the stand-in: the plugin modules themselves
 _PLUGIN_MODULES = (MINITRON_PLUGIN, "modelopt.torch.nas.plugins.megatron_model_stats", MINITRON_MODE)
 _adapted = False
