@@ -153,7 +153,8 @@ def apply_no_te_fixes() -> None:
 def _define_missing_te_gemm() -> None:
     """megatron-core 0.16's MoE router tests `te_general_gemm is not None`, but the name is
     only bound when Transformer-Engine imports (moe_utils.py imports it inside a try), so
-    every MoE forward without TE raises NameError. None selects its torch.mm path."""
+    every MoE forward without TE raises NameError. None selects its torch.mm path.
+    megatron-core 0.19 binds the name itself: there this changes nothing."""
     from megatron.core.transformer.moe import moe_utils
 
     if not hasattr(moe_utils, "te_general_gemm"):
@@ -165,7 +166,7 @@ def _mla_without_te() -> None:
     a placeholder object yet multi_latent_attention.py still sets HAVE_TE = True, and
     MLASelfAttention then calls isinstance(..., TELinear), a TypeError. HAVE_TE = False is
     the truth on a machine without TE and only skips TE's FP8/FP4 training path.
-    megatron-core 0.19 gets HAVE_TE right, but then binds its `Linear` (the local replicated
+    megatron-core 0.19 gets HAVE_TE right (setting it changes nothing there), but then binds its `Linear` (the local replicated
     linear the local spec gives MLA's down-projections, megatron_spec.layer_spec) to None and
     refuses it ("Unsupported linear_q_down_proj"): the name is bound to the class it stands for."""
     from megatron.core.transformer import multi_latent_attention
