@@ -1,6 +1,7 @@
 """The GPU check's CPU rehearsal, fast part: it runs end to end here and writes summary.json
 in the documented schema (benchmarks/gpu/README.md); the kernel probe sees the CPU path."""
 
+import importlib.metadata
 import json
 import os
 import subprocess
@@ -42,7 +43,7 @@ def test_summary_follows_the_schema(rehearsal):
         assert step["status"] in STATUSES and step["seconds"] >= 0 and step["log"] == f"logs/{name}.log"
         assert (step["reason"] is None) == (step["status"] == "passed"), name
     assert summary["environment"]["cuda_available"] is False
-    assert summary["environment"]["versions"]["nvidia-modelopt"] == "0.46.1"
+    assert summary["environment"]["versions"]["nvidia-modelopt"] == importlib.metadata.version("nvidia-modelopt")
     for name, step in summary["steps"].items():
         for key, value in step["figures"].items():
             assert summary["figures"][f"{name}.{key}"] == value

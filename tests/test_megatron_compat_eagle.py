@@ -42,11 +42,18 @@ def test_the_context_parallel_wrapper_still_reads_te_attention():
         TEDotProductAttention.forward  # noqa: B018  what te_dot_product_attention_with_cp reads first
 
 
-def test_is_te_min_version_still_fails_without_transformer_engine():
+def test_is_te_min_version_fails_without_transformer_engine_below_megatron_core_0_17():
+    """Adaptation 6 is applied below megatron-core 0.17 only: from 0.17.0 the library answers
+    False itself (no TE version), so the stand-in is left out there."""
     from megatron.core.transformer import attention
 
-    with pytest.raises(TypeError):
-        attention.is_te_min_version("2.2.0")
+    from optmodel.facts.library_sets import megatron_core_at_least
+
+    if megatron_core_at_least(0, 17):
+        assert attention.is_te_min_version("2.2.0") is False
+    else:
+        with pytest.raises(TypeError):
+            attention.is_te_min_version("2.2.0")
 
 
 def test_the_scope_is_undone_and_never_claims_transformer_engine():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import importlib.metadata
 import re
 import subprocess
 import sys
@@ -41,7 +42,7 @@ def test_default_run_writes_config_manifest_log_and_export(default_run):
     assert manifest["status"] == "completed" and manifest["error"] is None
     assert manifest["task"] == "quantize" and manifest["model"] == "tiny_qwen3"
     assert manifest["input_checkpoint"].endswith("tiny_models/tiny_qwen3")
-    assert manifest["versions"]["nvidia-modelopt"].startswith("0.46")
+    assert manifest["versions"]["nvidia-modelopt"] == importlib.metadata.version("nvidia-modelopt")
     assert manifest["architecture"]["num_layers"] == 4
     quant = manifest["quantization"]
     assert quant["format"] == "FP8_DEFAULT_CFG"

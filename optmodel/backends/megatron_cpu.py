@@ -32,6 +32,19 @@ def _no_sync(device=None) -> None:
     return None
 
 
+class _CpuStream:
+    """`torch.cuda.current_stream()` on CPU: CPU ops are synchronous, nothing to wait for."""
+
+    def __init__(self, device=None):
+        pass
+
+    def wait_event(self, event) -> None:
+        return None
+
+    def wait_stream(self, stream) -> None:
+        return None
+
+
 def _patch(obj, name: str, value) -> None:
     _saved.append((obj, name, getattr(obj, name, _ABSENT)))
     setattr(obj, name, value)
@@ -58,6 +71,9 @@ def apply_cpu_patches() -> bool:
     # and megatron's pipeline p2p call torch.cuda.synchronize before reading tensors; CPU
     # ops are synchronous, so there is nothing to wait for.
     _patch(torch.cuda, "synchronize", _no_sync)
+    # megatron-core 0.19's DDP grad sync (param_and_grad_buffer.start_grad_sync) waits on the
+    # current CUDA stream for CUDA-graph replays before every reduce; CPU work has no stream.
+    _patch(torch.cuda, "current_stream", _CpuStream)
     # megatron-core's pipeline schedules allocate their token counter with a hard-coded
     # device="cuda" (`total_num_tokens = torch.zeros(..., device="cuda")` in each
     # schedule). Only that module's view of `torch` changes: zeros(device="cuda") becomes
@@ -129,7 +145,7 @@ def remove_cpu_patches() -> None:
 
 
 def apply_no_te_fixes() -> None:
-    """megatron-core 0.16 without Transformer-Engine: see the two functions below."""
+    """megatron-core 0.16 / 0.19 without Transformer-Engine: see the two functions below."""
     _define_missing_te_gemm()
     _mla_without_te()
 
@@ -137,7 +153,8 @@ def apply_no_te_fixes() -> None:
 def _define_missing_te_gemm() -> None:
     """megatron-core 0.16's MoE router tests `te_general_gemm is not None`, but the name is
     only bound when Transformer-Engine imports (moe_utils.py imports it inside a try), so
-    every MoE forward without TE raises NameError. None selects its torch.mm path."""
+    every MoE forward without TE raises NameError. None selects its torch.mm path.
+    megatron-core 0.19 binds the name itself: there this changes nothing."""
     from megatron.core.transformer.moe import moe_utils
 
     if not hasattr(moe_utils, "te_general_gemm"):
@@ -148,11 +165,18 @@ def _mla_without_te() -> None:
     """Without Transformer-Engine, megatron-core 0.16's extensions module binds TELinear to
     a placeholder object yet multi_latent_attention.py still sets HAVE_TE = True, and
     MLASelfAttention then calls isinstance(..., TELinear), a TypeError. HAVE_TE = False is
-    the truth on a machine without TE and only skips TE's FP8/FP4 training path."""
+    the truth on a machine without TE and only skips TE's FP8/FP4 training path.
+    megatron-core 0.19 gets HAVE_TE right (setting it changes nothing there), but then binds its `Linear` (the local replicated
+    linear the local spec gives MLA's down-projections, megatron_spec.layer_spec) to None and
+    refuses it ("Unsupported linear_q_down_proj"): the name is bound to the class it stands for."""
     from megatron.core.transformer import multi_latent_attention
 
     if not transformer_engine_usable():
         multi_latent_attention.HAVE_TE = False
+        if getattr(multi_latent_attention, "Linear", None) is None:
+            from megatron.core.post_training.modelopt.layers import Linear
+
+            multi_latent_attention.Linear = Linear
 
 
 def _sliding_window_causal_mask_cpu(sq, skv, window_size):

@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Optional
 
+from optmodel.facts.library_sets import modelopt_lacks
+
 
 def resolve_recipe_path(recipe: str) -> Optional[Path]:
     """A recipe file: a filesystem path, or a name inside ModelOpt's built-in recipe library
@@ -45,4 +47,8 @@ def recipe_problems(recipe: str) -> List[str]:
             f"task.recipe: {path} is not a PTQ recipe (metadata.recipe_type={kind!r}, needs 'ptq' and a "
             f"'quantize' section). Fix: point task.recipe at a PTQ recipe, e.g. general/ptq/fp8_default-kv_fp8."
         ]
-    return []
+
+    algorithm = (raw.get("quantize") or {}).get("algorithm") if isinstance(raw.get("quantize"), dict) else None
+    method = algorithm.get("method") if isinstance(algorithm, dict) else algorithm
+    lacking = modelopt_lacks(method, f"task.recipe ({path})") if isinstance(method, str) else None
+    return [lacking] if lacking else []

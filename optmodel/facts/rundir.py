@@ -14,6 +14,8 @@ import socket
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from optmodel.facts.library_sets import distributed_checkpoint_format_problem
+
 MANIFEST_NAME = "optmodel.json"
 
 # Newest first: saved_model is what tasks record; the others are quantize's and convert's names.
@@ -81,6 +83,10 @@ def distributed_checkpoint_problems(ckpt: Path, field: str, quantized: bool = Fa
     or (quantized) its ModelOpt state. Shard sizes: optmodel.backends.megatron_checkpoint."""
     import re
 
+
+    unreadable = distributed_checkpoint_format_problem(ckpt, field)
+    if unreadable:
+        return [unreadable]
     fix = "Fix: copy it again from where it was written, or re-run that run."
     index = ckpt / ".metadata"
     if not index.is_file():

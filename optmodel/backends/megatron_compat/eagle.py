@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from typing import Iterator
 
+from optmodel.facts.library_sets import megatron_core_at_least
 from optmodel.facts.machine import transformer_engine_installed
 
 # =====================================================================================
@@ -25,7 +26,8 @@ from optmodel.facts.machine import transformer_engine_installed
 #      target), so backward fails ("modified by an inplace operation");
 #   6. megatron-core 0.16.1's `Attention._adjust_key_value_for_inference` asks
 #      `is_te_min_version("2.2.0")` when ModelOpt hands it an inference context (every
-#      train-time-test step > 0), and that raises TypeError without TE (no TE version).
+#      train-time-test step > 0), and that raises TypeError without TE (no TE version);
+#      megatron-core 0.17.0 on answers False itself (TE version 0.0.0), so 6 applies below 0.17.
 # The local equivalents: megatron-core's `WrappedTorchNorm`, its local `Linear` (one
 # replicated weight on every TP rank, as "duplicated" means; given the TP group, since without
 # one megatron-core 0.16.1's checkpoint entry claims TP rank 0 on every rank and a TP 2
@@ -111,11 +113,13 @@ def eagle_on_local_spec() -> Iterator[None]:
     import megatron.core.transformer.attention as attention
     from megatron.core.transformer.torch_norm import WrappedTorchNorm
 
+
     eagle = importlib.import_module(EAGLE_MODULE)
     replaced = [(eagle, "TENorm", WrappedTorchNorm), (eagle, "TELinear", _duplicated_linear()),
                 (eagle, "get_gpt_modelopt_spec", local_eagle_layer_spec),
-                (eagle, "te_dot_product_attention_with_cp", no_context_parallel_attention),
-                (attention, "is_te_min_version", _te_absent)]
+                (eagle, "te_dot_product_attention_with_cp", no_context_parallel_attention)]
+    if not megatron_core_at_least(0, 17):
+        replaced.append((attention, "is_te_min_version", _te_absent))
     saved = [(module, name, getattr(module, name)) for module, name, _ in replaced]
     for module, name, value in replaced:
         setattr(module, name, value)

@@ -8,6 +8,7 @@ import sys
 import types
 from functools import partial
 
+from optmodel.facts.library_sets import megatron_core_at_least
 from optmodel.facts.machine import transformer_engine_installed
 
 # =========================================================================================
@@ -45,6 +46,15 @@ _IMPORT_FIRST = ("megatron.core.extensions.transformer_engine", "megatron.core.m
                  "megatron.core.transformer.moe.experts", "megatron.core.transformer.multi_latent_attention",
                  "megatron.core.post_training.modelopt.layers", "modelopt.torch.nas",
                  "modelopt.torch.opt.searcher", "modelopt.torch.prune")
+# megatron-core >= 0.17 (the plugin of ModelOpt 0.47): the hybrid layer specs build a TE MoE spec
+# at import, asking TE's installed version, which the stand-in has none of
+_IMPORT_FIRST_MCORE_0_17 = ("megatron.core.models.hybrid.hybrid_layer_specs", "megatron.core.models.hybrid.hybrid_model")
+
+
+def _import_first() -> tuple[str, ...]:
+
+    return _IMPORT_FIRST + (_IMPORT_FIRST_MCORE_0_17 if megatron_core_at_least(0, 17) else ())
+
 
 # what may be imported under the stand-in: the plugin modules themselves
 _PLUGIN_MODULES = (MINITRON_PLUGIN, "modelopt.torch.nas.plugins.megatron_model_stats", MINITRON_MODE)
@@ -60,7 +70,7 @@ def minitron():
     if transformer_engine_installed():
         return importlib.import_module(MINITRON_MODE)
     if not _adapted:
-        for name in _IMPORT_FIRST:
+        for name in _import_first():
             importlib.import_module(name)
         with _te_stand_in():
             importlib.import_module(MINITRON_PLUGIN)
@@ -99,7 +109,7 @@ def _te_stand_in():
     saw_stand_in = sorted(m for m in set(sys.modules) - before if not m.startswith(_PLUGIN_MODULES))
     if saw_stand_in:
         raise RuntimeError(f"imported under the Transformer-Engine stand-in: {saw_stand_in}; import them first "
-                           f"(optmodel.backends.megatron_compat._IMPORT_FIRST)")
+                           f"(optmodel.backends.megatron_compat.minitron._import_first)")
 
 
 def _width(linear, side: str) -> int:
