@@ -20,7 +20,8 @@ TINY_QWEN3 = Path(__file__).resolve().parent.parent / "optmodel" / "assets" / "t
 
 # Short CPU training: a high lr (the 5e-5 default needs thousands of steps), 30 steps of
 # 8 x 64 tokens; AL on 3 bundled prompts, 24 new tokens, 3 draft steps, greedy, seed 0.
-FAST = ["task.lr=3e-3", "task.min_lr=1e-5", "task.max_steps=30", "task.seq_len=64", "task.save_steps=30",
+FAST = ["task.training.lr=3e-3", "task.training.min_lr_ratio=0.0033", "task.training.max_steps=30",
+        "task.seq_len=64", "task.training.save_every=30",
         "task.al_every=30", "task.draft_vocab_size=512", "task.acceptance.num_prompts=3",
         "task.acceptance.max_new_tokens=24", "task.acceptance.draft_steps=3", "run.seed=0", "task.deploy=vllm"]
 ACC = ["task.acceptance.num_prompts=3", "task.acceptance.max_new_tokens=24", "task.acceptance.draft_steps=3"]
@@ -122,8 +123,8 @@ def test_validate_reloads_exported_draft_with_same_al(online, tmp_path):
 def test_offline_draft_matches_online_layout(online, features_dir, tmp_path):
     run_dir, _ = online
     out_dir = tmp_path / "offline"
-    execute(compose_cfg("task=eagle3", f"task.offline_data={features_dir}", *FAST[:1], "task.max_steps=4",
-                        "task.save_steps=4", "task.al_every=0", "task.draft_vocab_size=512", "task.deploy=vllm"), out_dir)
+    execute(compose_cfg("task=eagle3", f"task.offline_data={features_dir}", *FAST[:1], "task.training.max_steps=4",
+                        "task.training.save_every=4", "task.al_every=0", "task.draft_vocab_size=512", "task.deploy=vllm"), out_dir)
     online_draft = Path(read_manifest(run_dir)["outputs"]["draft"])
     offline_draft = Path(read_manifest(out_dir)["outputs"]["draft"])
     on, off = draft_tensors(online_draft), draft_tensors(offline_draft)
@@ -197,33 +198,54 @@ def test_features_of_another_target_refused(features_dir, tmp_path):
     assert "hidden_size 256" in problems[0] and "num_layers 8" in problems[1]
 
 
-def test_sigterm_mid_training_checkpoints_and_a_rerun_resumes(tmp_path):
-    """A SIGTERM during training (optmodel.run's handler raises Terminated) leaves a
-    checkpoint at the step reached; the rerun in the same run dir starts from it."""
+def test_sigterm_mid_training_checkpoints_and_resume_ends_with_the_uninterrupted_draft(tmp_path):
+    """The training stack's preemption, as finetune's: a SIGTERM during step 3 saves a complete
+    checkpoint at its end and stops; run.resume continues from it (steps 1-3 not trained again)
+    and ends with the draft of a run that was never interrupted."""
+    import dataclasses
+    import os
+    import signal
+
     import torch
     from omegaconf import OmegaConf
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from optmodel.config.tasks.eagle3 import Eagle3TaskConfig
-    from optmodel.run import Terminated
-    from optmodel.speculative import train, workflow
+    from optmodel.config.tasks.eagle3 import Eagle3TaskConfig, eagle3_training
+    from optmodel.speculative import workflow
+    from optmodel.speculative.checkpoint import draft_state
+    from optmodel.training.callbacks import Preempted
+    from optmodel.training.checkpoints import last_complete_checkpoint
 
-    task = OmegaConf.structured(Eagle3TaskConfig(max_steps=6, save_steps=100, log_steps=1, al_every=0, seq_len=32,
-                                                 num_conversations=16, batch_size=4))
+    training = dataclasses.replace(eagle3_training(), max_steps=6, save_every=100, log_every=1, micro_batch_size=4,
+                                   global_batch_size=4)
+    task = OmegaConf.structured(Eagle3TaskConfig(al_every=0, seq_len=32, num_conversations=16, training=training))
+    tok = AutoTokenizer.from_pretrained(TINY_QWEN3)
 
     def model():
         return AutoModelForCausalLM.from_pretrained(TINY_QWEN3, dtype=torch.float32)
 
-    tok = AutoTokenizer.from_pretrained(TINY_QWEN3)
+    whole = model()
+    workflow.online(whole, tok, task, tmp_path / "whole", 0)
 
-    def kill_at_3(m):
-        if m.get("step") == 3 and "loss" in m:
-            raise Terminated("terminated by signal 15")
+    losses = []
 
-    with pytest.raises(Terminated):
-        workflow.online(model(), tok, task, tmp_path, 0, log_fn=kill_at_3)
-    assert train.last_checkpoint(tmp_path / train.CHECKPOINTS).endswith("checkpoint-3")
-    logged = []
-    metrics = workflow.online(model(), tok, task, tmp_path, 0,
-                              log_fn=lambda m: logged.append(m["step"]) if "loss" in m else None)
-    assert metrics["train_steps"] == 6 and logged == [4, 5, 6]  # steps 1-3 were not trained again
+    def term_during_step_3(row):
+        if "train/loss" in row:
+            losses.append(row["train/loss"])
+            if len(losses) == 2:  # logged at the end of step 2: the signal arrives during step 3
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        with pytest.raises(Preempted, match="after step 3"):
+            workflow.online(model(), tok, task, tmp_path / "cut", 0, log_fn=term_during_step_3)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert last_complete_checkpoint(tmp_path / "cut" / "checkpoints").name == "checkpoint-3"
+    resumed, logged = model(), []
+    metrics = workflow.online(resumed, tok, task, tmp_path / "cut", 0, resume=True,
+                              log_fn=lambda row: logged.append(row) if "train/loss" in row else None)
+    assert (metrics["train_resumed_from_step"], metrics["train_steps"], len(logged)) == (3, 6, 3)
+    ours, theirs = draft_state(resumed), draft_state(whole)
+    assert ours.keys() == theirs.keys()
+    assert all(torch.allclose(ours[k].float(), theirs[k].float(), atol=1e-6) for k in ours)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from omegaconf import MISSING, DictConfig
 
@@ -38,6 +38,9 @@ class TaskSpec:
     # starts from a model an earlier run made (run.load; in a pipeline: an earlier step), e.g. export:
     # the refusal's sentence when there is none
     needs_earlier_model: Optional[str] = None
+    # options the task had under other names: old name (below task.) -> (its field now, how to convert);
+    # an override of one is refused naming the new field
+    renamed: Optional[Dict[str, Tuple[str, str]]] = None
 
 
 def no_problems(cfg: DictConfig) -> List[str]:
