@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from optmodel.config.overrides import override_problems
+from optmodel.config.tasks.eagle3 import RENAMED
 from optmodel.config.validate import ConfigError, config_problems, validate
 from optmodel.manifest import read_manifest
 from optmodel.run import execute
@@ -181,6 +183,30 @@ def test_killed_features_dump_resumes_without_redoing_shards(tmp_path):
 def test_bad_settings_refused_naming_the_field(overrides, field):
     problems = config_problems(compose_cfg("task=eagle3", *overrides))
     assert len(problems) == 1 and problems[0].startswith(field + ":")
+
+
+@pytest.mark.parametrize("old, new", [(f"task.{k}", v[0]) for k, v in RENAMED.items()])
+def test_an_option_eagle3_had_before_the_shared_training_config_is_refused_naming_its_field(old, new):
+    problems = override_problems(["task=eagle3", f"{old}=1"])
+    assert len(problems) == 1 and problems[0].startswith(f"{old}: ") and f"Fix: {new}=" in problems[0], problems
+
+
+def test_the_old_learning_rate_option_exits_2_before_any_run_dir(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "optmodel", "task=eagle3", "task.lr=1e-3",
+                           f"run.output_dir={tmp_path / 'run'}"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr + proc.stdout
+    assert "task.lr: " in proc.stderr and "Fix: task.training.lr=1e-3" in proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_training_settings_a_draft_does_not_read_are_refused():
+    problems = config_problems(compose_cfg("task=eagle3", "task.training.packing=pack", "task.training.eval_every=10",
+                                           "task.training.global_batch_size=12"))
+    assert [p.split(":")[0] for p in problems] == ["task.training.global_batch_size", "task.training.eval_every",
+                                                   "task.training.packing"], problems
 
 
 def test_conversation_file_without_messages_refused(tmp_path):
