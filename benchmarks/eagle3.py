@@ -1,18 +1,21 @@
 """EAGLE3 draft training on the bundled target: AL vs steps per learning rate / dtype / schedule.
 
 Each variant converts the bundled tiny target with ModelOpt's EAGLE3, trains the draft online
-on the bundled conversations through transformers' Trainer (optmodel.speculative.workflow, the
-task's own code) and measures acceptance length (greedy, bundled MT-Bench-style prompts) before
-training and every --al-every steps. Everything not given is the task's default
-(`optmodel task=eagle3`), so `--lr` alone compares learning rates at the default settings.
-Prints, and writes to --out (markdown), one AL-vs-steps table over the variants plus each
-variant's wall time, CPU time (convert, training and AL checks; the bundled target runs on one
-thread, so CPU seconds are about the wall time on idle cores) and training throughput. The
+on the bundled conversations through the shared training stack (optmodel.speculative.workflow,
+the task's own code: optmodel.training.loop.fit with task.training) and measures acceptance
+length (greedy, bundled MT-Bench-style prompts) before training and every --al-every steps.
+Everything not given is the task's default (`optmodel task=eagle3`), so `--lr` alone compares
+learning rates at the default settings. Prints, and writes to --out (markdown), one AL-vs-steps
+table over the variants plus each variant's wall time, CPU time (convert, training and AL
+checks; the bundled target runs on one thread, so CPU seconds are about the wall time on idle
+cores) and training throughput. Several `--steps` train one run per length (the schedule spans
+each run; AL before and at the end only) and print AL against the run's length instead. The
 variants run one after the other (one measurement at a time: wall times on shared cores are
 noisy).
 
     python benchmarks/eagle3.py --lr 5e-5 1e-3 --dtype float32 bfloat16 --steps 1000 --al-every 200
-    python benchmarks/eagle3.py                     # the task's defaults, one variant
+    python benchmarks/eagle3.py --steps 200 1000 2000   # AL after runs of each length, default settings
+    python benchmarks/eagle3.py                          # the task's defaults, one variant
 """
 
 from __future__ import annotations
@@ -64,17 +67,34 @@ def table(results) -> str:
     return "\n".join(rows)
 
 
+def length_table(results) -> str:
+    """AL at the end of runs of each length (rows) per variant (columns), with their CPU seconds."""
+    labels = list(dict.fromkeys(r["label"] for r in results))
+    head = ["steps (run length)"] + [f"{label}: {what}" for label in labels for what in ("AL", "CPU s", "wall s")]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    first = {r["label"]: r for r in reversed(results)}
+    rows.append("| " + " | ".join(["0"] + [c for label in labels for c in (f"{first[label]['al_before']:.2f}", "", "")]) + " |")
+    for steps in sorted({r["steps"] for r in results}):
+        cells = [str(steps)]
+        for label in labels:
+            r = next((r for r in results if r["steps"] == steps and r["label"] == label), None)
+            cells += [f"{r['al_after']:.2f}", f"{r['cpu_seconds']:.0f}", f"{r['wall_seconds']:.0f}"] if r else ["", "", ""]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="tiny_qwen3")
     parser.add_argument("--lr", type=float, nargs="+", default=[None])
     parser.add_argument("--dtype", nargs="+", default=["auto"], help="backend.dtype per variant (the target's compute dtype)")
-    parser.add_argument("--schedule", nargs="+", default=[None], help="task.lr_schedule per variant")
-    parser.add_argument("--steps", type=int, default=None, help="task.max_steps (default: the task's)")
+    parser.add_argument("--schedule", nargs="+", default=[None], help="task.training.lr_schedule per variant")
+    parser.add_argument("--steps", type=int, nargs="+", default=[None],
+                        help="task.training.max_steps (default: the task's); several: one run per length")
     parser.add_argument("--al-every", type=int, default=None, help="task.al_every (default: the task's)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--seed", type=int, default=1234)
-    parser.add_argument("--set", nargs="*", default=[], help="further task overrides, e.g. task.warmup_steps=20")
+    parser.add_argument("--set", nargs="*", default=[], help="further task overrides, e.g. task.training.warmup_steps=20")
     parser.add_argument("--out", type=Path, default=None, help="also write the table (markdown) here")
     args = parser.parse_args()
 
@@ -87,24 +107,26 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     register_schemas(task_specs())
     common = list(args.set)
-    if args.steps is not None:
-        common.append(f"task.max_steps={args.steps}")
+    lengths = len(args.steps) > 1
     if args.al_every is not None:
         common.append(f"task.al_every={args.al_every}")
     results = []
-    for lr, dtype, schedule in itertools.product(args.lr, args.dtype, args.schedule):
-        overrides = common + ([f"task.lr={lr}"] if lr is not None else []) + (
-            [f"task.lr_schedule={schedule}"] if schedule is not None else [])
+    for steps, lr, dtype, schedule in itertools.product(args.steps, args.lr, args.dtype, args.schedule):
+        overrides = common + ([f"task.training.max_steps={steps}"] if steps is not None else []) + (
+            [f"task.al_every={steps}"] if lengths else []) + (
+            [f"task.training.lr={lr}"] if lr is not None else []) + (
+            [f"task.training.lr_schedule={schedule}"] if schedule is not None else [])
         m = run_variant(args.model, overrides, dtype, args.seed)
-        t = m["task"]
+        t = m["task"].training
         m["label"] = f"{m['dtype']}, lr {t.lr:g}" + (f", {schedule}" if schedule else "")
-        print(f"{m['label']}: AL {m['al_before']} -> {m['al_after']} in {m['wall_seconds']:.0f} s "
+        m["steps"] = int(t.max_steps)
+        print(f"{m['label']}, {m['steps']} steps: AL {m['al_before']} -> {m['al_after']} in {m['wall_seconds']:.0f} s "
               f"({m['cpu_seconds']:.0f} CPU s)", flush=True)
         results.append(m)
     t = results[0]["task"]
     header = (f"EAGLE3 on {args.model}: AL (bundled prompts, {t.acceptance.draft_steps} draft steps, "
-              f"{t.acceptance.max_new_tokens} new tokens) vs steps of {t.batch_size} x {t.seq_len} tokens")
-    text = header + "\n\n" + table(results) + "\n"
+              f"{t.acceptance.max_new_tokens} new tokens) vs steps of {t.training.global_batch_size} x {t.seq_len} tokens")
+    text = header + "\n\n" + (length_table(results) if lengths else table(results)) + "\n"
     print("\n" + text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -41,8 +41,8 @@ fi
 acc=(task.acceptance.num_prompts="$prompts" task.acceptance.max_new_tokens="$new_tokens"
      task.acceptance.draft_steps="$k")
 echo "== train a draft ($steps steps) and export it for vLLM -> $work/eagle3"
-"$py" -m optmodel task=eagle3 task.deploy=vllm backend.dtype=float32 task.max_steps="$steps" \
-    task.save_steps="$steps" task.lr=3e-3 task.min_lr=1e-5 task.seq_len=64 task.draft_vocab_size=512 \
+"$py" -m optmodel task=eagle3 task.deploy=vllm backend.dtype=float32 task.training.max_steps="$steps" \
+    task.training.save_every="$steps" task.training.lr=3e-3 task.training.min_lr_ratio=0.0033 task.seq_len=64 task.draft_vocab_size=512 \
     task.al_every=0 run.seed=0 run.output_dir="$work/eagle3" "${acc[@]}"
 echo "== task=validate -> $work/validate"
 "$py" -m optmodel task=validate run.load="$work/eagle3" backend.dtype=float32 run.output_dir="$work/validate" "${acc[@]}"

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from optmodel.checked import config_problems, override_problems, validate
 from optmodel.config.validate import ConfigError
-from optmodel.checked import config_problems, validate
 from optmodel.facts.rundir import read_manifest
+from optmodel.tasks.eagle3.spec import RENAMED
 from optmodel.run import execute
 
 from conftest import compose_cfg
@@ -21,7 +22,8 @@ TINY_QWEN3 = Path(__file__).resolve().parent.parent / "optmodel" / "assets" / "t
 
 # Short CPU training: a high lr (the 5e-5 default needs thousands of steps), 30 steps of
 # 8 x 64 tokens; AL on 3 bundled prompts, 24 new tokens, 3 draft steps, greedy, seed 0.
-FAST = ["task.lr=3e-3", "task.min_lr=1e-5", "task.max_steps=30", "task.seq_len=64", "task.save_steps=30",
+FAST = ["task.training.lr=3e-3", "task.training.min_lr_ratio=0.0033", "task.training.max_steps=30",
+        "task.seq_len=64", "task.training.save_every=30",
         "task.al_every=30", "task.draft_vocab_size=512", "task.acceptance.num_prompts=3",
         "task.acceptance.max_new_tokens=24", "task.acceptance.draft_steps=3", "run.seed=0", "task.deploy=vllm"]
 ACC = ["task.acceptance.num_prompts=3", "task.acceptance.max_new_tokens=24", "task.acceptance.draft_steps=3"]
@@ -123,8 +125,8 @@ def test_validate_reloads_exported_draft_with_same_al(online, tmp_path):
 def test_offline_draft_matches_online_layout(online, features_dir, tmp_path):
     run_dir, _ = online
     out_dir = tmp_path / "offline"
-    execute(compose_cfg("task=eagle3", f"task.offline_data={features_dir}", *FAST[:1], "task.max_steps=4",
-                        "task.save_steps=4", "task.al_every=0", "task.draft_vocab_size=512", "task.deploy=vllm"), out_dir)
+    execute(compose_cfg("task=eagle3", f"task.offline_data={features_dir}", *FAST[:1], "task.training.max_steps=4",
+                        "task.training.save_every=4", "task.al_every=0", "task.draft_vocab_size=512", "task.deploy=vllm"), out_dir)
     online_draft = Path(read_manifest(run_dir)["outputs"]["draft"])
     offline_draft = Path(read_manifest(out_dir)["outputs"]["draft"])
     on, off = draft_tensors(online_draft), draft_tensors(offline_draft)
@@ -183,6 +185,30 @@ def test_bad_settings_refused_naming_the_field(overrides, field):
     assert len(problems) == 1 and problems[0].startswith(field + ":")
 
 
+@pytest.mark.parametrize("old, new", [(f"task.{k}", v[0]) for k, v in RENAMED.items()])
+def test_an_option_eagle3_had_before_the_shared_training_config_is_refused_naming_its_field(old, new):
+    problems = override_problems(["task=eagle3", f"{old}=1"])
+    assert len(problems) == 1 and problems[0].startswith(f"{old}: ") and f"Fix: {new}=" in problems[0], problems
+
+
+def test_the_old_learning_rate_option_exits_2_before_any_run_dir(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "optmodel", "task=eagle3", "task.lr=1e-3",
+                           f"run.output_dir={tmp_path / 'run'}"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr + proc.stdout
+    assert "task.lr: " in proc.stderr and "Fix: task.training.lr=1e-3" in proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_training_settings_a_draft_does_not_read_are_refused():
+    problems = config_problems(compose_cfg("task=eagle3", "task.training.packing=pack", "task.training.eval_every=10",
+                                           "task.training.global_batch_size=12"))
+    assert [p.split(":")[0] for p in problems] == ["task.training.global_batch_size", "task.training.eval_every",
+                                                   "task.training.packing"], problems
+
+
 def test_conversation_file_without_messages_refused(tmp_path):
     bad = tmp_path / "rows.jsonl"
     bad.write_text('{"text": "no conversation here"}\n')
@@ -198,33 +224,54 @@ def test_features_of_another_target_refused(features_dir, tmp_path):
     assert "hidden_size 256" in problems[0] and "num_layers 8" in problems[1]
 
 
-def test_sigterm_mid_training_checkpoints_and_a_rerun_resumes(tmp_path):
-    """A SIGTERM during training (optmodel.run's handler raises Terminated) leaves a
-    checkpoint at the step reached; the rerun in the same run dir starts from it."""
+def test_sigterm_mid_training_checkpoints_and_resume_ends_with_the_uninterrupted_draft(tmp_path):
+    """The training stack's preemption, as finetune's: a SIGTERM during step 3 saves a complete
+    checkpoint at its end and stops; run.resume continues from it (steps 1-3 not trained again)
+    and ends with the draft of a run that was never interrupted."""
+    import dataclasses
+    import os
+    import signal
+
     import torch
     from omegaconf import OmegaConf
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from optmodel.tasks.eagle3.spec import Eagle3TaskConfig
-    from optmodel.run import Terminated
-    from optmodel.speculative import train, workflow
+    from optmodel.tasks.eagle3.spec import Eagle3TaskConfig, eagle3_training
+    from optmodel.speculative import workflow
+    from optmodel.speculative.checkpoint import draft_state
+    from optmodel.training.callbacks import Preempted
+    from optmodel.training.checkpoints import last_complete_checkpoint
 
-    task = OmegaConf.structured(Eagle3TaskConfig(max_steps=6, save_steps=100, log_steps=1, al_every=0, seq_len=32,
-                                                 num_conversations=16, batch_size=4))
+    training = dataclasses.replace(eagle3_training(), max_steps=6, save_every=100, log_every=1, micro_batch_size=4,
+                                   global_batch_size=4)
+    task = OmegaConf.structured(Eagle3TaskConfig(al_every=0, seq_len=32, num_conversations=16, training=training))
+    tok = AutoTokenizer.from_pretrained(TINY_QWEN3)
 
     def model():
         return AutoModelForCausalLM.from_pretrained(TINY_QWEN3, dtype=torch.float32)
 
-    tok = AutoTokenizer.from_pretrained(TINY_QWEN3)
+    whole = model()
+    workflow.online(whole, tok, task, tmp_path / "whole", 0)
 
-    def kill_at_3(m):
-        if m.get("step") == 3 and "loss" in m:
-            raise Terminated("terminated by signal 15")
+    losses = []
 
-    with pytest.raises(Terminated):
-        workflow.online(model(), tok, task, tmp_path, 0, log_fn=kill_at_3)
-    assert train.last_checkpoint(tmp_path / train.CHECKPOINTS).endswith("checkpoint-3")
-    logged = []
-    metrics = workflow.online(model(), tok, task, tmp_path, 0,
-                              log_fn=lambda m: logged.append(m["step"]) if "loss" in m else None)
-    assert metrics["train_steps"] == 6 and logged == [4, 5, 6]  # steps 1-3 were not trained again
+    def term_during_step_3(row):
+        if "train/loss" in row:
+            losses.append(row["train/loss"])
+            if len(losses) == 2:  # logged at the end of step 2: the signal arrives during step 3
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        with pytest.raises(Preempted, match="after step 3"):
+            workflow.online(model(), tok, task, tmp_path / "cut", 0, log_fn=term_during_step_3)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert last_complete_checkpoint(tmp_path / "cut" / "checkpoints").name == "checkpoint-3"
+    resumed, logged = model(), []
+    metrics = workflow.online(resumed, tok, task, tmp_path / "cut", 0, resume=True,
+                              log_fn=lambda row: logged.append(row) if "train/loss" in row else None)
+    assert (metrics["train_resumed_from_step"], metrics["train_steps"], len(logged)) == (3, 6, 3)
+    ours, theirs = draft_state(resumed), draft_state(whole)
+    assert ours.keys() == theirs.keys()
+    assert all(torch.allclose(ours[k].float(), theirs[k].float(), atol=1e-6) for k in ours)

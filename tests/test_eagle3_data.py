@@ -121,12 +121,15 @@ def test_checkpoint_holds_the_draft_and_its_optimizer_not_the_target(tmp_path, o
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from optmodel.tasks.eagle3.spec import Eagle3TaskConfig
+    import dataclasses
+
+    from optmodel.tasks.eagle3.spec import Eagle3TaskConfig, eagle3_training
     from optmodel.speculative import workflow
     from optmodel.speculative.checkpoint import draft_state
 
-    task = OmegaConf.structured(Eagle3TaskConfig(max_steps=20, save_steps=100, log_steps=10, al_every=0, seq_len=32,
-                                                 num_conversations=8, batch_size=2, lr=1e-3))
+    training = dataclasses.replace(eagle3_training(), max_steps=20, save_every=100, micro_batch_size=2,
+                                   global_batch_size=2, lr=1e-3)
+    task = OmegaConf.structured(Eagle3TaskConfig(al_every=0, seq_len=32, num_conversations=8, training=training))
     tok = AutoTokenizer.from_pretrained(TINY_QWEN3)
     model = AutoModelForCausalLM.from_pretrained(TINY_QWEN3, dtype=torch.float32)
     workflow.online(model, tok, task, tmp_path, 0)
@@ -144,4 +147,4 @@ def test_checkpoint_holds_the_draft_and_its_optimizer_not_the_target(tmp_path, o
     with torch.no_grad():
         other.get_input_embeddings().weight.mul_(1.5)
     with pytest.raises(ValueError, match="this run's target .* differs"):
-        workflow.online(other, tok, task, tmp_path, 0)
+        workflow.online(other, tok, task, tmp_path, 0, resume=True)

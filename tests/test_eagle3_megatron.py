@@ -20,9 +20,11 @@ from conftest import compose_cfg
 
 MEGATRON = ["backend=megatron", "backend.device=cpu", "backend.dtype=float32"]
 # as tests/test_eagle3.py: 30 steps of 8 x 64 tokens at a high lr, AL on 3 prompts, 3 draft steps
-FAST = ["task.lr=3e-3", "task.min_lr=1e-5", "task.max_steps=30", "task.seq_len=64", "task.save_steps=30",
+FAST = ["task.training.lr=3e-3", "task.training.min_lr_ratio=0.0033", "task.training.max_steps=30",
+        "task.seq_len=64", "task.training.save_every=30",
         "task.al_every=30", "task.draft_vocab_size=512", "task.acceptance.num_prompts=3",
         "task.acceptance.max_new_tokens=24", "task.acceptance.draft_steps=3", "run.seed=0"]
+BATCH_4 = ["task.training.micro_batch_size=4", "task.training.global_batch_size=4"]
 ACC = ["task.acceptance.num_prompts=3", "task.acceptance.max_new_tokens=24", "task.acceptance.draft_steps=3"]
 
 
@@ -40,6 +42,19 @@ def online(tmp_path_factory):
     return run_dir, execute(compose_cfg("task=eagle3", *MEGATRON, *FAST), run_dir)
 
 
+def draft_task(al_every: int, seq_len: int, num_conversations: int, **training):
+    """An eagle3 task config at lr 3e-3, 4 rows per step, with these task.training settings."""
+    import dataclasses
+
+    from omegaconf import OmegaConf
+
+    from optmodel.tasks.eagle3.spec import Eagle3TaskConfig, eagle3_training
+
+    settings = dataclasses.replace(eagle3_training(), lr=3e-3, micro_batch_size=4, global_batch_size=4, **training)
+    return OmegaConf.structured(Eagle3TaskConfig(al_every=al_every, seq_len=seq_len, num_conversations=num_conversations,
+                                                 training=settings))
+
+
 def tensors(path: Path):
     from safetensors.torch import load_file
 
@@ -53,16 +68,13 @@ def test_online_training_raises_acceptance_length(online):
 
 def test_training_lowers_the_draft_loss_and_leaves_the_target_unchanged():
     import torch
-    from omegaconf import OmegaConf
 
     from optmodel.backends import megatron
-    from optmodel.tasks.eagle3.spec import Eagle3TaskConfig
     from optmodel.speculative import workflow
 
     handle = megatron.load(compose_cfg(*MEGATRON))
     before = {k: v.clone() for k, v in handle.model.state_dict().items() if torch.is_tensor(v)}
-    task = OmegaConf.structured(Eagle3TaskConfig(max_steps=8, lr=3e-3, al_every=0, seq_len=32, num_conversations=4,
-                                                 batch_size=4, save_steps=100, log_steps=1, resume=False))
+    task = draft_task(al_every=0, seq_len=32, num_conversations=4, max_steps=8, save_every=100, log_every=1)
     import tempfile
 
     losses = []
@@ -113,8 +125,8 @@ def test_an_mla_moe_target_trains_a_two_layer_draft_that_validates_alike_on_both
     two draft layers: the second one's names differ between ModelOpt's two exporters."""
     import torch
 
-    short = ["task.draft_layers=2", "task.max_steps=3", "task.lr=3e-3", "task.seq_len=32", "task.num_conversations=16", "task.batch_size=4",
-             "task.al_every=0", "task.draft_vocab_size=512", "run.seed=0"]
+    short = ["task.draft_layers=2", "task.training.max_steps=3", "task.training.lr=3e-3", "task.seq_len=32",
+             "task.num_conversations=16", *BATCH_4, "task.al_every=0", "task.draft_vocab_size=512", "run.seed=0"]
     acc = ["task.acceptance.num_prompts=2", "task.acceptance.max_new_tokens=12", "task.acceptance.draft_steps=3"]
     execute(compose_cfg("task=eagle3", "model=tiny_deepseek", *MEGATRON, *short), tmp_path / "train")
     al = [execute(compose_cfg("task=validate", "model=tiny_deepseek", f"run.load={tmp_path / 'train'}", *backend, *acc),
@@ -158,8 +170,8 @@ def test_features_match_the_hf_dump_and_train_on_either_backend(tmp_path):
             assert (a[key][valid] - b[key][valid]).abs().max() < 1e-4
     # each backend trains from the other's dump
     for features, backend in ((dirs["megatron"], []), (dirs["hf"], MEGATRON)):
-        out = execute(compose_cfg("task=eagle3", f"task.offline_data={features}", "task.max_steps=2",
-                                  "task.batch_size=4", "task.al_every=0", *backend), tmp_path / f"offline{len(backend)}")
+        out = execute(compose_cfg("task=eagle3", f"task.offline_data={features}", "task.training.max_steps=2",
+                                  *BATCH_4, "task.al_every=0", *backend), tmp_path / f"offline{len(backend)}")
         draft = tmp_path / f"offline{len(backend)}" / "draft"
         assert out["train_steps"] == 2 and (draft / "model.safetensors").is_file()
         assert json.loads((draft / "config.json").read_text())["rope_theta"] == 1e6  # the target's rope base
@@ -243,14 +255,10 @@ def test_pipeline_and_tensor_parallel_features_match_the_hf_dump(two_ranks, tmp_
 def test_a_killed_run_resumes_from_its_last_checkpoint_where_the_whole_run_went(tmp_path):
     """Checkpoints are the megatron training core's (draft, optimizer, scheduler): killed after
     step 3 with a checkpoint at step 2, the rerun trains step 3 again to the same loss."""
-    from omegaconf import OmegaConf
-
     from optmodel.backends import megatron
-    from optmodel.tasks.eagle3.spec import Eagle3TaskConfig
     from optmodel.speculative import workflow
 
-    task = OmegaConf.structured(Eagle3TaskConfig(max_steps=3, lr=3e-3, al_every=0, seq_len=32, num_conversations=8,
-                                                 batch_size=4, save_steps=2, log_steps=1))
+    task = draft_task(al_every=0, seq_len=32, num_conversations=8, max_steps=3, save_every=2, log_every=1)
 
     class Killed(Exception):
         pass
@@ -266,7 +274,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint_where_the_whole_run_went(
                     raise Killed
 
         try:
-            workflow.train_online(handle.eagle3(), handle.tokenizer, task, run_dir, 0, log)
+            workflow.train_online(handle.eagle3(), handle.tokenizer, task, run_dir, 0, log, resume=True)
         except Killed:
             pass
         return losses

@@ -129,12 +129,15 @@ def test_one_small_eagle3_step_changes_the_draft_under_bf16_compute(tmp_path):
     from transformers import AutoTokenizer
 
     from conftest import compose_cfg
-    from optmodel.speculative import train, workflow
+    from optmodel.speculative import workflow
+    from optmodel.speculative.checkpoint import draft_trainer
     from optmodel.speculative.convert import DraftSpec, convert
-    from optmodel.speculative.data import RowsDataset
+    from optmodel.speculative.data import RowsDataset, collate
+    from optmodel.training.loop import fit
 
-    task = compose_cfg("task=eagle3", "task.num_conversations=8", "task.seq_len=32", "task.batch_size=4",
-                       f"task.lr={LR}", "task.max_steps=1", "task.save_steps=1", "task.log_steps=1").task
+    task = compose_cfg("task=eagle3", "task.num_conversations=8", "task.seq_len=32", "task.training.micro_batch_size=4",
+                       "task.training.global_batch_size=4", f"task.training.lr={LR}", "task.training.max_steps=1",
+                       "task.training.save_every=1", "task.training.log_every=1").task
     target, tok = bf16_model(), AutoTokenizer.from_pretrained(TINY)
     convert(target, DraftSpec.from_cfg(task))
     frozen = {n for n, p in target.named_parameters() if not p.requires_grad}
@@ -142,7 +145,7 @@ def test_one_small_eagle3_step_changes_the_draft_under_bf16_compute(tmp_path):
     before = trainable_fp32(target)
     snapshot = WeightsAfterFirstStep()
     target.train()
-    train.train(target, RowsDataset(workflow.conversation_rows(tok, task)), task, tmp_path, 0, [snapshot.callback],
-                resume=False)
+    fit(target, task.training, RowsDataset(workflow.conversation_rows(tok, task)), output_dir=tmp_path, seed=0,
+        extra_callbacks=[snapshot.callback], trainer_class=draft_trainer(), data_collator=collate)  # as ops.fit_rows
     assert_step_kept(before, snapshot)
     assert {p.dtype for p in target.parameters()} == {torch.bfloat16}  # target never upcast, draft rounded back

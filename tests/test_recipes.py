@@ -77,8 +77,8 @@ def test_eagle3_recipes_train_online_or_from_the_dump_they_are_paired_with(recip
     assert offline.task.offline_data and offline.task.al_every == 0
     assert dump.task.seq_len == offline.task.seq_len  # the draft trains on the rows as dumped
     # eagle3.sh's 128000 training samples
-    assert online.task.max_steps * online.task.batch_size * online.task.grad_accum == 128000
-    assert offline.task.max_steps * offline.task.batch_size * offline.task.grad_accum == 128000
+    assert online.task.training.max_steps * online.task.training.global_batch_size == 128000
+    assert offline.task.training.max_steps * offline.task.training.global_batch_size == 128000
 
 
 def test_the_kimi_k2_eagle3_recipe_trains_on_megatron_at_the_example_layout(recipes):

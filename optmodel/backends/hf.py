@@ -264,5 +264,5 @@ def train_eagle3_offline(cfg: DictConfig, load_target, features_dir: Path, run_d
     from optmodel.speculative.features import read_manifest
 
     model, metrics = workflow.offline(read_manifest(features_dir)["target"], features_dir, cfg.task, run_dir,
-                                      cfg.backend, int(cfg.run.seed), log_fn)
+                                      cfg.backend, int(cfg.run.seed), log_fn, bool(cfg.run.get("resume")))
     return HFEagle3(model), metrics

@@ -334,4 +334,4 @@ def architecture_as_loaded(handle: MegatronHandle) -> dict:
 def train_eagle3_offline(cfg: DictConfig, load_target, features_dir: Path, run_dir: Path, log_fn):
     """ModelOpt's Megatron EAGLE in eagle_offline mode on the loaded target (sharded over TP)."""
     ops = load_target().eagle3()
-    return ops, ops.fit_offline(features_dir, cfg.task, run_dir, int(cfg.run.seed), log_fn)
+    return ops, ops.fit_offline(features_dir, cfg.task, run_dir, int(cfg.run.seed), log_fn, bool(cfg.run.get("resume")))

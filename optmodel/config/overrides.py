@@ -107,7 +107,7 @@ def override_problems(argv: Sequence[str], specs: Mapping[str, Any]) -> List[str
             continue
         if key in known or _free_form(key, known):
             continue
-        problems.append(_unknown(key, plus, known, task))
+        problems.append(_renamed(key, item.split("=", 1)[1], specs.get(task)) or _unknown(key, plus, known, task))
     return problems + [p for o in parsed for p in _value_problems(o, known)]
 
 
@@ -168,6 +168,17 @@ def _group_problem(group: str, value) -> Optional[str]:
     problem = one_of(group, str(value), sorted(p.stem for p in (conf_dir() / group).glob("*.yaml")))
     return problem and problem.replace(f"{group}: unknown value", f"{group}: no config named", 1) + (
         f" Fix: {group}=<one of them> (conf/{group}/ holds one file per option).")
+
+
+def _renamed(key: str, value: str, spec: Any) -> Optional[str]:
+    """One message naming the new field of a task option that was renamed (None: not one);
+    spec: the task's (None: no task chosen)."""
+    old = key[len("task."):] if key.startswith("task.") else None
+    if old is None or spec is None or not spec.renamed or old not in spec.renamed:
+        return None
+    new, how = spec.renamed[old]
+    return (f"{key}: task={spec.name} no longer has this option; it is {new} now{f' ({how})' if how else ''}. "
+            f"Fix: {new}={value if not how else '<value>'}.")
 
 
 def _unknown(key: str, plus: bool, known: Dict[str, Any], task: str) -> str:

@@ -2,7 +2,8 @@
 
 convert (draft spec -> `mtsp.convert` config), vocab (draft vocabulary d2t / t2d from token
 frequencies), data (conversations -> fixed-length token rows), features (sharded, resumable
-hidden-state dump for offline training), train (transformers Trainer glue), acceptance
+hidden-state dump for offline training), ops (each backend's EAGLE3 steps; the draft trains on
+the shared training stack, optmodel.training), acceptance
 (acceptance length through ModelOpt's `pseudo_speculative_generate`), draft (export with
 `export_speculative_decoding` and reload of an exported draft onto its target), serving (each
 engine's conventions: aux ids, tensor names, rope; `task.deploy`), checkpoint (training

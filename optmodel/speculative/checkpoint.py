@@ -3,7 +3,8 @@
 The frozen target is not saved (at Qwen3-0.6B shape it is most of a 1.4 GB checkpoint of a
 2 MB draft): `optmodel_target.json` names it by path and by a fingerprint of its embeddings
 and LM head (what online and offline training both hold), and a resume against another
-target is refused. The Trainer's optimizer, scheduler, RNG and step files are unchanged."""
+target is refused. The Trainer's optimizer, scheduler, RNG and step files are unchanged, and the
+checkpoints are the training stack's (optmodel.training.checkpoints: marked complete once whole)."""
 
 from __future__ import annotations
 
@@ -38,13 +39,17 @@ def target_identity(model, path: Optional[str]) -> dict:
     return {"target": str(path) if path else None, "fingerprint": h.hexdigest()[:16]}
 
 
-def trainer_class():
-    """transformers' Trainer saving and loading the draft only (imported on use: heavy)."""
+def draft_trainer(target: Optional[dict] = None):
+    """transformers' Trainer saving and loading the draft only, for the training stack's `fit`
+    (`trainer_class`); `target`: target_identity of the run (imported on use: heavy)."""
     from safetensors.torch import load_file, save_file
     from transformers import Trainer
 
+    identity = target
+
     class DraftTrainer(Trainer):
-        target: Optional[dict] = None  # target_identity of the run
+        kind = "eagle3"
+        target: Optional[dict] = identity
 
         def _save(self, output_dir: Optional[str] = None, state_dict: Optional[dict] = None) -> None:
             import torch
@@ -63,7 +68,7 @@ def trainer_class():
             own = draft_state(model)
             if set(saved) != set(own):
                 raise ValueError(f"{resume_from_checkpoint} holds another draft: missing {sorted(set(own) - set(saved))}, "
-                                 f"unexpected {sorted(set(saved) - set(own))}. Fix: a new run dir, or task.resume=false.")
+                                 f"unexpected {sorted(set(saved) - set(own))}. Fix: a new run dir, or run.resume=false.")
             model.load_state_dict(saved, strict=False)
 
     return DraftTrainer
@@ -78,7 +83,7 @@ def check_target(checkpoint: Path, current: Optional[dict]) -> None:
     if saved.get("fingerprint") != current.get("fingerprint"):
         raise ValueError(f"{checkpoint} trained a draft for target {saved.get('target')} (fingerprint "
                          f"{saved.get('fingerprint')}); this run's target {current.get('target')} differs "
-                         f"({current.get('fingerprint')}). Fix: the same target, a new run dir, or task.resume=false.")
+                         f"({current.get('fingerprint')}). Fix: the same target, a new run dir, or run.resume=false.")
     if saved.get("target") != current.get("target"):
         log.warning("resuming %s: its target was %s, now %s (same embeddings and LM head)", checkpoint,
                     saved.get("target"), current.get("target"))

@@ -19,8 +19,8 @@ from typing import Callable, Dict, List, Optional
 from optmodel.distributed import is_rank0
 from optmodel.speculative.convert import DraftSpec
 from optmodel.speculative.megatron_draft import attach, convert, eagle_scope, export
+from optmodel.speculative.ops import RowLog, throughput
 from optmodel.speculative.workflow import vocab_mapping
-from optmodel.training.config import TrainingConfig
 from optmodel.training.megatron_kd import loss_func
 
 log = logging.getLogger("optmodel")
@@ -72,44 +72,19 @@ def unwrapped(model):
     return model
 
 
-def training_config(task, data_parallel: int):
-    """The eagle3 task's training settings as the training core's TrainingConfig."""
-    from omegaconf import OmegaConf
-
-    lr = float(task.lr)
-    return OmegaConf.structured(TrainingConfig(
-        max_steps=int(task.max_steps), micro_batch_size=int(task.batch_size),
-        global_batch_size=int(task.batch_size) * int(task.grad_accum) * data_parallel, lr=lr,
-        min_lr_ratio=min(1.0, float(task.min_lr) / lr) if lr > 0 else 0.0, lr_schedule="cosine",
-        warmup_steps=int(task.warmup_steps), weight_decay=0.0, adam_beta1=0.9, adam_beta2=0.95, clip_grad=1.0,
-        log_every=int(task.log_steps), save_every=int(task.save_steps), keep_checkpoints=2))
-
-
 def fit(handle, rows: List[dict], task, run_dir: Path, seed: int, on_step: Optional[Callable[[int, int], None]] = None,
-        log_fn: Callable[[dict], None] = lambda m: None, paused: Optional[List[float]] = None) -> Dict[str, object]:
-    """Train the converted handle's draft on `rows`; `on_step(step, steps)` after every
-    optimizer step (AL checks); `paused[0]`: seconds spent in on_step, kept out of throughput."""
-    from megatron.core import parallel_state
-
-    from optmodel.speculative.train import CHECKPOINTS
+        log_fn: Callable[[dict], None] = lambda m: None, paused: Optional[List[float]] = None,
+        resume: bool = False) -> Dict[str, object]:
+    """Train the converted handle's draft on `rows` per task.training (the training stack's
+    config, as finetune's); `on_step(step, steps)` after every optimizer step (AL checks);
+    `paused[0]`: seconds spent in on_step, kept out of throughput."""
+    from optmodel.training.checkpoints import CHECKPOINTS_DIR
     from optmodel.training.megatron import fit_megatron
 
-    training = training_config(task, parallel_state.get_data_parallel_world_size())
-
-    class Tracker:  # the training core logs train/<name>; the eagle3 task's tracker takes plain rows
-        @staticmethod
-        def log(row):
-            log_fn(row)
-
-    result = fit_megatron(handle, training, EagleRows(rows), output_dir=Path(run_dir) / CHECKPOINTS, seed=seed,
-                          resume=bool(task.resume), tracker=Tracker, forward_step_fn=forward_step(handle.device),
+    result = fit_megatron(handle, task.training, EagleRows(rows), output_dir=Path(run_dir) / CHECKPOINTS_DIR, seed=seed,
+                          resume=resume, tracker=RowLog(log_fn), forward_step_fn=forward_step(handle.device),
                           kind="eagle3", on_step=on_step)
-    seconds = max(float(result.metrics["train_seconds"]) - (paused[0] if paused else 0.0), 1e-9)
-    steps = int(result.metrics["train_steps"]) - int(result.metrics["train_resumed_from_step"])
-    tokens = steps * int(task.batch_size) * int(task.grad_accum) * int(task.seq_len)
-    return {"train_loss": float(result.metrics["train_loss"]), "train_first_loss": result.metrics["train_first_loss"],
-            "train_steps": int(result.metrics["train_steps"]),
-            "train_seconds": seconds, "train_tokens_per_second": tokens / seconds}
+    return throughput(result.metrics, task, paused)
 
 
 def measure(handle, *args, **kwargs) -> dict:
@@ -140,10 +115,11 @@ class MegatronEagle3:
     def measure(self, tokenizer, prompts: List[str], max_new_tokens: int = 64, draft_steps: int = 7) -> dict:
         return measure(self.handle, tokenizer, prompts, max_new_tokens, draft_steps)
 
-    def fit(self, rows, task, run_dir: Path, seed: int, on_step=None, log_fn=lambda m: None, paused=None):
-        return fit(self.handle, rows, task, run_dir, seed, on_step, log_fn, paused)
+    def fit(self, rows, task, run_dir: Path, seed: int, on_step=None, log_fn=lambda m: None, paused=None, resume=False):
+        return fit(self.handle, rows, task, run_dir, seed, on_step, log_fn, paused, resume)
 
-    def fit_offline(self, features_dir: Path, task, run_dir: Path, seed: int, log_fn=lambda m: None):
+    def fit_offline(self, features_dir: Path, task, run_dir: Path, seed: int, log_fn=lambda m: None,
+                    resume: bool = False):
         """The draft trained from an eagle3_features dump (either backend's) in ModelOpt's
         eagle_offline mode: the target's embeddings and output layer only run."""
         from optmodel.speculative import features
@@ -154,7 +130,7 @@ class MegatronEagle3:
         dataset = features.FeaturesDataset(features_dir, dtype=next(self.model.parameters()).dtype)
         d2t = vocab_mapping(task, dataset.rows, self.vocab_size, Path(run_dir) / "draft_vocab")
         convert(self.handle, spec, d2t=d2t, offline=True, seed=seed)
-        metrics = fit(self.handle, dataset.rows, task, run_dir, seed, None, log_fn)
+        metrics = fit(self.handle, dataset.rows, task, run_dir, seed, None, log_fn, resume=resume)
         self.model.eval()
         return metrics
 

@@ -15,7 +15,15 @@ from typing import Callable, Dict, List, Optional
 from optmodel.facts.machine import torch_device
 from optmodel.speculative.checkpoint import TARGET_NOTE  # which target the draft (or checkpoint) was trained against
 from optmodel.speculative.convert import DraftSpec, convert, load_offline_base, rope_theta, text_config
-from optmodel.speculative.data import (BUNDLED_CONVERSATIONS, BUNDLED_PROMPTS, conversations, first_turns, new_account, resolve, token_rows)
+from optmodel.speculative.data import (
+    BUNDLED_CONVERSATIONS,
+    BUNDLED_PROMPTS,
+    conversations,
+    first_turns,
+    new_account,
+    resolve,
+    token_rows,
+)
 from optmodel.speculative.ops import HFEagle3, fit_rows
 from optmodel.speculative.vocab import draft_vocab
 
@@ -53,15 +61,16 @@ def vocab_mapping(task, rows: List[dict], vocab_size: int, out_dir: Path):
 
 
 def online(model, tokenizer, task, run_dir: Path, seed: int,
-           log_fn: Callable[[dict], None] = lambda m: None) -> Dict[str, object]:
+           log_fn: Callable[[dict], None] = lambda m: None, resume: bool = False) -> Dict[str, object]:
     """`train_online` of a transformers model (backend=hf's EAGLE3 steps)."""
-    return train_online(HFEagle3(model), tokenizer, task, run_dir, seed, log_fn)
+    return train_online(HFEagle3(model), tokenizer, task, run_dir, seed, log_fn, resume)
 
 
 def train_online(ops, tokenizer, task, run_dir: Path, seed: int,
-                 log_fn: Callable[[dict], None] = lambda m: None) -> Dict[str, object]:
+                 log_fn: Callable[[dict], None] = lambda m: None, resume: bool = False) -> Dict[str, object]:
     """Convert the loaded target, train its draft with AL checks (`ops`: the backend's EAGLE3
-    steps, optmodel.speculative.ops)."""
+    steps, optmodel.speculative.ops) on the shared training stack; `resume`: from the newest
+    complete checkpoint in <run_dir>/checkpoints."""
     run_dir = Path(run_dir)
     account = new_account()
     rows = conversation_rows(tokenizer, task, account)
@@ -95,7 +104,7 @@ def train_online(ops, tokenizer, task, run_dir: Path, seed: int,
     if before:
         sink(0, before)
     al_seconds[0] = 0.0
-    metrics = ops.fit(rows, task, run_dir, seed, on_step, log_fn, al_seconds)
+    metrics = ops.fit(rows, task, run_dir, seed, on_step, log_fn, al_seconds, resume)
     after = history[-1] if history and history[-1]["step"] == metrics["train_steps"] else (measure() if every else None)
     ops.model.eval()
     metrics.update(al_before=before["acceptance_length"] if before else None,
@@ -104,12 +113,12 @@ def train_online(ops, tokenizer, task, run_dir: Path, seed: int,
 
 
 def offline(target_dir: Path, features_dir: Path, task, run_dir: Path, backend, seed: int,
-            log_fn: Callable[[dict], None] = lambda m: None):
+            log_fn: Callable[[dict], None] = lambda m: None, resume: bool = False):
     """Train a draft from dumped features on `backend.device`; returns (model, metrics). The
     target's decoder layers are never loaded."""
     import torch
 
-    from optmodel.speculative import features, train
+    from optmodel.speculative import features
 
     manifest = features.read_manifest(features_dir)
     device = torch_device(backend)
@@ -126,8 +135,7 @@ def offline(target_dir: Path, features_dir: Path, task, run_dir: Path, backend, 
     vocab_size = manifest["vocab_size"]
     d2t = vocab_mapping(task, dataset.rows, vocab_size, Path(run_dir) / "draft_vocab")
     convert(model, spec, d2t=d2t, offline=True, num_layers=manifest["num_layers"])
-    metrics = fit_rows(model, dataset, task, Path(run_dir), seed, [train.metrics_callback(log_fn)],
-                       target=str(target_dir))
+    metrics = fit_rows(model, dataset, task, Path(run_dir), seed, log_fn=log_fn, resume=resume, target=str(target_dir))
     model.eval()
     metrics["data"] = manifest.get("data")  # the account of the dump's rows
     return model, metrics

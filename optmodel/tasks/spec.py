@@ -8,7 +8,8 @@ schema, its config checks (light imports only: validation runs before anything h
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Tuple
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
 
 from omegaconf import MISSING, DictConfig
 
@@ -44,6 +45,9 @@ class TaskSpec:
     needs_earlier_model: Optional[str] = None
     # what a sweep of this task varies, tried in order as the x axis of its summary plot (optmodel/launch/summary.py)
     sweep_axes: Tuple[str, ...] = ()
+    # options the task had under other names: old name (below task.) -> (its field now, how to convert);
+    # an override of one is refused naming the new field
+    renamed: Optional[Dict[str, Tuple[str, str]]] = None
 
 
 def no_problems(cfg: DictConfig) -> List[str]:

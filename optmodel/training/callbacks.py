@@ -57,6 +57,18 @@ class MetricsCallback(TrainerCallback):
         return control
 
 
+class StepHook(TrainerCallback):
+    """`on_step(step, max_steps)` after every optimizer step (the megatron core's `on_step`
+    argument on transformers' Trainer), e.g. EAGLE3's acceptance-length checks."""
+
+    def __init__(self, on_step):
+        self.on_step = on_step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.on_step(state.global_step, state.max_steps)
+        return control
+
+
 class PreemptionCallback(TrainerCallback):
     """Save-and-stop at the next step end once a preemption signal arrived."""
 

@@ -13,10 +13,10 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from optmodel.training.arguments import training_arguments
-from optmodel.training.callbacks import MetricsCallback, PreemptionCallback
+from optmodel.training.callbacks import MetricsCallback, PreemptionCallback, StepHook
 from optmodel.training.checkpoints import CompleteMarker, discard_incomplete, last_complete_checkpoint, requeued_job
 from optmodel.training.precision import master_weights, uses_cpu
 from optmodel.training.threads import small_model_threads
@@ -59,18 +59,22 @@ class StepTimer:
 
 def fit(model, training, train_dataset, eval_dataset=None, *, output_dir: Path, seed: int, teacher=None,
         distillation=None, resume: bool = False, tracker=None, use_cpu: Optional[bool] = None,
-        data_parallel: Optional[int] = None, extra_callbacks: Optional[List[Any]] = None) -> FitResult:
+        data_parallel: Optional[int] = None, extra_callbacks: Optional[List[Any]] = None,
+        on_step: Optional[Callable[[int, int], None]] = None, trainer_class=None, data_collator=None) -> FitResult:
     """Train `model` on `train_dataset` per `training` (a TrainingConfig node).
 
     `teacher` given: distillation per `distillation` (a DistillationConfig node); a
     fake-quantized `model` makes it QAT / QAD. Checkpoints go to `output_dir`; `resume`
-    (or a requeued Slurm job) continues from its last complete checkpoint.
+    (or a requeued Slurm job) continues from its last complete checkpoint. `on_step(step,
+    max_steps)` runs after every optimizer step. `trainer_class` (a transformers Trainer with a
+    `kind` name) trains instead of ModelOpt's trainers, with `data_collator`: an EAGLE3 draft's,
+    whose checkpoints hold the draft only.
     """
     from optmodel.training.distill import convert_to_distillation_model, export_student
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    kind = trainer_kind(model, teacher, distillation)
+    kind = trainer_class.kind if trainer_class else trainer_kind(model, teacher, distillation)
     master = master_weights(model)  # fp32 trainable weights; compute stays in the loaded dtype (autocast)
     autocast = master.autocast_dtype(bool(training.bf16))
     if kind.endswith("_layerwise"):
@@ -85,7 +89,12 @@ def fit(model, training, train_dataset, eval_dataset=None, *, output_dir: Path, 
                               autocast=autocast)
     metrics_cb, preemption, timer = MetricsCallback(tracker), PreemptionCallback(), StepTimer()
     callbacks = [CompleteMarker(), metrics_cb, preemption, timer.callback, *(extra_callbacks or [])]
-    trainer = build_trainer(kind, model, args, train_dataset, eval_dataset, teacher, distillation, callbacks)
+    callbacks += [StepHook(on_step)] if on_step else []
+    if trainer_class:
+        trainer = trainer_class(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+                                data_collator=data_collator, callbacks=callbacks)
+    else:
+        trainer = build_trainer(kind, model, args, train_dataset, eval_dataset, teacher, distillation, callbacks)
 
     resume_from = None
     if resume or requeued_job():

@@ -4,7 +4,9 @@
     optmodel task=eagle3 task.offline_data=<eagle3_features run>/features   # from dumped features
 
 Online, the frozen target runs in memory and AL is measured before training, every
-task.al_every steps and at the end. Offline, the dumped hidden states stand for the target's
+task.al_every steps and at the end. The draft trains on the training stack every training
+task shares (task.training: optimizer, steps, checkpoints every task.training.save_every steps
+under <run dir>/checkpoints, run.resume=true run.output_dir=<run dir> continues them). Offline, the dumped hidden states stand for the target's
 decoder (backend=hf loads only the target's embeddings and LM head); measure AL afterwards
 with task=validate run.load=<this run>. The run records the
 draft (`outputs.draft`, the serving layout) and its target (`outputs.target`, also the
@@ -34,7 +36,8 @@ def run(ctx) -> Dict[str, Any]:
         ctx.record_model(handle)  # the target's shape, before the draft is attached
         target = str(handle.source)
         ops = handle.eagle3()
-        metrics = workflow.train_online(ops, handle.tokenizer, task, ctx.run_dir, cfg.run.seed, ctx.tracker.log)
+        metrics = workflow.train_online(ops, handle.tokenizer, task, ctx.run_dir, cfg.run.seed, ctx.tracker.log,
+                                        resume=bool(cfg.run.get("resume")))
         model = handle.model
     ctx.record(outputs={"target": target, "saved_model": target},
                speculative={"algorithm": "eagle3", "offline": bool(task.offline_data),

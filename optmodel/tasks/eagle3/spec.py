@@ -10,11 +10,11 @@ from typing import List, Optional
 
 from omegaconf import DictConfig
 
-from optmodel.facts.dtype import MEGATRON_CPU_DTYPE_REFUSAL, compute_dtype, expected_device
 from optmodel.facts.errors import positive
 from optmodel.speculative.serving import default_aux_layer_ids, deploy_problems as engine_problems
+from optmodel.tasks.finetune.spec import training_stack_problems
 from optmodel.tasks.spec import TaskConfig, TaskSpec
-from optmodel.training.config import LR_SCHEDULES
+from optmodel.training.config import TrainingConfig
 
 MEGATRON_PIPELINE_REFUSAL = (
     "parallel.pipeline: ModelOpt's Megatron EAGLE (0.46.1) collects the target's aux hidden states inside the last "
@@ -31,6 +31,30 @@ class AcceptanceConfig:
     draft_steps: int = 7
 
 
+def eagle3_training() -> TrainingConfig:
+    """The shared training config with eagle3's defaults, measured on the bundled target
+    (benchmarks/eagle3.py, README): lr 2e-3 cosine to 1e-5 over 300 steps of 8 rows reach AL 3.71 in
+    145 CPU s (the whole `optmodel task=eagle3` run). GPU recipes set Megatron-LM eagle3.sh's lr 5e-5 cosine to 1e-7 themselves. Rows are
+    padded to task.seq_len (ModelOpt caches its train-time-test masks per length): no packing."""
+    return TrainingConfig(max_steps=300, micro_batch_size=8, global_batch_size=8, lr=2e-3, min_lr_ratio=0.005,
+                          lr_schedule="cosine", save_every=100, log_every=10, packing="pad")
+
+
+# The options eagle3 had before it trained on the shared training config -> (their field now, how to convert)
+RENAMED = {
+    "lr": ("task.training.lr", ""),
+    "max_steps": ("task.training.max_steps", ""),
+    "lr_schedule": ("task.training.lr_schedule", ""),
+    "warmup_steps": ("task.training.warmup_steps", ""),
+    "batch_size": ("task.training.micro_batch_size", "and task.training.global_batch_size: rows per optimizer step"),
+    "grad_accum": ("task.training.global_batch_size", "= micro_batch_size x grad_accum x data-parallel ranks"),
+    "min_lr": ("task.training.min_lr_ratio", "the cosine floor as a share of task.training.lr: 1e-5 at lr 2e-3 is 0.005"),
+    "save_steps": ("task.training.save_every", ""),
+    "log_steps": ("task.training.log_every", ""),
+    "resume": ("run.resume", "with run.output_dir=<the interrupted run dir>, as every training task"),
+}
+
+
 @dataclass
 class Eagle3TaskConfig(TaskConfig):
     name: str = "eagle3"
@@ -43,18 +67,7 @@ class Eagle3TaskConfig(TaskConfig):
     draft_vocab_size: Optional[int] = None  # None: the target's; smaller: d2t from token frequencies
     draft_intermediate_size: Optional[int] = None  # None: the target's MLP size
     ttt_steps: int = 3
-    # lr / steps / schedule measured on the bundled target (benchmarks/eagle3.py, README): AL 3.75 after
-    # 300 steps in ~140 CPU s; GPU recipes set Megatron-LM eagle3.sh's lr 5e-5 cosine to 1e-7 themselves
-    lr: float = 2e-3
-    lr_schedule: str = "cosine"  # cosine (to min_lr) | linear | constant, each after warmup_steps
-    min_lr: float = 1e-5  # cosine floor
-    warmup_steps: int = 0
-    max_steps: int = 300
-    batch_size: int = 8
-    grad_accum: int = 1
-    save_steps: int = 100  # Trainer checkpoints under <run dir>/checkpoints
-    log_steps: int = 10
-    resume: bool = True  # continue from the newest checkpoint in <run dir>/checkpoints
+    training: TrainingConfig = field(default_factory=eagle3_training)  # optimizer, steps, checkpoints: as finetune
     al_every: int = 100  # AL every N steps (online; 0: never); also before training and at the end
     acceptance: AcceptanceConfig = field(default_factory=AcceptanceConfig)
     export: bool = True  # <run dir>/draft: export_speculative_decoding
@@ -130,15 +143,26 @@ def features_problems(cfg: DictConfig, field_name: str = "task.offline_data") ->
     return found
 
 
-def megatron_problems(cfg: DictConfig, trains: bool = True) -> List[str]:
+def megatron_problems(cfg: DictConfig) -> List[str]:
     """What backend=megatron's EAGLE3 (optmodel.speculative.megatron_eagle) cannot do."""
-    if cfg.backend.name != "megatron":
+    if cfg.backend.name != "megatron" or cfg.parallel.pipeline <= 1 or cfg.task.name == "eagle3_features":
         return []
+    return [MEGATRON_PIPELINE_REFUSAL]
 
-    found = [MEGATRON_PIPELINE_REFUSAL] if cfg.parallel.pipeline > 1 and cfg.task.name != "eagle3_features" else []
-    if trains:
-        if expected_device(cfg.backend) == "cpu" and compute_dtype(cfg.backend, cfg.model, "cpu") != "float32":
-            found.append(MEGATRON_CPU_DTYPE_REFUSAL)
+
+def draft_training_problems(cfg: DictConfig) -> List[str]:
+    """task.training as finetune checks it, and what a draft's training does not read."""
+    t = cfg.task.training
+    found = training_stack_problems(cfg)
+    if t.eval_every or t.eval_max_sequences:
+        found.append("task.training.eval_every: eagle3 has no held-out loss; it measures acceptance length. "
+                     "Fix: task.training.eval_every=0 task.training.eval_max_sequences=0, and task.al_every=<N>.")
+    if t.packing != "pad":
+        found.append(f"task.training.packing: eagle3 rows are one conversation each, padded to task.seq_len "
+                     f"(got {t.packing!r}). Fix: task.training.packing=pad.")
+    if t.max_train_sequences:
+        found.append("task.training.max_train_sequences: eagle3 counts conversations. "
+                     "Fix: task.num_conversations=<N> and task.training.max_train_sequences=0.")
     return found
 
 
@@ -155,16 +179,12 @@ def problems(cfg: DictConfig) -> List[str]:
     else:
         found += file_problems("task.conversations", task.conversations, ("messages", "conversations"),
                                '{"messages": [{"role": "user", ...}, {"role": "assistant", ...}]}')
-    found += positive("task.seq_len", task.seq_len, minimum=8) + positive("task.max_steps", task.max_steps)
-    found += positive("task.batch_size", task.batch_size) + positive("task.grad_accum", task.grad_accum)
-    found += positive("task.save_steps", task.save_steps) + positive("task.log_steps", task.log_steps)
-    if task.lr_schedule not in LR_SCHEDULES:
-        found.append(f"task.lr_schedule: unknown value {task.lr_schedule!r}. Valid: {', '.join(LR_SCHEDULES)}.")
+    found += positive("task.seq_len", task.seq_len, minimum=8) + draft_training_problems(cfg)
     if task.al_every < 0:
         found.append(f"task.al_every: must be >= 0 (0: no AL checks), got {task.al_every}.")
     return found + acceptance_problems(task.acceptance, "task.acceptance")
 
 
 SPEC = TaskSpec(name="eagle3", schema=Eagle3TaskConfig, problems=problems,
-                backends=("hf", "megatron"), resumable=True,
+                backends=("hf", "megatron"), resumable=True, renamed=RENAMED,
                 sweep_axes=("draft_layers", "ttt_steps", "draft_vocab_size", "train_steps"))

@@ -26,7 +26,7 @@ class Eagle3FeaturesTaskConfig(TaskConfig):
 
 def problems(cfg: DictConfig) -> List[str]:
     task = cfg.task
-    found = megatron_problems(cfg, trains=False)
+    found = megatron_problems(cfg)
     found += aux_layer_problems(cfg)
     found += file_problems("task.conversations", task.conversations, ("messages", "conversations"),
                            '{"messages": [{"role": "user", ...}, {"role": "assistant", ...}]}')

@@ -45,8 +45,8 @@ def training_outputs(cfg: DictConfig, quantized: bool = False) -> Tuple[str, ...
     return ("saved_model",) + ("export",) * bool(exports)
 
 
-def training_task_problems(cfg: DictConfig) -> List[str]:
-    """The checks finetune and distill share."""
+def training_stack_problems(cfg: DictConfig) -> List[str]:
+    """The checks of task.training every training task shares (finetune, distill, eagle3)."""
     task = cfg.task
     # every data-parallel rank takes micro_batch_size of the global batch (backend=hf under torchrun:
     # every rank; megatron: the ranks the model-parallel layout leaves)
@@ -55,6 +55,20 @@ def training_task_problems(cfg: DictConfig) -> List[str]:
     if megatron:
         data_parallel = max(1, data_parallel // dense_group_size(cfg.parallel))
     found = training_problems(task.training, "task.training", data_parallel=data_parallel)
+    if cfg.run.get("resume") and not cfg.run.get("output_dir"):
+        found.append("run.resume: continues the training checkpoints of an interrupted run dir, but run.output_dir "
+                     "is unset (a new run dir holds none). Fix: run.output_dir=<the interrupted run dir>.")
+    if megatron and task.training.bf16:
+        found.append(MEGATRON_AUTOCAST_REFUSAL)
+    if megatron and expected_device(cfg.backend) == "cpu" and compute_dtype(cfg.backend, cfg.model, "cpu") != "float32":
+        found.append(MEGATRON_CPU_DTYPE_REFUSAL)
+    return found
+
+
+def training_task_problems(cfg: DictConfig) -> List[str]:
+    """The checks finetune and distill share."""
+    task = cfg.task
+    found = training_stack_problems(cfg)
     if task.quant_cfg:
         found += quant_format_problems("task.quant_cfg", task.quant_cfg, cfg)
         origin = read_origin(cfg.run.get("load"))
@@ -64,13 +78,6 @@ def training_task_problems(cfg: DictConfig) -> List[str]:
                          f"Fix: task.quant_cfg=null.")
         if task.calib_sequences < 1:
             found.append(f"task.calib_sequences: must be >= 1, got {task.calib_sequences}.")
-    if cfg.run.get("resume") and not cfg.run.get("output_dir"):
-        found.append("run.resume: continues the training checkpoints of an interrupted run dir, but run.output_dir "
-                     "is unset (a new run dir holds none). Fix: run.output_dir=<the interrupted run dir>.")
-    if megatron and task.training.bf16:
-        found.append(MEGATRON_AUTOCAST_REFUSAL)
-    if megatron and expected_device(cfg.backend) == "cpu" and compute_dtype(cfg.backend, cfg.model, "cpu") != "float32":
-        found.append(MEGATRON_CPU_DTYPE_REFUSAL)
     return found + evaluate_problems(task.evaluate)
 
 

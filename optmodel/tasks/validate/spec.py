@@ -73,7 +73,7 @@ def _lookup(conf, dotted: str):
 
 
 def problems(cfg: DictConfig) -> List[str]:
-    found = megatron_problems(cfg, trains=False)
+    found = megatron_problems(cfg)
     path = draft_dir(cfg)
     if path is None:
         found.append("task.draft: no draft to validate. Fix: run.load=<an eagle3 run dir> or task.draft=<exported draft dir>.")
