@@ -150,12 +150,16 @@ def build_optimizer(model, training, device, steps: int):
     from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
     from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 
+    from optmodel.backends.megatron_cpu import cuda_type_names
+
     on_cuda = device.type == "cuda"
     bf16 = any(p.dtype == torch.bfloat16 for p in model.parameters())
-    if bf16 and not on_cuda:  # validation refuses it first; a direct caller gets the reason too
-        from optmodel.config.tasks.finetune import MEGATRON_CPU_DTYPE_REFUSAL
-
-        raise ValueError(MEGATRON_CPU_DTYPE_REFUSAL)
+    if bf16 and not on_cuda:
+        # the local spec's norms are float32 on CPU (TE's are bf16 on a GPU); the bf16 optimizer
+        # checkpoints only its bf16 groups, so the trainable norms join them (fp32 main copies)
+        for param in model.parameters():
+            if param.requires_grad and param.dtype == torch.float32:
+                param.data = param.data.to(torch.bfloat16)
     ddp = DistributedDataParallel(
         config=model.config, module=model,
         ddp_config=DistributedDataParallelConfig(grad_reduce_in_fp32=True, use_distributed_optimizer=on_cuda))
@@ -166,7 +170,10 @@ def build_optimizer(model, training, device, steps: int):
         clip_grad=float(training.clip_grad), bf16=bf16, params_dtype=torch.bfloat16 if bf16 else torch.float32,
         use_distributed_optimizer=on_cuda)
     # the CPU world has no gloo side groups (optmodel.distributed: its main groups are gloo)
-    optimizer = get_megatron_optimizer(opt_config, [ddp], use_gloo_process_groups=False)
+    # bf16 weights: Float16OptimizerWithFloat16Params keeps the fp32 main copy the optimizer
+    # steps (master weights) and copies it back rounded to bf16 after each step
+    with cuda_type_names(model.parameters() if not on_cuda else []):
+        optimizer = get_megatron_optimizer(opt_config, [ddp], use_gloo_process_groups=False)
     scheduler = OptimizerParamScheduler(
         optimizer, init_lr=0.0, max_lr=float(training.lr), min_lr=opt_config.min_lr,
         lr_warmup_steps=int(training.warmup_steps), lr_decay_steps=max(steps, int(training.warmup_steps) + 1),
