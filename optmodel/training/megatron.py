@@ -9,9 +9,10 @@ training pieces, at the handle's TP / PP / EP layout.
 The model is wrapped in megatron-core's DistributedDataParallel and optimized by
 `get_megatron_optimizer`. On CUDA that is the distributed optimizer (optimizer state sharded
 over data-parallel ranks) and, for bf16 weights, its fp32 main copy. On CPU it is
-megatron-core's FP32Optimizer over torch AdamW: the distributed and bf16 optimizers refuse
-CPU tensors by type name ("Wrapped parameters must be one of torch.cuda.FloatTensor, ..."),
-and optmodel.backends.megatron_cpu adapts the FP32 one (see _patch_fp32_optimizer).
+megatron-core's FP32Optimizer over torch AdamW, or for bf16 weights its
+Float16OptimizerWithFloat16Params (fp32 main copy, stepped, then rounded into the bf16
+weights); optmodel.backends.megatron_cpu adapts both (_patch_fp32_optimizer, cuda_type_names).
+The distributed optimizer refuses CPU tensors by type name and stays CUDA-only.
 
 Checkpoints every save_every steps: `<output_dir>/checkpoint-<step>` holding megatron's
 distributed checkpoint of model + optimizer + scheduler state, written under a partial

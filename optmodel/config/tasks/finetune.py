@@ -7,7 +7,6 @@ from typing import List, Optional, Tuple
 
 from omegaconf import DictConfig
 
-from optmodel.config.dtype import compute_dtype, expected_device
 from optmodel.config.layout import dense_group_size, launched_world_size
 from optmodel.config.gate import GateConfig
 from optmodel.config.tasks.base import EvaluateConfig, TaskConfig, TaskSpec, evaluate_problems
@@ -75,8 +74,6 @@ def training_task_problems(cfg: DictConfig) -> List[str]:
                      "is unset (a new run dir holds none). Fix: run.output_dir=<the interrupted run dir>.")
     if megatron and task.training.bf16:
         found.append(MEGATRON_AUTOCAST_REFUSAL)
-    if megatron and expected_device(cfg.backend) == "cpu" and compute_dtype(cfg.backend, cfg.model, "cpu") != "float32":
-        found.append(MEGATRON_CPU_DTYPE_REFUSAL)
     return found + evaluate_problems(task.evaluate)
 
 
