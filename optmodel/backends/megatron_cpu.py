@@ -81,7 +81,7 @@ def _patch_fp32_optimizer(torch) -> None:
     utils.local_multi_tensor_l2_norm's tensor(device='cuda')); clip_grad_by_total_norm_fp32
     asserts `grad.type() == 'torch.cuda.FloatTensor'`. The same math on CPU tensors below.
     The bf16 optimizer (fp32 main copy of bf16 weights) runs on these too once built:
-    see `cuda_type_names`. The distributed optimizer stays CUDA-only.)"""
+    see `cuda_type_names`. The distributed optimizer stays CUDA-only."""
     from megatron.core.optimizer import clip_grads
     from megatron.core.optimizer import optimizer as optimizers
 

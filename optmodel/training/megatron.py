@@ -173,7 +173,7 @@ def build_optimizer(model, training, device, steps: int):
     # the CPU world has no gloo side groups (optmodel.distributed: its main groups are gloo)
     # bf16 weights: Float16OptimizerWithFloat16Params keeps the fp32 main copy the optimizer
     # steps (master weights) and copies it back rounded to bf16 after each step
-    with cuda_type_names(model.parameters() if not on_cuda else []):
+    with cuda_type_names(model.parameters() if bf16 and not on_cuda else []):
         optimizer = get_megatron_optimizer(opt_config, [ddp], use_gloo_process_groups=False)
     scheduler = OptimizerParamScheduler(
         optimizer, init_lr=0.0, max_lr=float(training.lr), min_lr=opt_config.min_lr,
