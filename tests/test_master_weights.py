@@ -149,3 +149,63 @@ def test_one_small_eagle3_step_changes_the_draft_under_bf16_compute(tmp_path):
         extra_callbacks=[snapshot.callback], trainer_class=draft_trainer(), data_collator=collate)  # as ops.fit_rows
     assert_step_kept(before, snapshot)
     assert {p.dtype for p in target.parameters()} == {torch.bfloat16}  # target never upcast, draft rounded back
+
+
+# backend=megatron: megatron-core's bf16 optimizer (Float16OptimizerWithFloat16Params) keeps an
+# fp32 main copy of every trainable weight and steps it; the model's bf16 weights are that copy
+# rounded. One step at lr 1e-5 moves the main copy; rounded, most bf16 weights stay put.
+
+
+def megatron_bf16(*overrides):
+    from conftest import compose_cfg
+    from optmodel.backends import megatron
+    from optmodel.config.auto_model import resolve_auto_model
+
+    cfg = compose_cfg("backend=megatron", "backend.device=cpu", "backend.dtype=bfloat16", *overrides)
+    return megatron.load(resolve_auto_model(cfg))
+
+
+def megatron_one_step(handle, rows, tmp_path, teacher=None):
+    """fit_megatron for one step; the trainable weights as the optimizer holds them after it (fp32)."""
+    from optmodel.training.megatron import fit_megatron
+
+    after = {}
+
+    def snapshot(step, steps):
+        for name, p in handle.model.named_parameters():
+            if p.requires_grad:
+                held = getattr(p, "main_param", p)  # megatron's fp32 main copy of a bf16 weight
+                after[name.split("module.")[-1]] = (held.detach().clone(), p.detach().float().clone())
+
+    training = OmegaConf.structured(TrainingConfig(max_steps=1, micro_batch_size=4, global_batch_size=4, lr=LR,
+                                                   warmup_steps=0, log_every=1))
+    distillation = OmegaConf.structured(DistillationConfig()) if teacher is not None else None
+    result = fit_megatron(handle, training, rows, output_dir=tmp_path, seed=1, teacher=teacher,
+                          distillation=distillation, on_step=snapshot)
+    return result, after
+
+
+@pytest.mark.parametrize("kind", ["sft", "kd"])
+def test_one_small_megatron_step_changes_the_fp32_main_weights_under_bf16_compute(kind, rows, tmp_path):
+    import torch
+
+    from megatron_training_workers import student_checkpoint
+
+    # kd: a depth-pruned student (2 of 4 layers) learning from the bundled model, as task=distill does
+    student = (megatron_bf16("model=auto", f"model.checkpoint={student_checkpoint(str(tmp_path / 'student'))}")
+               if kind == "kd" else megatron_bf16())
+    teacher = megatron_bf16() if kind == "kd" else None
+    before = {n.split("module.")[-1]: p.detach().float().clone() for n, p in student.model.named_parameters()
+              if p.requires_grad}
+    result, after = megatron_one_step(student, rows, tmp_path / "checkpoints", teacher)
+    assert result.kind == kind
+    assert set(after) == set(before), "the trainable weights after step 1 name the model's"
+    assert {held.dtype for held, _ in after.values()} == {torch.float32}, "the optimizer steps fp32 main weights"
+    main_share = changed_share(before, {n: held for n, (held, _) in after.items()})
+    rounded_share = changed_share(before, {n: model for n, (_, model) in after.items()})
+    # Adam's first step moves every weight with a gradient by ~lr; rounded to bf16 most of it vanishes
+    assert main_share > 0.75, f"only {main_share:.1%} of the fp32 main weights changed in one step at lr {LR}"
+    assert rounded_share < main_share / 2, f"bf16 weights changed {rounded_share:.1%}, main {main_share:.1%}"
+    assert {p.dtype for p in result.model.parameters() if p.requires_grad} == {torch.bfloat16}
+    if teacher is not None:  # the frozen teacher keeps its dtype
+        assert torch.bfloat16 in {p.dtype for p in teacher.model.parameters()}

@@ -96,9 +96,8 @@ def _patch_fp32_optimizer(torch) -> None:
     device='cuda')`), and so does its step (clip_grads.py's zeros(device='cuda') and
     utils.local_multi_tensor_l2_norm's tensor(device='cuda')); clip_grad_by_total_norm_fp32
     asserts `grad.type() == 'torch.cuda.FloatTensor'`. The same math on CPU tensors below.
-    (The distributed and bf16 optimizers check `param.type()` against CUDA type names when
-    built — "Wrapped parameters must be one of torch.cuda.FloatTensor, ..." — so they stay
-    CUDA-only; optmodel.training.megatron picks them on a GPU.)"""
+    The bf16 optimizer (fp32 main copy of bf16 weights) runs on these too once built:
+    see `cuda_type_names`. The distributed optimizer stays CUDA-only."""
     from megatron.core.optimizer import clip_grads
     from megatron.core.optimizer import optimizer as optimizers
 
@@ -227,6 +226,31 @@ def tensor_cuda_is_identity():
         yield
     finally:
         torch.Tensor.cuda = original
+
+
+CUDA_TYPE_NAMES = {"torch.BFloat16Tensor": "torch.cuda.BFloat16Tensor", "torch.HalfTensor": "torch.cuda.HalfTensor",
+                   "torch.FloatTensor": "torch.cuda.FloatTensor"}
+
+
+@contextlib.contextmanager
+def cuda_type_names(params):
+    """While building megatron-core's Float16OptimizerWithFloat16Params on CPU: each of
+    `params` answers `param.type()` with its CUDA type name.
+
+    That constructor sorts the weights into bf16 / fp16 ones (given an fp32 main copy) and
+    fp32 ones by `param.type()`, and refuses any other name ("Wrapped parameters must be one
+    of torch.cuda.FloatTensor, ..."); nothing else in it or in its step is CUDA-specific once
+    apply_cpu_patches is active. Scoped to the build: the attribute is removed after."""
+    params = [p for p in params if p.device.type == "cpu"] if cpu_patches_active() else []
+    for param in params:
+        real = param.type  # the bound Tensor.type: conversions (param.type(dtype)) keep working
+        name = CUDA_TYPE_NAMES.get(real(), real())
+        param.type = lambda *args, _name=name, _real=real, **kwargs: _real(*args, **kwargs) if args or kwargs else _name
+    try:
+        yield
+    finally:
+        for param in params:
+            del param.type
 
 
 def seed_model_parallel_rng(seed: int) -> None:

@@ -18,12 +18,6 @@ from optmodel.facts.checkpoint import resolve_checkpoint
 from optmodel.facts.machine import runs_on_cpu
 
 AUTO = "auto"
-# megatron-core trains on CPU in fp32 only (the finetune / distill / eagle3 checks and the trainer say so).
-MEGATRON_CPU_DTYPE_REFUSAL = (
-    "backend.dtype: backend=megatron trains on CPU with megatron-core's FP32 optimizer; its mixed-precision and "
-    "distributed optimizers (bf16 / fp16 weights) take CUDA tensors only (\"Wrapped parameters must be one of "
-    "torch.cuda.FloatTensor, ...\"). Fix: backend.dtype=float32 on CPU, or a GPU."
-)
 CPUINFO = Path("/proc/cpuinfo")
 
 

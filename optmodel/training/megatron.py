@@ -9,9 +9,10 @@ training pieces, at the handle's TP / PP / EP layout.
 The model is wrapped in megatron-core's DistributedDataParallel and optimized by
 `get_megatron_optimizer`. On CUDA that is the distributed optimizer (optimizer state sharded
 over data-parallel ranks) and, for bf16 weights, its fp32 main copy. On CPU it is
-megatron-core's FP32Optimizer over torch AdamW: the distributed and bf16 optimizers refuse
-CPU tensors by type name ("Wrapped parameters must be one of torch.cuda.FloatTensor, ..."),
-and optmodel.backends.megatron_cpu adapts the FP32 one (see _patch_fp32_optimizer).
+megatron-core's FP32Optimizer over torch AdamW, or for bf16 weights its
+Float16OptimizerWithFloat16Params (fp32 main copy, stepped, then rounded into the bf16
+weights); optmodel.backends.megatron_cpu adapts both (_patch_fp32_optimizer, cuda_type_names).
+The distributed optimizer refuses CPU tensors by type name and stays CUDA-only.
 
 Checkpoints every save_every steps: `<output_dir>/checkpoint-<step>` holding megatron's
 distributed checkpoint of model + optimizer + scheduler state, written under a partial
@@ -32,8 +33,8 @@ from typing import Any, Dict, List, Optional
 
 from tqdm import tqdm
 
+from optmodel.backends.megatron_cpu import cuda_type_names
 from optmodel.distributed import barrier, broadcast_from_rank0, is_rank0
-from optmodel.facts.dtype import MEGATRON_CPU_DTYPE_REFUSAL
 from optmodel.manifest import atomic_dir, atomic_write_text
 from optmodel.training.checkpoints import (COMPLETE_MARKER, checkpoints, discard_incomplete, is_complete,
                                            last_complete_checkpoint, requeued_job)
@@ -152,8 +153,12 @@ def build_optimizer(model, training, device, steps: int):
 
     on_cuda = device.type == "cuda"
     bf16 = any(p.dtype == torch.bfloat16 for p in model.parameters())
-    if bf16 and not on_cuda:  # validation refuses it first; a direct caller gets the reason too
-        raise ValueError(MEGATRON_CPU_DTYPE_REFUSAL)
+    if bf16 and not on_cuda:
+        # the local spec's norms are float32 on CPU (TE's are bf16 on a GPU); the bf16 optimizer
+        # checkpoints only its bf16 groups, so the trainable norms join them (fp32 main copies)
+        for param in model.parameters():
+            if param.requires_grad and param.dtype == torch.float32:
+                param.data = param.data.to(torch.bfloat16)
     ddp = DistributedDataParallel(
         config=model.config, module=model,
         ddp_config=DistributedDataParallelConfig(grad_reduce_in_fp32=True, use_distributed_optimizer=on_cuda))
@@ -164,7 +169,10 @@ def build_optimizer(model, training, device, steps: int):
         clip_grad=float(training.clip_grad), bf16=bf16, params_dtype=torch.bfloat16 if bf16 else torch.float32,
         use_distributed_optimizer=on_cuda)
     # the CPU world has no gloo side groups (optmodel.distributed: its main groups are gloo)
-    optimizer = get_megatron_optimizer(opt_config, [ddp], use_gloo_process_groups=False)
+    # bf16 weights: Float16OptimizerWithFloat16Params keeps the fp32 main copy the optimizer
+    # steps (master weights) and copies it back rounded to bf16 after each step
+    with cuda_type_names(model.parameters() if bf16 and not on_cuda else []):
+        optimizer = get_megatron_optimizer(opt_config, [ddp], use_gloo_process_groups=False)
     scheduler = OptimizerParamScheduler(
         optimizer, init_lr=0.0, max_lr=float(training.lr), min_lr=opt_config.min_lr,
         lr_warmup_steps=int(training.warmup_steps), lr_decay_steps=max(steps, int(training.warmup_steps) + 1),

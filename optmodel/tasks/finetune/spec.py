@@ -8,7 +8,6 @@ from typing import List, Optional, Tuple
 from omegaconf import DictConfig
 
 from optmodel.config.gate import GateConfig
-from optmodel.facts.dtype import MEGATRON_CPU_DTYPE_REFUSAL, compute_dtype, expected_device
 from optmodel.facts.layout import dense_group_size, launched_world_size
 from optmodel.facts.rundir import read_origin
 from optmodel.tasks.quantize.spec import quant_format_problems
@@ -60,8 +59,6 @@ def training_stack_problems(cfg: DictConfig) -> List[str]:
                      "is unset (a new run dir holds none). Fix: run.output_dir=<the interrupted run dir>.")
     if megatron and task.training.bf16:
         found.append(MEGATRON_AUTOCAST_REFUSAL)
-    if megatron and expected_device(cfg.backend) == "cpu" and compute_dtype(cfg.backend, cfg.model, "cpu") != "float32":
-        found.append(MEGATRON_CPU_DTYPE_REFUSAL)
     return found
 
 
