@@ -12,6 +12,7 @@ tasks that only measure one (mmlu, eval). A pipeline records each step's metrics
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 ACCURACY_NAMES = ("perplexity", "mmlu", "mmlu_macro", "al")  # plus every lm-eval "<task>/<metric>"
@@ -51,6 +52,30 @@ def measured(metric_dicts: Iterable[Dict[str, Any]]) -> Tuple[Dict[str, float], 
             elif is_accuracy_metric(key):
                 value[key] = float(v)
     return base, value
+
+
+def trained_models(manifest: Dict[str, Any], run_dir: Optional[Path] = None) -> Tuple[Optional[str], Optional[str]]:
+    """(student, teacher) of a training run, else (None, None): finetune / distill (QAT / QAD)
+    record both under `training` (finetune has no teacher); eagle3 trains its draft (the
+    student, `outputs.draft`, relative to `run_dir`) on its frozen target's outputs (the teacher)."""
+    training = manifest.get("training") or {}
+    if isinstance(training, dict) and training.get("student"):
+        return str(training["student"]), (str(training["teacher"]) if training.get("teacher") else None)
+    outputs = manifest.get("outputs") or {}
+    if manifest.get("task") == "eagle3" and outputs.get("target"):
+        draft = outputs.get("draft")
+        if draft and run_dir is not None and not Path(draft).is_absolute():
+            draft = str(Path(run_dir) / draft)
+        return (str(draft) if draft else None), str(outputs["target"])
+    return None, None
+
+
+def short_path(path: Optional[str]) -> str:
+    """A checkpoint or run dir by its last two parts, for tables: `tiny_models/tiny_qwen3`, `prune/0`."""
+    if not path:
+        return ""
+    parts = Path(path).parts
+    return str(Path(*parts[-2:])) if len(parts) > 2 else str(path)
 
 
 def ordered_metrics(manifest: Dict[str, Any]) -> List[Dict[str, Any]]:

@@ -96,7 +96,10 @@ def describe(manifest: Dict[str, Any]) -> str:
         return "prune " + (" ".join(f"{k}={v}" for k, v in target.items()) or "?")
     if task in ("finetune", "distill"):
         trained = quant.get("format")
-        return f"{task}{' ' + trained if trained else ''} {metrics.get('train_steps', '?')} steps"
+        tokens = f", {metrics['train_tokens']} tokens" if measures.is_number(metrics.get("train_tokens")) else ""
+        _, teacher = measures.trained_models(manifest)
+        return (f"{task}{' ' + trained if trained else ''} {metrics.get('train_steps', '?')} steps{tokens}"
+                + (f" from teacher {measures.short_path(teacher)}" if teacher else ""))
     if task == "eagle3":
         spec = manifest.get("speculative") or {}
         return f"eagle3 layers={spec.get('draft_layers')} ttt={spec.get('ttt_steps')} vocab={spec.get('draft_vocab_size')}"

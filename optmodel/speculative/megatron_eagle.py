@@ -108,6 +108,7 @@ def fit(handle, rows: List[dict], task, run_dir: Path, seed: int, on_step: Optio
     tokens = steps * int(task.batch_size) * int(task.grad_accum) * int(task.seq_len)
     return {"train_loss": float(result.metrics["train_loss"]), "train_first_loss": result.metrics["train_first_loss"],
             "train_steps": int(result.metrics["train_steps"]),
+            "train_tokens": int(result.metrics["train_steps"]) * int(task.batch_size) * int(task.grad_accum) * int(task.seq_len),
             "train_seconds": seconds, "train_tokens_per_second": tokens / seconds}
 
 

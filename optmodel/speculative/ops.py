@@ -86,5 +86,6 @@ def fit_rows(model, dataset, task, run_dir: Path, seed: int, callbacks: List,
                             resume=bool(task.resume), target=identity)
     tokens = int(task.max_steps) * int(task.batch_size) * int(task.grad_accum) * int(task.seq_len)
     runtime = max(float(result.metrics.get("train_runtime", 0.0)) - (paused[0] if paused else 0.0), 1e-9)
-    return {"train_loss": float(result.training_loss), "train_steps": int(result.global_step),
+    seen = int(result.global_step) * int(task.batch_size) * int(task.grad_accum) * int(task.seq_len)
+    return {"train_loss": float(result.training_loss), "train_steps": int(result.global_step), "train_tokens": seen,
             "train_seconds": runtime, "train_tokens_per_second": tokens / runtime}

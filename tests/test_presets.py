@@ -1,0 +1,58 @@
+"""`preset=`: gpu (the tasks' own defaults) and laptop (sized for 2 CPU cores). What a preset
+changes for a task lives in conf/preset_task/<preset>_<task>.yaml; composing only (no run)."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from omegaconf import OmegaConf
+
+from optmodel.config.validate import config_problems
+from optmodel.paths import TINY_MODELS_DIR, conf_dir
+
+from conftest import compose_cfg
+
+PRESETS = sorted(p.stem for p in (conf_dir() / "preset").glob("*.yaml"))
+TASKS = sorted(p.stem for p in (conf_dir() / "task").glob("*.yaml"))
+PER_TASK = sorted((conf_dir() / "preset_task").glob("*.yaml"))
+# what a plain task=<task> leaves to the user
+NEEDS = {"distill": [f"task.teacher={TINY_MODELS_DIR / 'tiny_qwen3'}"],
+         "pipeline": ["task.steps=[prune,distill]", "task.prune.export_config.num_layers=3", "task.prune.save_model=false"]}
+
+
+def leaves(node, prefix=""):
+    """{'task.training.max_steps': 40, ...} of a nested mapping."""
+    out = {}
+    for key, value in node.items():
+        path = f"{prefix}{key}"
+        out.update(leaves(value, path + ".") if isinstance(value, dict) else {path: value})
+    return out
+
+
+def test_presets_are_gpu_by_default_and_laptop():
+    assert PRESETS == ["gpu", "laptop"]
+    assert OmegaConf.to_container(compose_cfg("task=distill").task) == \
+        OmegaConf.to_container(compose_cfg("task=distill", "preset=gpu").task)
+
+
+@pytest.mark.parametrize("path", PER_TASK, ids=lambda p: p.stem)
+def test_each_task_file_applies_to_its_task_and_validates(path):
+    """A file whose name matches no preset_task pair would never apply: the name is checked,
+    then every value it sets is what `task=<task> preset=<preset>` composes to, and differs
+    from the gpu preset's."""
+    preset, task = path.stem.split("_", 1)
+    assert preset in PRESETS and task in TASKS, f"{path.name}: <preset>_<task>.yaml, one of {PRESETS} x {TASKS}"
+    cfg = compose_cfg(f"task={task}", f"preset={preset}", *NEEDS.get(task, []))
+    assert config_problems(cfg, world_size=1) == []
+    gpu = compose_cfg(f"task={task}")
+    for key, value in leaves(yaml.safe_load(path.read_text())).items():
+        assert OmegaConf.select(cfg, key) == value != OmegaConf.select(gpu, key), key
+
+
+def test_command_line_beats_the_preset():
+    cfg = compose_cfg("task=finetune", "preset=laptop", "task.training.max_steps=7")
+    assert cfg.task.training.max_steps == 7 and cfg.task.training.global_batch_size == 8
+
+
+def test_laptop_preset_leaves_tasks_it_does_not_size_alone():
+    assert compose_cfg("preset=laptop") == compose_cfg()
