@@ -96,10 +96,16 @@ def describe(manifest: Dict[str, Any]) -> str:
         return "prune " + (" ".join(f"{k}={v}" for k, v in target.items()) or "?")
     if task in ("finetune", "distill"):
         trained = quant.get("format")
-        tokens = f", {metrics['train_tokens']} tokens" if measures.is_number(metrics.get("train_tokens")) else ""
+        said = [f"{task}{' ' + trained if trained else ''} {metrics.get('train_steps', '?')} steps"]
+        if measures.is_number(metrics.get("train_tokens")):
+            said.append(f"{metrics['train_tokens']} tokens")
         _, teacher = measures.trained_models(manifest)
-        return (f"{task}{' ' + trained if trained else ''} {metrics.get('train_steps', '?')} steps{tokens}"
-                + (f" from teacher {measures.short_path(teacher)}" if teacher else ""))
+        if teacher:
+            said.append(f"teacher {measures.short_path(teacher)}")
+        kl = [metrics.get("kl_teacher_before"), metrics.get("kl_teacher_after")]
+        if all(measures.is_number(v) for v in kl):
+            said.append(f"KL to teacher {kl[0]:.4g} -> {kl[1]:.4g}")
+        return ", ".join(said)
     if task == "eagle3":
         spec = manifest.get("speculative") or {}
         return f"eagle3 layers={spec.get('draft_layers')} ttt={spec.get('ttt_steps')} vocab={spec.get('draft_vocab_size')}"
