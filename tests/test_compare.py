@@ -217,9 +217,11 @@ def test_compare_follows_run_load_to_the_base_and_reads_pipeline_steps(tmp_path)
     pruned = _run(tmp_path / "prune", "prune", {"perplexity_before": 4.0, "perplexity_after": 9.0,
                                                  "parameters_before": 1000})
     distilled = tmp_path / "distill"
-    _run(distilled, "distill", {"perplexity_before": 9.0, "perplexity_after": 5.0, "train_steps": 3})
+    _run(distilled, "distill", {"perplexity_before": 9.0, "perplexity_after": 5.0, "train_steps": 3, "train_tokens": 768,
+                                "kl_teacher_before": 0.5, "kl_teacher_after": 0.125})
     data = manifest(distilled)
     data["loaded_from"] = str(pruned)
+    data["training"] = {"student": str(pruned), "teacher": "/ckpt/models/teacher"}
     (distilled / "optmodel.json").write_text(json.dumps(data))
     pipeline = _run(tmp_path / "pipe", "pipeline", {})
     data = manifest(pipeline)
@@ -230,7 +232,8 @@ def test_compare_follows_run_load_to_the_base_and_reads_pipeline_steps(tmp_path)
     assert rows["base (tiny_qwen3)"].values == {"perplexity": 4.0}
     name = tmp_path.name
     assert rows[f"{name}/distill"].values == {"perplexity": 5.0}
-    assert rows[f"{name}/distill"].kind == "prune -> distill 3 steps"  # the prune run recorded no target
+    assert rows[f"{name}/distill"].kind == ("prune -> distill 3 steps, 768 tokens, teacher models/teacher, "
+                                            "KL to teacher 0.5 -> 0.125")  # the prune run recorded no target
     assert rows[f"{name}/pipe"].values == {"perplexity": 4.5} and rows[f"{name}/pipe"].kind == "pipeline prune -> distill"
 
 

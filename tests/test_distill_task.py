@@ -56,7 +56,7 @@ def problems_of(*overrides):
     return err.value.problems
 
 
-def test_distill_a_pruned_run_from_the_model_it_came_from(pruned_run, tmp_path):
+def test_distill_a_pruned_run_from_the_model_it_came_from(pruned_run, tmp_path, capsys):
     run_dir = tmp_path / "distill"
     metrics = execute(compose_cfg("task=distill", f"run.load={pruned_run}", "task.training.max_steps=8", *FAST), run_dir)
     manifest = read_manifest(run_dir)
@@ -75,6 +75,22 @@ def test_distill_a_pruned_run_from_the_model_it_came_from(pruned_run, tmp_path):
 
     handle = load(compose_cfg("task=eval", f"run.load={run_dir}"))
     assert handle.architecture()["num_layers"] == 3
+    # What a user reads at the end of the run, and in a sweep's summary of such runs.
+    printed = capsys.readouterr().out
+    m = metrics
+    assert "8 steps (2048 tokens seen)" in printed
+    assert f"student     {pruned_run}" in printed and f"teacher     {TINY}" in printed
+    assert f"perplexity  {m['perplexity_before']:.3f} -> {m['perplexity_after']:.3f}" in printed
+    assert f"KL          {m['kl_teacher_before']:.4f} -> {m['kl_teacher_after']:.4f}" in printed
+    from optmodel.launch.summary import collect_rows, to_markdown
+
+    row, = collect_rows(tmp_path)
+    assert (row["student"], row["teacher"]) == (str(pruned_run), str(TINY))
+    assert {k: row["metrics"][k] for k in ("train_steps", "train_tokens", "kl_teacher_before", "kl_teacher_after")} == {
+        "train_steps": 8, "train_tokens": 2048, "kl_teacher_before": m["kl_teacher_before"],
+        "kl_teacher_after": m["kl_teacher_after"]}
+    head = to_markdown([row], ["train_steps", "train_tokens", "kl_teacher_after"]).splitlines()[0]
+    assert head.startswith("| job | overrides | format | status | task | student | teacher | train_steps | train_tokens |")
 
 
 def test_qat_from_a_fresh_nvfp4_ptq_saves_a_restorable_quantized_model_and_export(tmp_path):

@@ -72,6 +72,20 @@ def test_online_training_raises_acceptance_length(online):
     assert data["truncated"] > 0 and data["tokens_cut"] > data["truncated"]
 
 
+def test_summary_names_draft_and_target_with_tokens_seen(online, tmp_path):
+    from optmodel.facts.paths import TINY_MODELS_DIR
+    from optmodel.launch.summary import collect_rows
+
+    run_dir, metrics = online
+    task = compose_cfg("task=eagle3", *FAST).task
+    assert metrics["train_tokens"] == task.training.max_steps * task.training.global_batch_size * task.seq_len
+    (tmp_path / "0").symlink_to(run_dir)  # a sweep dir holding this run as its job 0
+    row, = collect_rows(tmp_path)
+    assert Path(row["student"]).resolve() == (run_dir / "draft").resolve()
+    assert Path(row["teacher"]).resolve() == (TINY_MODELS_DIR / "tiny_qwen3").resolve()
+    assert row["metrics"]["train_tokens"] == metrics["train_tokens"]
+
+
 def test_exported_draft_names_eagle3_and_draft_vocab(online):
     run_dir, _ = online
     draft = Path(read_manifest(run_dir)["outputs"]["draft"])

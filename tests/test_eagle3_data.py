@@ -111,6 +111,9 @@ def test_summary_prints_the_measured_al_rounded_or_none():
     assert "AL" not in offline and "None" not in offline
     online = summary("tiny_qwen3", {**base, "al_before": 1.0, "al_after": 1.234567}, None)
     assert online.endswith("AL 1.000 -> 1.235")
+    named = summary("tiny_qwen3", {**base, "train_tokens": 20480}, None, target="/ckpt/target", draft="/runs/e3/draft")
+    assert "20 steps (20480 tokens seen)" in named
+    assert "teacher     /ckpt/target (the target, frozen)" in named and "student     /runs/e3/draft" in named
 
 
 def test_checkpoint_holds_the_draft_and_its_optimizer_not_the_target(tmp_path, one_thread):

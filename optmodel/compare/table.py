@@ -105,7 +105,20 @@ def describe(manifest: Dict[str, Any]) -> str:
         words.append(fmt + (f" kv {kv}" if trained is None and kv not in (None, "none") else ""))
     if trained is not None:
         words.append(f"{trained} steps")
-    return " ".join(words)
+    return ", ".join([" ".join(words)] + (training_words(manifest) if trained is not None else []))
+
+
+def training_words(manifest: Dict[str, Any]) -> List[str]:
+    """Tokens seen, the teacher and KL to it before -> after, where the run recorded them."""
+    metrics = manifest.get("metrics") or {}
+    said = [f"{metrics['train_tokens']} tokens"] if measures.is_number(metrics.get("train_tokens")) else []
+    _, teacher = measures.trained_models(manifest)
+    if teacher:
+        said.append(f"teacher {measures.short_path(teacher)}")
+    kl = [metrics.get("kl_teacher_before"), metrics.get("kl_teacher_after")]
+    if all(measures.is_number(v) for v in kl):
+        said.append(f"KL to teacher {kl[0]:.4g} -> {kl[1]:.4g}")
+    return said
 
 
 def lineage(run_dir: Path, manifest: Dict[str, Any]) -> List[Dict[str, Any]]:

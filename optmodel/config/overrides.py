@@ -30,7 +30,7 @@ ALIASES = {
     "model.num_hidden_layers": "model.num_layers", "model.intermediate_size": "model.ffn_hidden_size",
     "model.num_key_value_heads": "model.num_query_groups", "model.head_dim": "model.kv_channels",
 }
-GROUPS = ("model", "parallel", "task", "backend", "data", "logger", "experiment")
+GROUPS = ("model", "parallel", "task", "backend", "data", "logger", "experiment", "preset")
 
 
 def _is_dataclass_type(tp) -> bool:

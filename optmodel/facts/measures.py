@@ -12,6 +12,7 @@ tasks that only measure one (mmlu, eval). A pipeline records each step's metrics
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 ACCURACY_NAMES = ("perplexity", "mmlu", "mmlu_macro", "al")  # plus every lm-eval "<task>/<metric>"
@@ -51,6 +52,32 @@ def measured(metric_dicts: Iterable[Dict[str, Any]]) -> Tuple[Dict[str, float], 
             elif is_accuracy_metric(key):
                 value[key] = float(v)
     return base, value
+
+
+def trained_models(manifest: Dict[str, Any], run_dir: Optional[Path] = None) -> Tuple[Optional[str], Optional[str]]:
+    """(student, teacher) of a training run, else (None, None), as its `training` record names
+    them: finetune / distill (QAT / QAD) the model they trained (finetune has no teacher); eagle3
+    its draft (`student_output`: the output that holds it, relative to `run_dir`) and the frozen
+    target it learned from."""
+    training = manifest.get("training") or {}
+    if not isinstance(training, dict):
+        return None, None
+    student = training.get("student")
+    output = (manifest.get("outputs") or {}).get(training.get("student_output") or "")
+    if output:
+        student = str(Path(run_dir) / output) if run_dir is not None and not Path(output).is_absolute() else output
+    teacher = training.get("teacher")
+    if not student:
+        return None, None
+    return str(student), (str(teacher) if teacher else None)
+
+
+def short_path(path: Optional[str]) -> str:
+    """A checkpoint or run dir by its last two parts, for tables: `tiny_models/tiny_qwen3`, `prune/0`."""
+    if not path:
+        return ""
+    parts = Path(path).parts
+    return str(Path(*parts[-2:])) if len(parts) > 2 else str(path)
 
 
 def ordered_metrics(manifest: Dict[str, Any]) -> List[Dict[str, Any]]:

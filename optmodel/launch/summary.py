@@ -5,7 +5,9 @@ Each task's rows are sorted and plotted along what its sweeps vary (X_AXES): qua
 effective bits, prune by parameters after, eagle3 by draft layers / TTT steps / draft
 vocabulary, finetune / distill (QAT / QAD) by training steps; the plot's panels are the
 accuracy it measured (held-out perplexity, MMLU and lm-eval accuracies, AL, the held-out
-training / KD loss). Every metric any job recorded gets a column; a failed or gated job
+training / KD loss). Training jobs (finetune, distill, QAT / QAD, eagle3) also name their
+student and teacher (eagle3: the draft and its target), and list tokens seen and KL to the
+teacher before / after beside perplexity. Every metric any job recorded gets a column; a failed or gated job
 shows its reason and the others are summarized all the same. `python -m
 optmodel.launch.summary SWEEP_DIR` writes it for a sweep whose jobs were scheduled without
 waiting. Comparing runs of different kinds: `optmodel compare`.
@@ -21,6 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from optmodel.facts.measures import short_path, trained_models
 from optmodel.facts.rundir import MANIFEST_NAME, effective_status
 from optmodel.launch.refresh import refresh
 from optmodel.launch.sweep import read_record, read_record_file
@@ -31,10 +34,12 @@ from optmodel.tasks.registry import task_specs
 SUMMARY_STEM = "summary"
 # Columns first when present, in this order; any other metric follows alphabetically.
 LEADING_METRICS = ("effective_bits", "parameters_after", "active_parameters_after", "draft_layers", "ttt_steps",
-                   "draft_vocab_size", "train_steps", "perplexity_before", "perplexity_after", "perplexity_increase_pct",
+                   "draft_vocab_size", "train_steps", "train_tokens", "perplexity_before", "perplexity_after",
+                   "perplexity_teacher", "kl_teacher_before", "kl_teacher_after", "perplexity_increase_pct",
                    "mmlu_before", "mmlu_after", "al_before", "al_after", "eval_loss", "eval_perplexity")
 ACCURACY_MARKERS = ("mmlu", "accuracy", "acc")
 SPECULATIVE_SETTINGS = ("draft_layers", "ttt_steps", "draft_vocab_size")
+MODEL_COLUMNS = ("student", "teacher")  # shown when a training job is in the sweep
 
 
 def _manifest(run_dir: Path) -> Optional[Dict[str, Any]]:
@@ -74,22 +79,26 @@ def _job_rows(job: Dict[str, Any], varying: set) -> List[Dict[str, Any]]:
     metrics = _numbers(manifest.get("metrics"))
     speculative = manifest.get("speculative") or {}
     metrics.update({k: speculative[k] for k in SPECULATIVE_SETTINGS if isinstance(speculative.get(k), int)})
+    student, teacher = trained_models(manifest, Path(job["run_dir"]))
     row = {
         "job": job["num"],
         "overrides": " ".join(o for o in job.get("overrides", []) if o in varying),
         "format": quant.get("format") or "",
         "status": status,
         "task": manifest.get("task") or "",
-        "teacher": bool(manifest.get("teacher")),  # trained against a teacher: its held-out loss is the KD loss
         "metrics": metrics,
+        "student": student or "",
+        "teacher": teacher or "",
         "error": (job.get("error") if status == "not run" else None) or manifest.get("error") or job.get("error") or "",
         "run_dir": job["run_dir"],
     }
     steps = manifest.get("steps")  # several tasks on one load: a row per step
     if not isinstance(steps, dict) or not steps:
         return [row]
+    # a step that trained nothing (no train_steps) has no student or teacher
     return [{**row, "task": f"{row['task']}/{name}", "step": name, "status": step.get("status") or "pending",
-             "metrics": _numbers(step.get("metrics")), "error": step.get("error") or ""}
+             "metrics": _numbers(step.get("metrics")), "error": step.get("error") or "",
+             **({} if "train_steps" in (step.get("metrics") or {}) else {"student": "", "teacher": ""})}
             for name, step in steps.items()]
 
 
@@ -113,6 +122,10 @@ def metric_columns(rows: List[Dict[str, Any]]) -> List[str]:
     return [m for m in LEADING_METRICS if m in present] + sorted(present - set(LEADING_METRICS))
 
 
+def model_columns(rows: List[Dict[str, Any]]) -> List[str]:
+    return list(MODEL_COLUMNS) if any(r.get("student") or r.get("teacher") for r in rows) else []
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
@@ -122,18 +135,21 @@ def _fmt(value: Any) -> str:
 def to_csv(rows: List[Dict[str, Any]], metrics: List[str]) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["job", "overrides", "format", "status", "task", *metrics, "error", "run_dir"])
+    models = model_columns(rows)
+    writer.writerow(["job", "overrides", "format", "status", "task", *models, *metrics, "error", "run_dir"])
     for r in rows:
-        writer.writerow([r["job"], r["overrides"], r["format"], r["status"], r["task"],
+        writer.writerow([r["job"], r["overrides"], r["format"], r["status"], r["task"], *[r[c] for c in models],
                          *[r["metrics"].get(m, "") for m in metrics], r["error"], r["run_dir"]])
     return out.getvalue()
 
 
 def to_markdown(rows: List[Dict[str, Any]], metrics: List[str]) -> str:
-    head = ["job", "overrides", "format", "status", "task", *metrics, "error"]
+    models = model_columns(rows)
+    head = ["job", "overrides", "format", "status", "task", *models, *metrics, "error"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [str(r["job"]), r["overrides"], r["format"], r["status"], r["task"],
+                 *[short_path(r[c]) for c in models],  # the CSV has them whole
                  *[_fmt(r["metrics"].get(m)) for m in metrics],
                  r["error"].replace("|", "\\|").replace("\n", " ")[:300]]
         lines.append("| " + " | ".join(cells) + " |")

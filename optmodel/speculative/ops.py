@@ -97,4 +97,5 @@ def throughput(metrics: Dict[str, object], task, paused: Optional[List[float]] =
     seconds = max(float(metrics["train_seconds"]) - (paused[0] if paused else 0.0), 1e-9)
     steps = int(metrics["train_steps"]) - int(metrics.get("train_resumed_from_step") or 0)
     tokens = steps * int(task.training.global_batch_size) * int(task.seq_len)
-    return {**metrics, "train_seconds": seconds, "train_tokens_per_second": tokens / seconds}
+    seen = int(metrics["train_steps"]) * int(task.training.global_batch_size) * int(task.seq_len)  # resumed runs too
+    return {**metrics, "train_seconds": seconds, "train_tokens": seen, "train_tokens_per_second": tokens / seconds}

@@ -14,7 +14,7 @@ run's `saved_model`, so run.load=<this run> gives task=validate the target back)
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 from optmodel.backends import train_eagle3_offline
 from optmodel.console import rate
@@ -46,18 +46,28 @@ def run(ctx) -> Dict[str, Any]:
                             "draft_layers": int(task.draft_layers), "ttt_steps": int(task.ttt_steps)})
     if task.export:
         ops.export_draft(ctx.run_dir / workflow.DRAFT_DIR, workflow.draft_notes(target), task.deploy)
-        ctx.record(outputs={"draft": str(ctx.run_dir / workflow.DRAFT_DIR)}, speculative={"deploy": task.deploy})
+        ctx.record(outputs={"draft": str(ctx.run_dir / workflow.DRAFT_DIR)}, speculative={"deploy": task.deploy},
+                   training={"student_output": "draft", "teacher": target})  # the draft learns from its target
     account = metrics.pop("data", None)
     ctx.record(metrics={"al_history": metrics.pop("al_history", [])}, data=account)
     ctx.log_metrics(metrics)
     if is_rank0():
-        print(summary(cfg.model.name, metrics, account), flush=True)
+        draft = str(ctx.run_dir / workflow.DRAFT_DIR) if task.export else None
+        print(summary(cfg.model.name, metrics, account, target=target, draft=draft), flush=True)
     return metrics
 
 
-def summary(model_name: str, metrics: Dict[str, Any], account) -> str:
-    """The run's closing lines: AL only where it was measured (offline training measures none)."""
+def summary(model_name: str, metrics: Dict[str, Any], account, target: Optional[str] = None,
+            draft: Optional[str] = None) -> str:
+    """The run's closing lines: AL only where it was measured (offline training measures none);
+    the draft is the student, its frozen target the teacher whose next tokens it learns."""
     al = [metrics.get("al_before"), metrics.get("al_after")]
     shown = f", AL {al[0]:.3f} -> {al[1]:.3f}" if None not in al else ""
-    line = f"optmodel eagle3: {model_name}, {metrics['train_steps']} steps, {rate(metrics['train_tokens_per_second'], 'tokens/s')}{shown}"
+    seen = f" ({metrics['train_tokens']} tokens seen)" if metrics.get("train_tokens") else ""
+    line = (f"optmodel eagle3: {model_name}, {metrics['train_steps']} steps{seen}, "
+            f"{rate(metrics['train_tokens_per_second'], 'tokens/s')}{shown}")
+    if target:
+        line += f"\n  teacher     {target} (the target, frozen)"
+    if draft:
+        line += f"\n  student     {draft} (the EAGLE3 draft)"
     return line + (f"\n  data: {account_line(account)}" if account else "")
