@@ -2,7 +2,8 @@
 KL to the teacher for
 
     base (the teacher, tiny_qwen3_teacher)     pruned (depth 8 -> 4, task=prune)
-    pruned + finetune                          pruned + distill (the same steps, batch and tokens)
+    pruned + finetune                          pruned + distill (the same steps, batch and tokens;
+                                               the recipe's losses, and logits only)
     NVFP4 PTQ (task=quantize)                  + QAT (task=finetune)     + QAD (task=distill)
 
 Every row is a real optmodel run (optmodel.run.execute on the composed config, as the CLI
@@ -95,11 +96,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = opts.out or Path(tmp)
         layers, distill = recipe_settings()
-        training = [o for o in distill if o.startswith("task.training.")]
-        steps = (f"task.training.max_steps={opts.steps}",) if opts.steps else ()
+        if opts.steps:
+            distill = [o for o in distill if not o.startswith("task.training.max_steps=")]
+            distill.append(f"task.training.max_steps={opts.steps}")
         pruned = run(out, "pruned", "task=prune", f"task.export_config.num_layers={layers}")
-        finetuned = run(out, "finetune", "task=finetune", f"run.load={pruned}", *training, *steps)
-        distilled = run(out, "distill", "task=distill", f"run.load={pruned}", *distill, *steps)
+        training = [o for o in distill if o.startswith("task.training.")]
+        finetuned = run(out, "finetune", "task=finetune", f"run.load={pruned}", *training)
+        distilled = run(out, "distill", "task=distill", f"run.load={pruned}", *distill)
+        logits_only = [o for o in distill if not o.startswith("task.distillation.intermediate_layer_pairs=")]
+        logit_kd = run(out, "distill_logits", "task=distill", f"run.load={pruned}", *logits_only)
         ptq = run(out, "ptq", "task=quantize", "task.quant_cfg=NVFP4_DEFAULT_CFG", "task.export=false")
         qat_steps = (f"task.training.max_steps={opts.qat_steps}",) if opts.qat_steps else ()
         qat = run(out, "qat", "task=finetune", f"run.load={ptq}", *qat_steps)
@@ -110,11 +115,12 @@ def main() -> None:
         heldout = pack(teacher.tokenizer, dataset_texts(cfg.data, "eval"), cfg.data.seq_len,
                        cfg.data.eval_max_sequences, "data.eval_path")
         rows = [("base (teacher)", None), (f"pruned to {layers} layers", pruned), ("pruned + finetune", finetuned),
-                ("pruned + distill", distilled), ("NVFP4 PTQ", ptq), ("NVFP4 + QAT", qat), ("NVFP4 + QAD", qad)]
+                ("pruned + distill (recipe: logits + final hidden state)", distilled),
+                ("pruned + distill (logits only)", logit_kd), ("NVFP4 PTQ", ptq), ("NVFP4 + QAT", qat), ("NVFP4 + QAD", qad)]
         scores = [(label, *score(load, teacher, heldout, cfg.data.batch_size)) for label, load in rows]
 
     print(f"\n{TEACHER}, bundled held-out text: {heldout.numel()} tokens in {heldout.shape[0]} x {heldout.shape[1]} "
-          f"windows. finetune / distill: experiment={RECIPE}'s settings ({' '.join(distill + list(steps))}); "
+          f"windows. finetune / distill: experiment={RECIPE}'s settings ({' '.join(distill)}); "
           f"QAT / QAD: {'task defaults' if not opts.qat_steps else f'{opts.qat_steps} steps'}")
     print("| model | held-out perplexity | KL to the teacher (nats/token) |\n|---|---|---|")
     for label, ppl, kl in scores:

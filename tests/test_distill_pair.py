@@ -40,6 +40,7 @@ def test_the_builder_replays_the_shipped_teacher(one_thread):
 
     from optmodel.tinybuild.models import FIRST_LOSSES, TRAIN_SPECS, first_losses
 
+
     info = json.loads((TINY_MODELS_DIR / TEACHER / "train_info.json").read_text())
     assert info["train_spec"] == asdict(TRAIN_SPECS[TEACHER])
     deterministic = torch.are_deterministic_algorithms_enabled()
@@ -72,9 +73,9 @@ def test_distill_beats_finetune_at_equal_tokens_on_perplexity_and_kl(pair_runs):
 
     out, finetune, distill = pair_runs
     assert finetune["train_tokens"] == distill["train_tokens"] == 12 * 4 * 128
-    # the pair can show distillation: the teacher is far better than its pruned student
-    assert distill["perplexity_teacher"] < 0.8 * distill["perplexity_before"]
-    assert distill["perplexity_after"] < finetune["perplexity_after"] < finetune["perplexity_before"]
+    # the pair can show distillation: fine-tuning the pruned student leaves it short of the teacher
+    assert distill["perplexity_teacher"] < finetune["perplexity_after"] < finetune["perplexity_before"]
+    assert distill["perplexity_teacher"] < distill["perplexity_after"] < finetune["perplexity_after"]
     assert 0 < distill["perplexity_recovered"] < 1
     teacher = load(compose_cfg(f"model={TEACHER}", "task=eval"))
     finetuned = load(compose_cfg(f"model={TEACHER}", "task=eval", f"run.load={out / 'finetune'}"))

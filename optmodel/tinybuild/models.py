@@ -27,6 +27,7 @@ class TrainSpec:
     warmup_frac: float = 0.06
     weight_decay: float = 0.01
     doc_format_frac: float = 0.25  # rows as <|bos|>paragraph<|eos|>... instead of raw text
+    packed_frac: float = 0.0  # rows as optmodel's data packing gives them: paragraph<|eos|>paragraph<|eos|>...
     seed: int = 0
     # > 0: train on this many bytes of fresh grammar text (seeded by ``seed``, never written
     # out) instead of train.txt, so the model learns the distribution, not the file
@@ -48,7 +49,8 @@ TRAIN_SPECS: Dict[str, TrainSpec] = {
     # The teacher of the bundled distillation pair: trained long on text the student's
     # fine-tuning never sees, so it sits well below what its 4-layer pruned student reaches
     # by fine-tuning on train.txt.
-    "tiny_qwen3_teacher": TrainSpec(steps=600, seed=7, fresh_text_bytes=4_000_000, threads=1),
+    # Its rows are mostly in the packed form optmodel trains and measures on (data=bundled).
+    "tiny_qwen3_teacher": TrainSpec(steps=320, seed=7, fresh_text_bytes=4_000_000, threads=1, packed_frac=0.75),
 }
 FRESH_TEXT_SEED = 31_000  # + spec.seed: apart from TRAIN_SEED and HELDOUT_SEED
 FIRST_LOSSES = 4  # losses of the first steps recorded in train_info.json: the build's fingerprint
@@ -86,8 +88,9 @@ def add_legacy_config_keys(model_dir: Path) -> None:
 
 
 def _token_streams(tokenizer, text: str):
-    """(raw stream, document stream) as int64 tensors: raw is the text as-is; document is
-    ``<|bos|> paragraph <|eos|>`` per paragraph (so the models also know bos/eos)."""
+    """(raw, document, packed) streams as int64 tensors: raw is the text as-is; document is
+    ``<|bos|> paragraph <|eos|>`` per paragraph (so the models also know bos/eos); packed is
+    ``paragraph <|eos|>`` per paragraph, as optmodel.data.text.pack joins records."""
     import torch
 
     paragraphs = text.strip("\n").split("\n\n")
@@ -95,23 +98,27 @@ def _token_streams(tokenizer, text: str):
     sep = tokenizer("\n\n", add_special_tokens=False)["input_ids"]
     raw: List[int] = []
     doc: List[int] = []
+    packed: List[int] = []
     for p in ids:
         raw += p + sep
         doc += [tokenizer.bos_token_id] + p + [tokenizer.eos_token_id]
-    return torch.tensor(raw, dtype=torch.long), torch.tensor(doc, dtype=torch.long)
+        packed += p + [tokenizer.eos_token_id]
+    return tuple(torch.tensor(s, dtype=torch.long) for s in (raw, doc, packed))
 
 
-def _batches(raw, doc, spec: TrainSpec):
+def _batches(streams, spec: TrainSpec):
     """Yield ``spec.steps`` batches of random windows, drawn from a seeded generator."""
     import torch
 
+    raw, doc, packed = streams
     g = torch.Generator().manual_seed(spec.seed)
     L = spec.seq_len
     n_doc = round(spec.batch_size * spec.doc_format_frac)
+    n_packed = round(spec.batch_size * spec.packed_frac)
     for _ in range(spec.steps):
         rows = []
         for i in range(spec.batch_size):
-            src = doc if i < n_doc else raw
+            src = doc if i < n_doc else packed if i < n_doc + n_packed else raw
             start = int(torch.randint(0, len(src) - L, (1,), generator=g))
             rows.append(src[start:start + L])
         yield torch.stack(rows)
@@ -129,7 +136,7 @@ def _lr_lambda(spec: TrainSpec):
     return f
 
 
-def train_model(model, raw, doc, spec: TrainSpec, desc: str = "train", stop_after: Optional[int] = None) -> List[float]:
+def train_model(model, streams, spec: TrainSpec, desc: str = "train", stop_after: Optional[int] = None) -> List[float]:
     """Causal-LM training in float32; returns every step's loss. ``stop_after``: only the first
     steps of the same run (schedule and batches as for all ``spec.steps``)."""
     import torch
@@ -145,7 +152,7 @@ def train_model(model, raw, doc, spec: TrainSpec, desc: str = "train", stop_afte
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(spec))
     is_moe = getattr(model.config, "router_aux_loss_coef", 0) > 0
     losses: List[float] = []
-    bar = tqdm(_batches(raw, doc, spec), total=stop_after or spec.steps, desc=desc, unit="step")
+    bar = tqdm(_batches(streams, spec), total=stop_after or spec.steps, desc=desc, unit="step")
     for batch in itertools.islice(bar, stop_after):
         kwargs = {"output_router_logits": True} if is_moe else {}
         out = model(input_ids=batch, labels=batch, use_cache=False, **kwargs)
@@ -217,8 +224,8 @@ def first_losses(name: str, out: Path = DEFAULT_OUT, steps: int = FIRST_LOSSES) 
     ``first_losses`` when the builder (config, seed, data, schedule) is the one that made it."""
     spec = TRAIN_SPECS[name]
     tokenizer = load_tokenizer(out)
-    raw, doc = _token_streams(tokenizer, training_text(spec, out))
-    return train_model(initial_model(name, tokenizer), raw, doc, spec, desc=f"{name} replay", stop_after=steps)
+    streams = _token_streams(tokenizer, training_text(spec, out))
+    return train_model(initial_model(name, tokenizer), streams, spec, desc=f"{name} replay", stop_after=steps)
 
 
 def build_model(name: str, out: Path) -> dict:
@@ -228,7 +235,7 @@ def build_model(name: str, out: Path) -> dict:
 
     spec = TRAIN_SPECS[name]
     tokenizer = load_tokenizer(out)
-    raw, doc = _token_streams(tokenizer, training_text(spec, out))
+    streams = _token_streams(tokenizer, training_text(spec, out))
 
     model = initial_model(name, tokenizer)
     attn = ATTN_IMPLEMENTATION.get(name, "sdpa")
@@ -237,7 +244,7 @@ def build_model(name: str, out: Path) -> dict:
     n_params = sum(p.numel() for p in model.parameters())
 
     t0 = time.perf_counter()
-    losses = train_model(model, raw, doc, spec, desc=name)
+    losses = train_model(model, streams, spec, desc=name)
     final_loss = sum(losses[-20:]) / len(losses[-20:])
     train_s = time.perf_counter() - t0
 
@@ -254,7 +261,7 @@ def build_model(name: str, out: Path) -> dict:
     # Held-out perplexity of what was saved: bf16 weights, computed in float32.
     reloaded = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32, attn_implementation=attn)
     reloaded.eval()
-    held_raw, _ = _token_streams(tokenizer, (out / "corpus" / "heldout.txt").read_text(encoding="utf-8"))
+    held_raw, _, _ = _token_streams(tokenizer, (out / "corpus" / "heldout.txt").read_text(encoding="utf-8"))
     ppl = perplexity(reloaded, held_raw)
 
     info = {"name": name, "params": n_params, "train_tokens": spec.steps * spec.batch_size * spec.seq_len,
