@@ -261,12 +261,14 @@ def build_model(name: str, out: Path) -> dict:
     # Held-out perplexity of what was saved: bf16 weights, computed in float32.
     reloaded = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32, attn_implementation=attn)
     reloaded.eval()
-    held_raw, _, _ = _token_streams(tokenizer, (out / "corpus" / "heldout.txt").read_text(encoding="utf-8"))
+    held_raw, _, held_packed = _token_streams(tokenizer, (out / "corpus" / "heldout.txt").read_text(encoding="utf-8"))
     ppl = perplexity(reloaded, held_raw)
 
     info = {"name": name, "params": n_params, "train_tokens": spec.steps * spec.batch_size * spec.seq_len,
             "final_train_loss": round(final_loss, 4), "heldout_ppl": round(ppl, 3),
             "heldout_window": EVAL_WINDOW, "train_spec": asdict(spec)}
+    if spec.packed_frac:  # held out as optmodel packs it (trained mostly on that form)
+        info["heldout_ppl_packed"] = round(perplexity(reloaded, held_packed), 3)
     if spec.fresh_text_bytes:
         info["first_losses"] = [round(x, 4) for x in losses[:FIRST_LOSSES]]
     (model_dir / "train_info.json").write_text(json.dumps(info, indent=2) + "\n")
