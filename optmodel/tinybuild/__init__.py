@@ -1,4 +1,4 @@
-"""Offline builder of the bundled corpus, tokenizer and six trained tiny models.
+"""Offline builder of the bundled corpus, tokenizer and seven trained tiny models.
 
 Nothing at run time imports this package. Everything under ``optmodel/assets/`` is produced by this script, deterministically:
 
@@ -14,7 +14,11 @@ Nothing at run time imports this package. Everything under ``optmodel/assets/`` 
    ``tiny_deepseek`` (MLA + MoE), ``tiny_llama4`` (Llama-4 text model) and ``tiny_gpt_oss``
    (configs.py says what each one exercises): ordinary Hugging Face checkpoints (bfloat16 safetensors,
    config.json, generation_config.json, tokenizer files, ``train_info.json``), each trained
-   from scratch on train.txt. Every ``nn.Linear`` has ``in_features % 128 == 0`` (ModelOpt's
+   from scratch on train.txt; and ``tiny_qwen3_teacher``, the teacher of the bundled
+   distillation pair: tiny_qwen3 at 8 layers, trained on 4 MB of fresh grammar text (seeded,
+   never written out), its rows mostly packed as optmodel packs data
+   (paragraph<|eos|>...), the teacher of its own depth-pruned student; its ``train_info.json`` records the losses of its first steps,
+   which ``models.first_losses`` replays to show the builder still makes it. Every ``nn.Linear`` has ``in_features % 128 == 0`` (ModelOpt's
    INT4 AWQ export needs it); this is asserted before training.
 
 Usage::
@@ -31,6 +35,6 @@ bfloat16 and the held-out perplexity is measured on the reloaded bf16 checkpoint
 Time on an idle 2-core CPU: corpus + tokenizer ~3 s, the first four models ~65-80 s of training
 each plus a few seconds of evaluation, the Llama-4 / gpt-oss ones 100 steps of 8 x 128
 tokens (not timed idle: 33 / 39 minutes on a 2-core machine shared at load ~10, where
-tiny_qwen3 ran 20-40x slower than idle). Bit-for-bit reproducibility holds on
+tiny_qwen3 ran 20-40x slower than idle); the teacher 320 steps at one thread, 1371 s on the 2-core machine shared at load ~5. Bit-for-bit reproducibility holds on
 the same machine / torch build (floating-point kernels may differ across CPUs).
 """

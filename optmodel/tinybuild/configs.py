@@ -27,7 +27,11 @@ def model_config(name: str, tokenizer):
 
     common = _special_ids(tokenizer)
     attn = dict(num_hidden_layers=4, hidden_size=128, num_attention_heads=4)
-    if name == "tiny_qwen3":
+    if name in ("tiny_qwen3", "tiny_qwen3_teacher"):
+        # the teacher of the bundled distillation pair: tiny_qwen3 at twice the depth, so
+        # depth pruning to 4 layers gives a student of tiny_qwen3's shape
+        if name == "tiny_qwen3_teacher":
+            attn["num_hidden_layers"] = 8
         cfg = Qwen3Config(
             **common, **attn, intermediate_size=384, num_key_value_heads=2, head_dim=32,
             tie_word_embeddings=False, rope_theta=1e6, rms_norm_eps=1e-6,

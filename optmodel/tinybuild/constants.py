@@ -29,7 +29,8 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}"
 )
 
-MODEL_NAMES = ("tiny_qwen3", "tiny_llama", "tiny_qwen3_moe", "tiny_deepseek", "tiny_llama4", "tiny_gpt_oss")
+MODEL_NAMES = ("tiny_qwen3", "tiny_llama", "tiny_qwen3_moe", "tiny_deepseek", "tiny_llama4", "tiny_gpt_oss",
+               "tiny_qwen3_teacher")
 PARTS = ("corpus", "tokenizer", *MODEL_NAMES)
 LINEAR_IN_MULTIPLE = 128
 EVAL_WINDOW = 256

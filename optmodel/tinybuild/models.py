@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
@@ -12,7 +13,8 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from optmodel.tinybuild.configs import ATTN_IMPLEMENTATION, model_config
-from optmodel.tinybuild.constants import EVAL_WINDOW, LINEAR_IN_MULTIPLE, NUM_THREADS
+from optmodel.tinybuild.constants import DEFAULT_OUT, EVAL_WINDOW, LINEAR_IN_MULTIPLE, NUM_THREADS
+from optmodel.tinybuild.corpus import generate_corpus
 from optmodel.tinybuild.tokenizer import load_tokenizer, save_tokenizer
 
 
@@ -26,7 +28,12 @@ class TrainSpec:
     warmup_frac: float = 0.06
     weight_decay: float = 0.01
     doc_format_frac: float = 0.25  # rows as <|bos|>paragraph<|eos|>... instead of raw text
+    packed_frac: float = 0.0  # rows as optmodel's data packing gives them: paragraph<|eos|>paragraph<|eos|>...
     seed: int = 0
+    # > 0: train on this many bytes of fresh grammar text (seeded by ``seed``, never written
+    # out) instead of train.txt, so the model learns the distribution, not the file
+    fresh_text_bytes: int = 0
+    threads: int = NUM_THREADS  # torch threads: results are bit-for-bit only at the same count
 
 
 # Step counts measured to keep each model's training near 80 s on a 2-core CPU
@@ -40,7 +47,13 @@ TRAIN_SPECS: Dict[str, TrainSpec] = {
     # shared machine at load ~10: 1992 s / 2354 s, when the others ran 20-40x slower than idle.
     "tiny_llama4": TrainSpec(steps=100, batch_size=8, seq_len=128, seed=5),
     "tiny_gpt_oss": TrainSpec(steps=100, batch_size=8, seq_len=128, seed=6),
+    # The teacher of the bundled distillation pair: trained on grammar text the student's
+    # fine-tuning (train.txt) never sees; its 4-layer pruned student starts well above it.
+    # Its rows are mostly in the packed form optmodel trains and measures on (data=bundled).
+    "tiny_qwen3_teacher": TrainSpec(steps=320, seed=7, fresh_text_bytes=4_000_000, threads=1, packed_frac=0.75),
 }
+FRESH_TEXT_SEED = 31_000  # + spec.seed: apart from TRAIN_SEED and HELDOUT_SEED
+FIRST_LOSSES = 4  # losses of the first steps recorded in train_info.json: the build's fingerprint
 
 
 def check_linear_in_features(model, multiple: int = LINEAR_IN_MULTIPLE) -> List[str]:
@@ -75,8 +88,9 @@ def add_legacy_config_keys(model_dir: Path) -> None:
 
 
 def _token_streams(tokenizer, text: str):
-    """(raw stream, document stream) as int64 tensors: raw is the text as-is; document is
-    ``<|bos|> paragraph <|eos|>`` per paragraph (so the models also know bos/eos)."""
+    """(raw, document, packed) streams as int64 tensors: raw is the text as-is; document is
+    ``<|bos|> paragraph <|eos|>`` per paragraph (so the models also know bos/eos); packed is
+    ``paragraph <|eos|>`` per paragraph, as optmodel.data.text.pack joins records."""
     import torch
 
     paragraphs = text.strip("\n").split("\n\n")
@@ -84,23 +98,27 @@ def _token_streams(tokenizer, text: str):
     sep = tokenizer("\n\n", add_special_tokens=False)["input_ids"]
     raw: List[int] = []
     doc: List[int] = []
+    packed: List[int] = []
     for p in ids:
         raw += p + sep
         doc += [tokenizer.bos_token_id] + p + [tokenizer.eos_token_id]
-    return torch.tensor(raw, dtype=torch.long), torch.tensor(doc, dtype=torch.long)
+        packed += p + [tokenizer.eos_token_id]
+    return tuple(torch.tensor(s, dtype=torch.long) for s in (raw, doc, packed))
 
 
-def _batches(raw, doc, spec: TrainSpec):
+def _batches(streams, spec: TrainSpec):
     """Yield ``spec.steps`` batches of random windows, drawn from a seeded generator."""
     import torch
 
+    raw, doc, packed = streams
     g = torch.Generator().manual_seed(spec.seed)
     L = spec.seq_len
     n_doc = round(spec.batch_size * spec.doc_format_frac)
+    n_packed = round(spec.batch_size * spec.packed_frac)
     for _ in range(spec.steps):
         rows = []
         for i in range(spec.batch_size):
-            src = doc if i < n_doc else raw
+            src = doc if i < n_doc else packed if i < n_doc + n_packed else raw
             start = int(torch.randint(0, len(src) - L, (1,), generator=g))
             rows.append(src[start:start + L])
         yield torch.stack(rows)
@@ -118,8 +136,9 @@ def _lr_lambda(spec: TrainSpec):
     return f
 
 
-def train_model(model, raw, doc, spec: TrainSpec, desc: str = "train") -> float:
-    """Causal-LM training in float32; returns the mean loss of the last 20 steps."""
+def train_model(model, streams, spec: TrainSpec, desc: str = "train", stop_after: Optional[int] = None) -> List[float]:
+    """Causal-LM training in float32; returns every step's loss. ``stop_after``: only the first
+    steps of the same run (schedule and batches as for all ``spec.steps``)."""
     import torch
     from tqdm import tqdm
 
@@ -133,8 +152,8 @@ def train_model(model, raw, doc, spec: TrainSpec, desc: str = "train") -> float:
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(spec))
     is_moe = getattr(model.config, "router_aux_loss_coef", 0) > 0
     losses: List[float] = []
-    bar = tqdm(_batches(raw, doc, spec), total=spec.steps, desc=desc, unit="step")
-    for batch in bar:
+    bar = tqdm(_batches(streams, spec), total=stop_after or spec.steps, desc=desc, unit="step")
+    for batch in itertools.islice(bar, stop_after):
         kwargs = {"output_router_logits": True} if is_moe else {}
         out = model(input_ids=batch, labels=batch, use_cache=False, **kwargs)
         out.loss.backward()
@@ -145,7 +164,7 @@ def train_model(model, raw, doc, spec: TrainSpec, desc: str = "train") -> float:
         losses.append(out.loss.item())
         bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{sched.get_last_lr()[0]:.1e}")
     model.eval()
-    return sum(losses[-20:]) / len(losses[-20:])
+    return losses
 
 
 def perplexity(model, tokens, window: int = EVAL_WINDOW, max_windows: Optional[int] = None,
@@ -169,15 +188,42 @@ def perplexity(model, tokens, window: int = EVAL_WINDOW, max_windows: Optional[i
     return math.exp(total / count)
 
 
-def _seed_everything(seed: int) -> None:
+def training_text(spec: TrainSpec, out: Path) -> str:
+    """train.txt, or ``spec.fresh_text_bytes`` of grammar text from ``spec.seed``."""
+    if spec.fresh_text_bytes:
+        return generate_corpus(FRESH_TEXT_SEED + spec.seed, spec.fresh_text_bytes)
+    return (out / "corpus" / "train.txt").read_text(encoding="utf-8")
+
+
+def _seed_everything(seed: int, threads: int = NUM_THREADS) -> None:
     import numpy as np
     import torch
 
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    torch.set_num_threads(NUM_THREADS)
+    torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def initial_model(name: str, tokenizer):
+    """The untrained float32 model, seeded as the build seeds it (threads set too)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    spec = TRAIN_SPECS[name]
+    _seed_everything(spec.seed, spec.threads)
+    return AutoModelForCausalLM.from_config(model_config(name, tokenizer), dtype=torch.float32,
+                                            attn_implementation=ATTN_IMPLEMENTATION.get(name, "sdpa"))
+
+
+def first_losses(name: str, out: Path = DEFAULT_OUT, steps: int = FIRST_LOSSES) -> List[float]:
+    """The losses of the build's first ``steps`` steps, replayed: equal to train_info.json's
+    ``first_losses`` when the builder (config, seed, data, schedule) is the one that made it."""
+    spec = TRAIN_SPECS[name]
+    tokenizer = load_tokenizer(out)
+    streams = _token_streams(tokenizer, training_text(spec, out))
+    return train_model(initial_model(name, tokenizer), streams, spec, desc=f"{name} replay", stop_after=steps)
 
 
 def build_model(name: str, out: Path) -> dict:
@@ -187,18 +233,17 @@ def build_model(name: str, out: Path) -> dict:
 
     spec = TRAIN_SPECS[name]
     tokenizer = load_tokenizer(out)
-    raw, doc = _token_streams(tokenizer, (out / "corpus" / "train.txt").read_text(encoding="utf-8"))
+    streams = _token_streams(tokenizer, training_text(spec, out))
 
-    _seed_everything(spec.seed)
-    config = model_config(name, tokenizer)
+    model = initial_model(name, tokenizer)
     attn = ATTN_IMPLEMENTATION.get(name, "sdpa")
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation=attn)
     bad = check_linear_in_features(model)
     assert not bad, f"{name}: input sizes not divisible by {LINEAR_IN_MULTIPLE}: {bad}"
     n_params = sum(p.numel() for p in model.parameters())
 
     t0 = time.perf_counter()
-    final_loss = train_model(model, raw, doc, spec, desc=name)
+    losses = train_model(model, streams, spec, desc=name)
+    final_loss = sum(losses[-20:]) / len(losses[-20:])
     train_s = time.perf_counter() - t0
 
     model_dir = out / "tiny_models" / name
@@ -214,12 +259,16 @@ def build_model(name: str, out: Path) -> dict:
     # Held-out perplexity of what was saved: bf16 weights, computed in float32.
     reloaded = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32, attn_implementation=attn)
     reloaded.eval()
-    held_raw, _ = _token_streams(tokenizer, (out / "corpus" / "heldout.txt").read_text(encoding="utf-8"))
+    held_raw, _, held_packed = _token_streams(tokenizer, (out / "corpus" / "heldout.txt").read_text(encoding="utf-8"))
     ppl = perplexity(reloaded, held_raw)
 
     info = {"name": name, "params": n_params, "train_tokens": spec.steps * spec.batch_size * spec.seq_len,
             "final_train_loss": round(final_loss, 4), "heldout_ppl": round(ppl, 3),
             "heldout_window": EVAL_WINDOW, "train_spec": asdict(spec)}
+    if spec.packed_frac:  # held out as optmodel packs it (trained mostly on that form)
+        info["heldout_ppl_packed"] = round(perplexity(reloaded, held_packed), 3)
+    if spec.fresh_text_bytes:
+        info["first_losses"] = [round(x, 4) for x in losses[:FIRST_LOSSES]]
     (model_dir / "train_info.json").write_text(json.dumps(info, indent=2) + "\n")
     size_kb = sum(f.stat().st_size for f in model_dir.iterdir()) / 1024
     print(f"{name}: {n_params / 1e6:.2f} M params, trained {train_s:.1f} s, "

@@ -26,6 +26,7 @@ from optmodel.evaluation.perplexity import handle_perplexity
 from optmodel.quantization import cpu_fakequant, formats
 from optmodel.quantization.summary import quantizer_summary
 from optmodel.training.checkpoints import CHECKPOINTS_DIR
+from optmodel.training.recovery import recovered
 from optmodel.training.teacher_kl import handle_kl
 from optmodel.training.trainers import is_quantized
 
@@ -95,9 +96,10 @@ def train_task(ctx, teacher_source: Optional[str] = None, task_name: str = "fine
         metrics["perplexity_after"] = handle_perplexity(handle, heldout, data.batch_size, "perplexity after")
         if teacher is not None:
             metrics["kl_teacher_after"] = handle_kl(handle, teacher, heldout, data.batch_size, "KL to the teacher after")
-        if "perplexity_teacher" in metrics and metrics["perplexity_before"] != metrics["perplexity_teacher"]:
-            gap = metrics["perplexity_before"] - metrics["perplexity_teacher"]
-            metrics["perplexity_gap_closed"] = (metrics["perplexity_before"] - metrics["perplexity_after"]) / gap
+        if "perplexity_teacher" in metrics:
+            share, _ = recovered(metrics["perplexity_before"], metrics["perplexity_after"], metrics["perplexity_teacher"])
+            if share is not None:
+                metrics["perplexity_recovered"] = share
     metrics.update(evaluate_handle(handle, task.evaluate, "after", seed=cfg.run.seed))
     ctx.log_metrics(metrics)
 
@@ -122,13 +124,18 @@ def print_summary(cfg, task_name: str, kind: str, metrics: Dict[str, Any], expor
     if teacher:
         lines.append(f"  teacher     {teacher}")
     if "perplexity_after" in metrics:
-        line = f"  perplexity  {metrics['perplexity_before']:.3f} -> {metrics['perplexity_after']:.3f}"
+        before, after = metrics["perplexity_before"], metrics["perplexity_after"]
+        line = f"  perplexity  {before:.3f} -> {after:.3f}"
+        why_not = ""
         if "perplexity_teacher" in metrics:
+            share, why_not = recovered(before, after, metrics["perplexity_teacher"])
             line += f" (teacher {metrics['perplexity_teacher']:.3f}"
-            if "perplexity_gap_closed" in metrics:
-                line += f", {100 * metrics['perplexity_gap_closed']:.0f}% of the gap closed"
+            if share is not None:
+                line += f", {100 * share:.0f}% of the gap to it recovered"
             line += ")"
         lines.append(line + f" on {metrics['eval_tokens']} held-out tokens")
+        if why_not:
+            lines.append(f"              ({why_not})")
     if "kl_teacher_after" in metrics:
         lines.append(f"  KL          {metrics['kl_teacher_before']:.4f} -> {metrics['kl_teacher_after']:.4f} "
                      f"nats/token to the teacher (held out)")
