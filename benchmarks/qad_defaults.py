@@ -69,7 +69,7 @@ def timed(cfg, run_dir: Path):
 
 def ptq_run(work: Path) -> Path:
     """The NVFP4 PTQ run every row starts from (made once per work dir)."""
-    from optmodel.manifest import read_manifest
+    from optmodel.facts.rundir import read_manifest
 
     run_dir = work / "ptq"
     if not (run_dir.is_dir() and read_manifest(run_dir).get("status") == "completed"):
@@ -83,7 +83,7 @@ def measure(name: str, ptq: Path, work: Path) -> dict:
     metrics, cpu, wall = timed(cfg, work / name)
     base = metrics.get("perplexity_teacher")
     if base is None:  # QAT has no teacher: the gap is to the model PTQ started from
-        from optmodel.manifest import read_manifest
+        from optmodel.facts.rundir import read_manifest
 
         base = read_manifest(ptq)["metrics"]["perplexity_before"]
     before, after = metrics["perplexity_before"], metrics["perplexity_after"]

@@ -177,14 +177,12 @@ def test_features_match_the_hf_dump_and_train_on_either_backend(tmp_path):
         assert json.loads((draft / "config.json").read_text())["rope_theta"] == 1e6  # the target's rope base
 
 
-@pytest.mark.parametrize("overrides, field", [
-    (["parallel.pipeline=2", "run.world_size=2"], "parallel.pipeline"),
-    (["backend.dtype=bfloat16"], "backend.dtype"),
-])
-def test_what_megatron_cannot_do_is_refused_naming_the_field(overrides, field):
-    found = [p for p in config_problems(compose_cfg("task=eagle3", *MEGATRON, *overrides))
+def test_what_megatron_cannot_do_is_refused_naming_the_field():
+    found = [p for p in config_problems(compose_cfg("task=eagle3", *MEGATRON, "parallel.pipeline=2", "run.world_size=2"))
              if not p.startswith("run.world_size")]
-    assert len(found) == 1 and found[0].startswith(field + ":"), found
+    assert len(found) == 1 and found[0].startswith("parallel.pipeline:"), found
+    # bf16 weights train on CPU too (megatron-core's bf16 optimizer with fp32 main copies)
+    assert config_problems(compose_cfg("task=eagle3", *MEGATRON, "backend.dtype=bfloat16")) == []
 
 
 def test_a_draft_reading_layers_the_target_lacks_is_refused(online, tmp_path):

@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 
 from conftest import compose_cfg
-from optmodel.manifest import read_manifest
-from optmodel.paths import TINY_MODELS_DIR
+from optmodel.facts.rundir import read_manifest
+from optmodel.facts.paths import TINY_MODELS_DIR
 from optmodel.run import execute
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
