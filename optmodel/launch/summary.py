@@ -109,8 +109,7 @@ def collect_rows(sweep_dir: Path) -> List[Dict[str, Any]]:
         rows += _job_rows(job, varying)
     tasks = {r["task"] for r in rows}
     task = tasks.pop() if len(tasks) == 1 else None
-    # what the task's sweeps vary (its spec's sweep_axes), tried in order as the x axis; "": manifests without a task
-    axes = task_specs()[task].sweep_axes if task in task_specs() else ("effective_bits",) * (task == "")
+    axes = sweep_axes(task) if task != "" else ("effective_bits",)  # "": manifests without a task
     x = next((k for k in axes if len({r["metrics"].get(k) for r in rows}) > 1), axes[0] if axes else None)
     if x is not None:  # pipelines (and mixed tasks) keep job and step order
         rows.sort(key=lambda r: (r["metrics"].get(x) is None, r["metrics"].get(x, 0), r["job"]))
@@ -120,6 +119,13 @@ def collect_rows(sweep_dir: Path) -> List[Dict[str, Any]]:
 def metric_columns(rows: List[Dict[str, Any]]) -> List[str]:
     present = {k for r in rows for k in r["metrics"]}
     return [m for m in LEADING_METRICS if m in present] + sorted(present - set(LEADING_METRICS))
+
+
+def sweep_axes(task: Optional[str]) -> tuple:
+    """What a task's sweeps vary (its spec's sweep_axes), tried in order as the x axis; none for
+    mixed tasks or pipeline steps."""
+    specs = task_specs()
+    return specs[task].sweep_axes if task in specs else ()
 
 
 def model_columns(rows: List[Dict[str, Any]]) -> List[str]:
@@ -181,8 +187,7 @@ def _panels(done: List[Dict[str, Any]]) -> List[tuple]:
 def _x_axis(done: List[Dict[str, Any]]) -> Optional[str]:
     """The task's axis that varies across the completed jobs (all of them record it)."""
     tasks = {r["task"] for r in done}
-    task = tasks.pop() if len(tasks) == 1 else None
-    axes = task_specs()[task].sweep_axes if task in task_specs() else ()
+    axes = sweep_axes(tasks.pop() if len(tasks) == 1 else None)
     recorded = [k for k in axes if all(k in r["metrics"] for r in done)]
     return next((k for k in recorded if len({r["metrics"][k] for r in done}) > 1), recorded[0] if recorded else None)
 

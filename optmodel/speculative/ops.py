@@ -95,7 +95,7 @@ def throughput(metrics: Dict[str, object], task, paused: Optional[List[float]] =
     """The training stack's metrics with training tokens/s over the steps this run trained,
     without the `paused[0]` seconds the step hooks spent measuring AL."""
     seconds = max(float(metrics["train_seconds"]) - (paused[0] if paused else 0.0), 1e-9)
-    steps = int(metrics["train_steps"]) - int(metrics.get("train_resumed_from_step") or 0)
-    tokens = steps * int(task.training.global_batch_size) * int(task.seq_len)
-    seen = int(metrics["train_steps"]) * int(task.training.global_batch_size) * int(task.seq_len)  # resumed runs too
-    return {**metrics, "train_seconds": seconds, "train_tokens": seen, "train_tokens_per_second": tokens / seconds}
+    per_step = int(task.training.global_batch_size) * int(task.seq_len)
+    trained_here = int(metrics["train_steps"]) - int(metrics.get("train_resumed_from_step") or 0)
+    return {**metrics, "train_seconds": seconds, "train_tokens": int(metrics["train_steps"]) * per_step,  # resumed runs too
+            "train_tokens_per_second": trained_here * per_step / seconds}
