@@ -17,7 +17,7 @@ from optmodel.compare.cli import main as compare
 from optmodel.config.schema import register_schemas
 from optmodel.console import quiet_console
 from optmodel.distributed import detect_launch_env
-from optmodel.facts.errors import ConfigError
+from optmodel.facts.errors import ConfigError, MeasuredFailure
 from optmodel.facts.paths import conf_dir
 from optmodel.gate import EXIT_GATED, Gated
 from optmodel.launch import signals
@@ -141,6 +141,12 @@ def hydra_main(cfg: DictConfig) -> None:
             raise
         print(f"gated: {err}", file=sys.stderr)
         sys.exit(EXIT_GATED)
+    except MeasuredFailure as err:
+        if in_sweep():
+            raise
+        # the run did its work and missed a bound it was given: one line; the manifest has the numbers
+        print(f"optmodel: failed: {err} ({run_dir} records the run as failed)", file=sys.stderr, flush=True)
+        sys.exit(1)
     except (signals.Terminated, KeyboardInterrupt) as err:
         if in_sweep():
             raise

@@ -17,7 +17,7 @@ from optmodel.claim import claim_run_dir
 from optmodel.config.chosen import group_was_chosen
 from optmodel.distributed import barrier, broadcast_from_rank0, is_rank0
 from optmodel.facts.checkpoint import resolve_checkpoint
-from optmodel.facts.errors import ConfigError
+from optmodel.facts.errors import ConfigError, MeasuredFailure
 from optmodel.facts.measures import ordered_metrics
 from optmodel.facts.rundir import relative_outputs
 from optmodel.gate import Gated, enforce
@@ -226,8 +226,8 @@ def _run_claimed(cfg: DictConfig, run_dir: Path, launch, ranks) -> Dict[str, Any
                 reason = ("requeued by Slurm (time limit or preemption): the task saved its state and the "
                           "requeued job continues it in this run dir")
             manifest.finish("requeued" if was_requeued() else "failed", error=reason)
-            if signals.interruption(err) or was_requeued():
-                log.error("task %s %s", cfg.task.name, reason)  # a stop asked for: no traceback
+            if signals.interruption(err) or was_requeued() or isinstance(err, MeasuredFailure):
+                log.error("task %s %s", cfg.task.name, reason)  # a stop asked for, a bound missed: no traceback
             else:
                 log.exception("task %s failed", cfg.task.name)
         raise

@@ -93,6 +93,26 @@ def test_distill_a_pruned_run_from_the_model_it_came_from(pruned_run, tmp_path, 
     assert head.startswith("| job | overrides | format | status | task | student | teacher | train_steps | train_tokens |")
 
 
+def test_naming_the_model_a_pruned_run_came_from_is_refused_with_the_fix_that_works(pruned_run):
+    with pytest.raises(ConfigError) as err:
+        inherit_run_model(compose_cfg("model=tiny_qwen3", f"run.load={pruned_run}"), typed_model=True)
+    first, *fields = err.value.problems
+    assert "differs from model=tiny_qwen3 in 1 field(s) (the run changed it). Fix: leave model= out" in first
+    assert "or model=tiny_qwen3" not in first  # what the user typed is not a fix
+    assert fields == [f"model.num_layers: model=tiny_qwen3 says 4 but the run in {pruned_run} produced 3"]
+
+
+def test_tokens_seen_leave_out_padding(pruned_run, tmp_path, capsys):
+    """packing=pad: one paragraph per row, padded to seq_len; the padding is no token seen."""
+    metrics = execute(compose_cfg("task=finetune", f"run.load={pruned_run}", "task.training.max_steps=2",
+                                  "task.training.packing=pad", "task.perplexity=false", *FAST, "data.seq_len=256",
+                                  "task.training.max_train_sequences=16"), tmp_path / "pad")
+    real, rows = metrics["sft_train_tokens"], metrics["sft_train_sequences"]
+    assert rows == 16 and real < rows * 256  # the bundled paragraphs are shorter than 256 tokens
+    assert metrics["train_tokens"] == round(2 * 4 * real / rows) < 2 * 4 * 256
+    assert f"2 steps ({metrics['train_tokens']} tokens seen)" in capsys.readouterr().out
+
+
 def test_qat_from_a_fresh_nvfp4_ptq_saves_a_restorable_quantized_model_and_export(tmp_path):
     run_dir = tmp_path / "qat"
     metrics = execute(compose_cfg("task=finetune", "task.quant_cfg=NVFP4_DEFAULT_CFG", "task.calib_sequences=8",

@@ -98,7 +98,8 @@ def test_dropped_rows_and_truncation_are_counted(tok, tmp_path):
     out = list(token_rows(tok, convs, 64, account))
     full = len(tok.apply_chat_template(long_chat, tokenize=True, return_dict=True)["input_ids"])
     assert len(out) == 2
-    assert account == {"rows_read": 7, "rows_used": 2, "truncated": 1, "tokens_cut": full - 64,
+    short = len(tok.apply_chat_template(CHAT, tokenize=True, return_dict=True)["input_ids"])
+    assert account == {"rows_read": 7, "rows_used": 2, "truncated": 1, "tokens_cut": full - 64, "tokens": short + 64,
                        "dropped": {"unexpected_key": 2, "empty": 1, "non_text_content": 1, "no_assistant_turn": 1}}
     assert account_line(account).startswith("7 rows read, 2 used, 5 dropped (empty 1, no assistant turn 1, ")
 

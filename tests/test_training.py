@@ -152,6 +152,12 @@ def test_intermediate_layer_pairs_train_through_a_distillation_model(corpus, tmp
                  teacher=teacher, distillation=OmegaConf.structured(d))
     assert result.kind == "kd_layerwise"
     assert type(result.model).__name__ == "Qwen3ForCausalLM"  # exported back from the DistillationModel
+    import modelopt.torch.opt as mto
+
+    mto.enable_huggingface_checkpointing()  # as optmodel's save does
+    result.model.save_pretrained(tmp_path / "saved")  # a plain HF model: no ModelOpt state of no modes beside it
+    assert sorted(p.name for p in (tmp_path / "saved").iterdir()) == ["config.json", "generation_config.json",
+                                                                     "model.safetensors"]
     losses = [row["loss"] for row in result.history if "loss" in row]
     assert len(losses) == 3 and losses[-1] < losses[0]
     assert result.metrics["eval_perplexity"] == pytest.approx(ppl(result.model, held.input_ids), rel=0.02)

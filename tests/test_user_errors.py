@@ -51,6 +51,47 @@ def test_good_overrides_pass():
                               "task.auto_quantize.effective_bits=4", "run.world_size=null", "hydra/launcher=slurm"]) == []
 
 
+RECIPE = """# @package _global_
+defaults:
+  - override /task: eagle3
+task:
+  seq_len: 64
+{body}"""
+
+
+@pytest.mark.parametrize("body, needle", [
+    ("", None),  # a recipe of the user's own, beside conf/: accepted
+    ("  lr: 1.0e-3\n", "task.lr (set in experiment/mine.yaml): task=eagle3 no longer has this option; it is "
+                       "task.training.lr now. Fix: task.training.lr=<value>."),
+    ("  training:\n    lrr: 1.0e-3\n", "task.training.lrr (set in experiment/mine.yaml): task.training.lrr is not a "
+                                       "field of task=eagle3; the setting would be ignored or refused. Did you mean "
+                                       "task.training.lr"),
+    ("  acceptance:\n    draft_steps: many\n", "task.acceptance.draft_steps (set in experiment/mine.yaml): Value "
+                                                "'many' of type 'str' could not be converted to Integer"),
+])
+def test_a_users_own_config_dir_is_checked_as_the_command_line_is(body, needle, tmp_path):
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "mine.yaml").write_text(RECIPE.format(body=body))
+    for where in (["--config-dir", str(tmp_path)], [f"hydra.searchpath=[file://{tmp_path}]"]):
+        problems = override_problems([*where, "experiment=mine"])
+        if needle is None:
+            assert problems == []
+        else:
+            assert len(problems) == 1 and needle in problems[0], problems
+    problems = override_problems(["-cd", str(tmp_path), "experiment=minee"])
+    assert problems[0].startswith("experiment: no config named 'minee'. Did you mean mine?")
+    assert "(conf/experiment/ or a dir given with --config-dir / hydra.searchpath holds" in problems[0]
+
+
+def test_a_users_recipe_with_an_old_option_name_exits_2_before_any_run_dir(tmp_path):
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "mine.yaml").write_text(RECIPE.format(body="  max_steps: 10\n"))
+    proc = optmodel("-cd", str(tmp_path), "experiment=mine", f"run.output_dir={tmp_path / 'run'}", cwd=tmp_path)
+    refused(proc, "task.max_steps (set in experiment/mine.yaml): task=eagle3 no longer has this option; "
+                  "it is task.training.max_steps now")
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("args, needle", [
     (("model=qwen3_8bb",), "model: no config named"),  # composition: exit 2, not Hydra's 1
     ((f"model.checkpoint={TINY_MODELS_DIR}/missing",), "model.checkpoint:"),  # validation, after composition

@@ -53,10 +53,13 @@ def inherit_run_model(cfg: DictConfig, typed_model: bool = False) -> DictConfig:
     if typed_model:
         diffs = model_config_mismatches(cfg.model, produced)
         if diffs:
+            # a run that changed the architecture (prune) keeps the model's name: naming it again is no fix
+            name = produced.get("name")
+            changed = name == cfg.model.name
             raise ConfigError([
-                f"model: run.load={load} holds model {produced.get('name')!r}, whose architecture differs from "
-                f"model={cfg.model.name} in {len(diffs)} field(s). Fix: leave model= out (run.load brings its "
-                f"architecture), or model={produced.get('name')}."
+                f"model: run.load={load} holds model {name!r}, whose architecture differs from model={cfg.model.name} "
+                f"in {len(diffs)} field(s){' (the run changed it)' if changed else ''}. Fix: leave model= out "
+                f"(run.load brings its architecture){'' if changed else f', or model={name}'}."
             ] + [f"{path}: model={cfg.model.name} says {format_value(ours)} but the run in {load} produced "
                  f"{format_value(theirs)}" for path, ours, theirs in diffs])
     cfg = cfg.copy()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import typing
+from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from optmodel.config.chosen import default_choice
@@ -108,7 +109,69 @@ def override_problems(argv: Sequence[str], specs: Mapping[str, Any]) -> List[str
         if key in known or _free_form(key, known):
             continue
         problems.append(_renamed(key, item.split("=", 1)[1], specs.get(task)) or _unknown(key, plus, known, task))
-    return problems + [p for o in parsed for p in _value_problems(o, known)]
+    dirs = [conf_dir(), *user_config_dirs(argv)]
+    problems += [p for o in parsed for p in _value_problems(o, known, dirs)]
+    if problems or len(dirs) == 1:
+        return problems
+    # the user's own config files: what Hydra would refuse in them, in the same terms as on the command line
+    return composition_problems([o for o in overrides if not o.lstrip("+~").startswith("hydra.")], dirs[1:], specs)
+
+
+def composition_problems(overrides: Sequence[str], dirs: Sequence[Path], specs: Mapping[str, Any]) -> List[str]:
+    """Compose the run config with the user's config `dirs` on the search path; a key or value
+    Hydra refuses in one of their files is one problem naming the field, the file and the fix
+    (a renamed task option names its new field). Needs the schemas registered (the cli does)."""
+    import re
+
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import ConfigCompositionException
+
+    searchpath = "hydra.searchpath=[" + ",".join(f"file://{Path(d).resolve()}" for d in dirs) + "]"
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+            compose("config", overrides=[*overrides, searchpath])
+    except ConfigCompositionException as err:
+        text = str(err)
+        where = re.search(r"In '([^']+)'", text)
+        key = re.search(r"full_key: (\S+)", text)
+        source = f" (set in {where.group(1)}.yaml)" if where else ""
+        if key and text.splitlines()[1:2] and text.splitlines()[1].startswith("Key "):
+            task = (_task_in_file(where.group(1), dirs) if where else None) or _chosen(overrides, "task", default_choice("task"))
+            problem = (_renamed(key.group(1), "<value>", specs.get(task))
+                       or _unknown(key.group(1), False, _known_paths([task], specs), task))
+            return [problem.replace(": ", f"{source}: ", 1)]
+        reason = next((line for line in text.splitlines()[1:] if line.strip()), text).strip()
+        return [f"{key.group(1) if key else 'config'}{source}: {reason}. Fix: correct that file."]
+    return []
+
+
+def _task_in_file(name: str, dirs: Sequence[Path]) -> Optional[str]:
+    """The task a config file (`experiment/my_recipe`) picks in its defaults list, if any."""
+    import yaml
+
+    for d in [*dirs, conf_dir()]:
+        path = Path(d) / f"{name}.yaml"
+        if path.is_file():
+            defaults = (yaml.safe_load(path.read_text()) or {}).get("defaults") or []
+            return next((str(v) for entry in defaults if isinstance(entry, dict)
+                         for k, v in entry.items() if k.replace("override", "").strip(" /") == "task"), None)
+    return None
+
+
+def user_config_dirs(argv: Sequence[str]) -> List[Path]:
+    """Config dirs a user adds beside conf/ (their own experiment / model files), as Hydra takes
+    them: `--config-dir DIR` (`-cd DIR`) and `hydra.searchpath=[file://DIR,...]`."""
+    dirs: List[str] = []
+    for i, arg in enumerate(argv):
+        if arg in ("--config-dir", "-cd") and i + 1 < len(argv):
+            dirs.append(argv[i + 1])
+        elif arg.startswith("--config-dir="):
+            dirs.append(arg.split("=", 1)[1])
+        elif arg.lstrip("+").startswith("hydra.searchpath="):
+            listed = arg.split("=", 1)[1].strip("[]")
+            dirs += [d.strip().strip("'\"") for d in listed.split(",") if d.strip()]
+    # pkg:// entries name installed packages: not checked here (Hydra reports those itself)
+    return [Path(d[len("file://"):] if d.startswith("file://") else d) for d in dirs if "://" not in d or d.startswith("file://")]
 
 
 def _parse(overrides: Sequence[str]):
@@ -139,13 +202,13 @@ def _values(override) -> List[Any]:
 _NODES = {int: ("IntegerNode", "an integer"), float: ("FloatNode", "a number"), bool: ("BooleanNode", "true or false")}
 
 
-def _value_problems(override, known: Dict[str, Any]) -> List[str]:
+def _value_problems(override, known: Dict[str, Any], dirs: Sequence[Path]) -> List[str]:
     """A group option that is not in the config tree, or a number / flag that is not one."""
     if override.is_delete():
         return []
     key = override.key_or_group
     if key in GROUPS:
-        return [p for v in _values(override) if (p := _group_problem(key, v))]
+        return [p for v in _values(override) if (p := _group_problem(key, v, dirs))]
     if known.get(key) not in _NODES:
         return []
     import omegaconf.nodes
@@ -162,12 +225,14 @@ def _value_problems(override, known: Dict[str, Any]) -> List[str]:
     return []
 
 
-def _group_problem(group: str, value) -> Optional[str]:
+def _group_problem(group: str, value, dirs: Sequence[Path]) -> Optional[str]:
     if value is None:
         return f"{group}: null is not a config of group {group}. Fix: leave {group}= out for its default."
-    problem = one_of(group, str(value), sorted(p.stem for p in (conf_dir() / group).glob("*.yaml")))
+    options = sorted({str(p.relative_to(d / group).with_suffix("")) for d in dirs for p in (d / group).rglob("*.yaml")})
+    problem = one_of(group, str(value), options)
+    where = " or a dir given with --config-dir / hydra.searchpath" if len(dirs) > 1 else ""
     return problem and problem.replace(f"{group}: unknown value", f"{group}: no config named", 1) + (
-        f" Fix: {group}=<one of them> (conf/{group}/ holds one file per option).")
+        f" Fix: {group}=<one of them> (conf/{group}/{where} holds one file per option).")
 
 
 def _renamed(key: str, value: str, spec: Any) -> Optional[str]:

@@ -24,13 +24,10 @@ from optmodel.data.mmlu import (  # noqa: F401  (re-exported: the scoring side's
     HF_DATASET, SUBJECTS, MmluDataError, MmluOptions, locate,
 )
 from optmodel.evaluation.harness import evaluate
+from optmodel.facts.errors import AccuracyBelowBound
 
 LETTERS = ["A", "B", "C", "D"]
 DOC_TO_TEXT = "{{question.strip()}}\nA. {{choices[0]}}\nB. {{choices[1]}}\nC. {{choices[2]}}\nD. {{choices[3]}}\nAnswer:"
-
-
-class AccuracyBelowBound(RuntimeError):
-    """A `lower_bound` gate failed: the run exits non-zero with both numbers."""
 
 
 @dataclass

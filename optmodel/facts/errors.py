@@ -22,6 +22,15 @@ class ConfigError(ValueError):
         return (type(self), (self.problems,))
 
 
+class MeasuredFailure(RuntimeError):
+    """A run that did its work and failed a check on what it measured (a task's lower_bound):
+    the command says so in one line, exit 1, no traceback; the manifest keeps the numbers."""
+
+
+class AccuracyBelowBound(MeasuredFailure):
+    """A `lower_bound` gate failed: the message has both numbers."""
+
+
 def one_of(field: str, value, valid: Iterable[str]) -> Optional[str]:
     """A problem sentence when `value` is not a valid name, with close matches first."""
     valid = list(valid)

@@ -32,7 +32,7 @@ SHAREGPT_ROLES = {"human": "user", "gpt": "assistant", "system": "system", "user
 
 def new_account() -> Dict[str, object]:
     """What became of the data set's rows (the summary and the manifest's `data` print it)."""
-    return {"rows_read": 0, "rows_used": 0, "dropped": {}, "truncated": 0, "tokens_cut": 0}
+    return {"rows_read": 0, "rows_used": 0, "dropped": {}, "truncated": 0, "tokens_cut": 0, "tokens": 0}
 
 
 def drop(account: Optional[dict], reason: str) -> None:
@@ -161,9 +161,10 @@ def token_rows(tokenizer, convs: List[List[Dict[str, str]]], seq_len: int,
         if not any(loss):
             drop(account, "no_assistant_tokens_within_seq_len")
             continue
+        n = len(ids)
         if account is not None:
             account["rows_used"] += 1
-        n = len(ids)
+            account["tokens"] += n  # real tokens of the rows used (padding is not counted)
         yield {"input_ids": torch.tensor(ids + [pad] * (seq_len - n)),
                "attention_mask": torch.tensor([1] * n + [0] * (seq_len - n)),
                "loss_mask": torch.tensor(loss + [0] * (seq_len - n))}
@@ -175,6 +176,13 @@ def account_line(account: dict) -> str:
     why = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(account["dropped"].items()))
     return (f"{account['rows_read']} rows read, {account['rows_used']} used, {dropped} dropped"
             f"{f' ({why})' if why else ''}, {account['truncated']} truncated ({account['tokens_cut']} tokens cut)")
+
+
+def real_tokens_per_row(rows) -> float:
+    """Mean non-padding tokens of the rows (a list, or a dataset holding `.rows`): what one row
+    of training shows the draft, for "tokens seen" (padding is no token seen)."""
+    rows = getattr(rows, "rows", rows)
+    return sum(int(r["attention_mask"].sum()) for r in rows) / max(1, len(rows))
 
 
 class RowsDataset:

@@ -18,6 +18,7 @@ from typing import Callable, Dict, List, Optional
 
 from optmodel.distributed import is_rank0
 from optmodel.speculative.convert import DraftSpec
+from optmodel.speculative.data import real_tokens_per_row
 from optmodel.speculative.megatron_draft import attach, convert, eagle_scope, export
 from optmodel.speculative.ops import RowLog, throughput
 from optmodel.speculative.workflow import vocab_mapping
@@ -84,7 +85,7 @@ def fit(handle, rows: List[dict], task, run_dir: Path, seed: int, on_step: Optio
     result = fit_megatron(handle, task.training, EagleRows(rows), output_dir=Path(run_dir) / CHECKPOINTS_DIR, seed=seed,
                           resume=resume, tracker=RowLog(log_fn), forward_step_fn=forward_step(handle.device),
                           kind="eagle3", on_step=on_step)
-    return throughput(result.metrics, task, paused)
+    return throughput(result.metrics, task, real_tokens_per_row(rows), paused)
 
 
 def measure(handle, *args, **kwargs) -> dict:

@@ -24,7 +24,7 @@ from optmodel.distributed import is_rank0
 from optmodel.speculative import draft
 from optmodel.speculative.checkpoint import draft_trainer, target_identity
 from optmodel.speculative.convert import convert, text_config
-from optmodel.speculative.data import RowsDataset, collate
+from optmodel.speculative.data import RowsDataset, collate, real_tokens_per_row
 from optmodel.training.precision import compute_autocast
 
 
@@ -88,14 +88,16 @@ def fit_rows(model, dataset, task, run_dir: Path, seed: int, *, on_step: Optiona
     identity = target_identity(model, target or getattr(model.config, "_name_or_path", None))
     result = fit(model, task.training, dataset, output_dir=Path(run_dir) / CHECKPOINTS_DIR, seed=seed, resume=resume,
                  tracker=RowLog(log_fn), on_step=on_step, trainer_class=draft_trainer(identity), data_collator=collate)
-    return throughput(result.metrics, task, paused)
+    return throughput(result.metrics, task, real_tokens_per_row(dataset), paused)
 
 
-def throughput(metrics: Dict[str, object], task, paused: Optional[List[float]] = None) -> Dict[str, object]:
-    """The training stack's metrics with training tokens/s over the steps this run trained,
-    without the `paused[0]` seconds the step hooks spent measuring AL."""
+def throughput(metrics: Dict[str, object], task, tokens_per_row: float,
+               paused: Optional[List[float]] = None) -> Dict[str, object]:
+    """The training stack's metrics with tokens seen (`tokens_per_row`: real, unpadded tokens of
+    a row) and training tokens/s over the steps this run trained, without the `paused[0]`
+    seconds the step hooks spent measuring AL."""
     seconds = max(float(metrics["train_seconds"]) - (paused[0] if paused else 0.0), 1e-9)
-    per_step = int(task.training.global_batch_size) * int(task.seq_len)
+    per_step = int(task.training.global_batch_size) * tokens_per_row
     trained_here = int(metrics["train_steps"]) - int(metrics.get("train_resumed_from_step") or 0)
-    return {**metrics, "train_seconds": seconds, "train_tokens": int(metrics["train_steps"]) * per_step,  # resumed runs too
+    return {**metrics, "train_seconds": seconds, "train_tokens": round(int(metrics["train_steps"]) * per_step),  # resumed runs too
             "train_tokens_per_second": trained_here * per_step / seconds}

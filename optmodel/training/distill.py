@@ -116,6 +116,15 @@ class DistillationModelLoss:
 def export_student(model):
     """The plain student of a DistillationModel (teacher and hooks removed)."""
     import modelopt.torch.distill as mtd
+    import modelopt.torch.opt as mto
     from modelopt.torch.distill import DistillationModel
+    from modelopt.torch.opt.conversion import ModeloptStateManager
 
-    return mtd.export(model) if isinstance(model, DistillationModel) else model
+    if not isinstance(model, DistillationModel):
+        return model
+    student = mtd.export(model)
+    # The export records its modes (kd_loss, export_student), none of which is saved: without a
+    # quantizer to keep, the HF save would write a modelopt_state.pth of no modes beside a plain model.
+    if ModeloptStateManager.is_converted(student) and not mto.modelopt_state(student)["modelopt_state_dict"]:
+        ModeloptStateManager.remove_state(student)
+    return student

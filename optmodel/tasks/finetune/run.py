@@ -86,7 +86,9 @@ def train_task(ctx, teacher_source: Optional[str] = None, task_name: str = "fine
                           teacher=teacher, distillation=task.get("distillation"), resume=bool(cfg.run.get("resume")),
                           tracker=ctx.tracker)
     metrics.update(result.metrics)
-    metrics["train_tokens"] = metrics["train_steps"] * int(training.global_batch_size) * int(data.seq_len)
+    # real tokens per row (packing=pad rows are part padding, which is no token seen)
+    metrics["train_tokens"] = round(metrics["train_steps"] * int(training.global_batch_size)
+                                    * train.stats.tokens / train.stats.sequences)
     ctx.record(training={"kind": result.kind, "history": result.history, "teacher": teacher_source,
                          "student": str(cfg.run.get("load") or handle.source),
                          "resumed_from": str(result.resumed_from) if result.resumed_from else None})
