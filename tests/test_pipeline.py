@@ -164,7 +164,7 @@ def test_prune_then_distill_learns_from_the_input_model_and_saves_one_model():
     assert config_problems(cfg) == []
 
 
-def test_prune_then_distill_trains_the_pruned_model_in_memory_against_the_input_model(tmp_path, one_thread):
+def test_prune_then_distill_trains_the_pruned_model_in_memory_against_the_input_model(tmp_path, one_thread, capsys):
     cfg = compose_cfg("task=pipeline", "task.steps=[prune,distill]", "task.prune.export_config.num_layers=2",
                       "task.prune.save_model=false", "task.prune.depth_batches=1", "task.distill.training.max_steps=1",
                       "task.distill.training.micro_batch_size=2", "task.distill.training.global_batch_size=2",
@@ -179,6 +179,9 @@ def test_prune_then_distill_trains_the_pruned_model_in_memory_against_the_input_
     assert distill["perplexity_teacher"] == pytest.approx(prune["perplexity_before"], rel=1e-6)
     assert json.loads((tmp_path / "model" / "config.json").read_text())["num_hidden_layers"] == 2
     assert manifest["model_config"]["num_layers"] == 2 and manifest["training"]["teacher"] == ckpt
+    # the student is named as what it is: the input model as the prune step left it, not the checkpoint
+    assert manifest["training"]["student"] == f"{ckpt} after prune (this pipeline)"
+    assert f"  student     {ckpt} after prune (this pipeline)\n  teacher     {ckpt}\n" in capsys.readouterr().out
 
 
 def test_pipeline_config_error_of_a_step_stays_a_config_error():

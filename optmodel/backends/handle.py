@@ -43,6 +43,13 @@ class ModelHandle:
         self.source = source  # the checkpoint dir or saved model it was loaded from
         self.cfg = cfg  # the run config (model section: the architecture this handle holds)
         self.origin = origin  # manifest of the run dir it was loaded from, or None
+        self.changed_by: List[str] = []  # pipeline steps that changed the model since it was loaded
+
+    def provenance(self, loaded_from: Optional[str] = None) -> str:
+        """What the model is, for a summary: the run dir it was loaded from (`loaded_from`) or its
+        source, then the pipeline steps that have changed it in memory since."""
+        where = str(loaded_from or self.source)
+        return f"{where} after {' -> '.join(self.changed_by)} (this pipeline)" if self.changed_by else where
 
     # --- forward --------------------------------------------------------------------------
     def logits(self, input_ids, attention_mask=None):

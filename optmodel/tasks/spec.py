@@ -34,6 +34,7 @@ class TaskSpec:
     gate_problems: Callable[[DictConfig], List[str]] = gate_problems  # checks of task.gate (optmodel/config/gate.py)
     backends: Tuple[str, ...] = ("hf",)  # backends it runs on; others are refused at validation
     reads_model: bool = True  # starts from a model (accepts run.load=<run dir>)
+    changes_model: bool = False  # leaves the model it was handed changed (pruned, quantized, trained)
     resumable: bool = False  # continues an unfinished run in its dir (run.resume=true), e.g. from training checkpoints
     # the config made concrete before validation (task=pipeline: each step as its own task would be)
     resolve: Optional[Callable[[DictConfig], DictConfig]] = None

@@ -98,5 +98,5 @@ def megatron_layer_name_problems(d) -> List[str]:
 
 
 SPEC = TaskSpec(name="distill", schema=DistillTaskConfig, problems=problems,
-                backends=("hf", "megatron"), resumable=True, outputs=training_outputs,
+                backends=("hf", "megatron"), resumable=True, outputs=training_outputs, changes_model=True,
                 sweep_axes=("train_steps",))

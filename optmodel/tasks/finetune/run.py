@@ -90,7 +90,7 @@ def train_task(ctx, teacher_source: Optional[str] = None, task_name: str = "fine
     metrics["train_tokens"] = round(metrics["train_steps"] * int(training.global_batch_size)
                                     * train.stats.tokens / train.stats.sequences)
     ctx.record(training={"kind": result.kind, "history": result.history, "teacher": teacher_source,
-                         "student": str(cfg.run.get("load") or handle.source),
+                         "student": handle.provenance(cfg.run.get("load")),
                          "resumed_from": str(result.resumed_from) if result.resumed_from else None})
 
     # after
@@ -113,7 +113,7 @@ def train_task(ctx, teacher_source: Optional[str] = None, task_name: str = "fine
     export_dir = ctx.export_model(handle, "hf", task.export_dtype) if quantized and task.export else None
     if is_rank0():
         print_summary(cfg, task_name, result.kind, metrics, export_dir, ctx.run_dir,
-                      student=str(cfg.run.get("load") or handle.source), teacher=teacher_source)
+                      student=handle.provenance(cfg.run.get("load")), teacher=teacher_source)
     return metrics
 
 

@@ -79,5 +79,5 @@ def training_task_problems(cfg: DictConfig) -> List[str]:
 
 
 SPEC = TaskSpec(name="finetune", schema=FinetuneTaskConfig, problems=training_task_problems, backends=("hf", "megatron"), resumable=True,
-                outputs=training_outputs,
+                outputs=training_outputs, changes_model=True,
                 sweep_axes=("train_steps",))

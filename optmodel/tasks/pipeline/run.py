@@ -26,7 +26,7 @@ from optmodel.facts.errors import ConfigError
 from optmodel.gate import Gated
 from optmodel.run import RunContext
 from optmodel.tasks.pipeline.steps import step_config
-from optmodel.tasks.registry import preflight as task_preflight, task_runner
+from optmodel.tasks.registry import preflight as task_preflight, task_runner, task_spec
 
 log = logging.getLogger("optmodel")
 
@@ -105,6 +105,8 @@ def run(ctx) -> Dict[str, Any]:
                 raise
             raise named from err
         finish("completed", metrics=step_metrics)
+        if task_spec(name).changes_model:
+            handle.changed_by.append(name)  # what a later step's summary says of the model it was handed
         # flat: every step's figures under "<step>/<metric>" (two steps' perplexity both kept), and
         # the plain names holding the latest step's, i.e. the figures of the model the pipeline made
         flat = {**step_metrics, **{f"{name}/{k}": v for k, v in step_metrics.items()}}

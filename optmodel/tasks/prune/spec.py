@@ -172,6 +172,6 @@ def _resolved_or_empty(cfg: DictConfig) -> Dict[str, int]:
 
 
 SPEC = TaskSpec(name="prune", schema=PruneTaskConfig, problems=problems,
-                backends=("hf", "megatron"),
+                backends=("hf", "megatron"), changes_model=True,
                 outputs=lambda cfg, quantized: ("prune_scores",) * (not cfg.task.scores) + ("saved_model",) * cfg.task.save_model,
                 sweep_axes=("parameters_after", "active_parameters_after"))

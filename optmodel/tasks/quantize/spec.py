@@ -203,5 +203,5 @@ def outputs(cfg: DictConfig, quantized: bool = False) -> Tuple[str, ...]:
 
 
 SPEC = TaskSpec(name="quantize", schema=QuantizeTaskConfig, problems=problems,
-                backends=("hf", "megatron"), outputs=outputs,
+                backends=("hf", "megatron"), outputs=outputs, changes_model=True,
                 sweep_axes=("effective_bits",))
