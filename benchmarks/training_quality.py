@@ -11,7 +11,10 @@ runs it); QAT / QAD keep the task defaults apart from the step count given here.
 model is then loaded by run.load and scored on the same held-out windows of the bundled corpus
 (perplexity, and KL(teacher || model) per token against the teacher).
 
-    python benchmarks/training_quality.py [--steps N] [--qat-steps 30] [--threads 1] [--out DIR]
+    python benchmarks/training_quality.py [--steps N] [--qat-steps 30] [--no-quant] [--threads 1] [--out DIR]
+
+"recovered" is optmodel.training.recovery's share of the gap to the teacher (from the pruned
+model for finetune / distill, from the PTQ model for QAT / QAD), printed where it is one.
 """
 
 from __future__ import annotations
@@ -84,6 +87,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=0, help="finetune / distill steps; 0: the recipe's")
     parser.add_argument("--qat-steps", type=int, default=0, help="QAT / QAD steps; 0: the task default")
+    parser.add_argument("--no-quant", action="store_true", help="the pruning rows only (no NVFP4 PTQ / QAT / QAD)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--out", type=Path, default=None, help="keep the run dirs here (default: a temp dir)")
     opts = parser.parse_args()
@@ -92,6 +96,7 @@ def main() -> None:
 
     from optmodel.backends import load as load_handle
     from optmodel.data.text import dataset_texts, pack
+    from optmodel.training.recovery import recovered
 
     torch.set_num_threads(opts.threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -106,26 +111,30 @@ def main() -> None:
         distilled = run(out, "distill", "task=distill", f"run.load={pruned}", *distill)
         logits_only = [o for o in distill if not o.startswith("task.distillation.intermediate_layer_pairs=")]
         logit_kd = run(out, "distill_logits", "task=distill", f"run.load={pruned}", *logits_only)
-        ptq = run(out, "ptq", "task=quantize", "task.quant_cfg=NVFP4_DEFAULT_CFG", "task.export=false")
-        qat_steps = (f"task.training.max_steps={opts.qat_steps}",) if opts.qat_steps else ()
-        qat = run(out, "qat", "task=finetune", f"run.load={ptq}", *qat_steps)
-        qad = run(out, "qad", "task=distill", f"run.load={ptq}", *qat_steps)
+        # (label, run dir, the row its "recovered" share starts from)
+        rows = [("base (teacher)", None, None), (f"pruned to {layers} layers", pruned, None),
+                ("pruned + finetune", finetuned, 1), ("pruned + distill (recipe: logits + final hidden state)", distilled, 1),
+                ("pruned + distill (logits only)", logit_kd, 1)]
+        if not opts.no_quant:
+            ptq = run(out, "ptq", "task=quantize", "task.quant_cfg=NVFP4_DEFAULT_CFG", "task.export=false")
+            qat_steps = (f"task.training.max_steps={opts.qat_steps}",) if opts.qat_steps else ()
+            qat = run(out, "qat", "task=finetune", f"run.load={ptq}", *qat_steps)
+            qad = run(out, "qad", "task=distill", f"run.load={ptq}", *qat_steps)
+            rows += [("NVFP4 PTQ", ptq, None), ("NVFP4 + QAT", qat, 5), ("NVFP4 + QAD", qad, 5)]
 
         cfg = compose("task=eval")
         teacher = load_handle(cfg)
         heldout = pack(teacher.tokenizer, dataset_texts(cfg.data, "eval"), cfg.data.seq_len,
                        cfg.data.eval_max_sequences, "data.eval_path")
-        rows = [("base (teacher)", None), (f"pruned to {layers} layers", pruned), ("pruned + finetune", finetuned),
-                ("pruned + distill (recipe: logits + final hidden state)", distilled),
-                ("pruned + distill (logits only)", logit_kd), ("NVFP4 PTQ", ptq), ("NVFP4 + QAT", qat), ("NVFP4 + QAD", qad)]
-        scores = [(label, *score(load, teacher, heldout, cfg.data.batch_size)) for label, load in rows]
+        scores = [score(load, teacher, heldout, cfg.data.batch_size) for _, load, _ in rows]
 
     print(f"\n{TEACHER}, bundled held-out text: {heldout.numel()} tokens in {heldout.shape[0]} x {heldout.shape[1]} "
           f"windows. finetune / distill: experiment={RECIPE}'s settings ({' '.join(distill)}); "
           f"QAT / QAD: {'task defaults' if not opts.qat_steps else f'{opts.qat_steps} steps'}")
     print("| model | held-out perplexity | KL to the teacher (nats/token) |\n|---|---|---|")
-    for label, ppl, kl in scores:
-        print(f"| {label} | {ppl:.3f} | {kl:.4f} |")
+    for (label, _, start), (ppl, kl) in zip(rows, scores):
+        share = recovered(scores[start][0], ppl, scores[0][0])[0] if start is not None else None
+        print(f"| {label} | {ppl:.3f}{f' ({share:.1%} recovered)' if share is not None else ''} | {kl:.4f} |")
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ bfloat16 and the held-out perplexity is measured on the reloaded bf16 checkpoint
 Time on an idle 2-core CPU: corpus + tokenizer ~3 s, the first four models ~65-80 s of training
 each plus a few seconds of evaluation, the Llama-4 / gpt-oss ones 100 steps of 8 x 128
 tokens (not timed idle: 33 / 39 minutes on a 2-core machine shared at load ~10, where
-tiny_qwen3 ran 20-40x slower than idle); the teacher 320 steps at one thread, 1371 s on the 2-core machine shared at load ~5. Bit-for-bit reproducibility holds on
+tiny_qwen3 ran 20-40x slower than idle); the teacher 800 steps at one thread, 768 s with the
+other core mostly busy. Bit-for-bit reproducibility holds on
 the same machine / torch build (floating-point kernels may differ across CPUs).
 """
