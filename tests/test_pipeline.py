@@ -184,6 +184,17 @@ def test_prune_then_distill_trains_the_pruned_model_in_memory_against_the_input_
     assert f"  student     {ckpt} after prune (this pipeline)\n  teacher     {ckpt}\n" in capsys.readouterr().out
 
 
+def test_a_steps_gate_and_the_pipelines_gate_keep_their_own_verdicts(tmp_path, one_thread):
+    cfg = compose_cfg("task=pipeline", "task.steps=[quantize,export]", *SMALL[:3], f"run.output_dir={tmp_path}",
+                      "task.quantize.gate.metric=perplexity", "task.quantize.gate.max_drop=50",
+                      "task.gate.metric=perplexity", "task.gate.max_drop=40")
+    counted_execute(cfg, tmp_path)
+    manifest = read_manifest(tmp_path)
+    step, whole = manifest["step_gates"]["quantize"], manifest["gate"]
+    assert step["passed"] and whole["passed"] and (step["max_drop"], whole["max_drop"]) == (50, 40)
+    assert step["value"] == whole["value"] == manifest["metrics"]["quantize/perplexity_after"]
+
+
 def test_pipeline_config_error_of_a_step_stays_a_config_error():
     from optmodel.tasks.pipeline.run import step_error
 
