@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import typing
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import yaml
 
 from optmodel.config.chosen import default_choice
 from optmodel.config.schema import OptmodelConfig
@@ -121,8 +124,6 @@ def composition_problems(overrides: Sequence[str], dirs: Sequence[Path], specs: 
     """Compose the run config with the user's config `dirs` on the search path; a key or value
     Hydra refuses in one of their files is one problem naming the field, the file and the fix
     (a renamed task option names its new field). Needs the schemas registered (the cli does)."""
-    import re
-
     from hydra import compose, initialize_config_dir
     from hydra.errors import ConfigCompositionException
 
@@ -131,24 +132,23 @@ def composition_problems(overrides: Sequence[str], dirs: Sequence[Path], specs: 
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
             compose("config", overrides=[*overrides, searchpath])
     except ConfigCompositionException as err:
-        text = str(err)
+        text = str(err)  # "In '<file>': <Error> raised ...\n<reason>\n    full_key: <key>\n ..."
+        lines = text.splitlines()
         where = re.search(r"In '([^']+)'", text)
         key = re.search(r"full_key: (\S+)", text)
         source = f" (set in {where.group(1)}.yaml)" if where else ""
-        if key and text.splitlines()[1:2] and text.splitlines()[1].startswith("Key "):
+        if key and len(lines) > 1 and lines[1].startswith("Key "):  # an unknown key, not a wrong value
             task = (_task_in_file(where.group(1), dirs) if where else None) or _chosen(overrides, "task", default_choice("task"))
             problem = (_renamed(key.group(1), "<value>", specs.get(task))
                        or _unknown(key.group(1), False, _known_paths([task], specs), task))
             return [problem.replace(": ", f"{source}: ", 1)]
-        reason = next((line for line in text.splitlines()[1:] if line.strip()), text).strip()
+        reason = next((line for line in lines[1:] if line.strip()), text).strip()
         return [f"{key.group(1) if key else 'config'}{source}: {reason}. Fix: correct that file."]
     return []
 
 
 def _task_in_file(name: str, dirs: Sequence[Path]) -> Optional[str]:
     """The task a config file (`experiment/my_recipe`) picks in its defaults list, if any."""
-    import yaml
-
     for d in [*dirs, conf_dir()]:
         path = Path(d) / f"{name}.yaml"
         if path.is_file():
