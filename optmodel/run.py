@@ -84,8 +84,12 @@ class RunContext:
     def enforce_gate(self, final: bool = False, current: Optional[Dict[str, Any]] = None) -> None:
         """task.gate: a run over its accuracy budget stops here (Gated, status `gated`); see
         optmodel/gate.py. current: metrics measured since the recorded ones (a pipeline step's)."""
-        enforce(self.cfg.task.get("gate"), self.gate_measurements() + ([current] if current else []), self.record,
-                final=final)
+        enforce(self.cfg.task.get("gate"), self.gate_measurements() + ([current] if current else []),
+                self.record_gate, final=final)
+
+    def record_gate(self, gate: Dict[str, Any]) -> None:
+        """The gate's verdict in the manifest (`gate`)."""
+        self.record(gate=gate)
 
     def gate_measurements(self) -> List[Dict[str, Any]]:
         return ordered_metrics(self.manifest.data)

@@ -50,7 +50,7 @@ TRAIN_SPECS: Dict[str, TrainSpec] = {
     # The teacher of the bundled distillation pair: trained on grammar text the student's
     # fine-tuning (train.txt) never sees; its 4-layer pruned student starts well above it.
     # Its rows are mostly in the packed form optmodel trains and measures on (data=bundled).
-    # 800 steps (768 s at one thread on idle cores): at 320 it ended only 0.02 perplexity below
+    # 800 steps (768 s at one thread, the other core mostly busy): at 320 it ended only 0.02 perplexity below
     # what fine-tuning its pruned student reached, and 100 fine-tuning steps went past it.
     "tiny_qwen3_teacher": TrainSpec(steps=800, seed=7, fresh_text_bytes=10_000_000, threads=1, packed_frac=0.75),
 }

@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Optional
 from optmodel.config.inherit import with_model_fields
 from optmodel.distributed import is_rank0
 from optmodel.facts.errors import ConfigError
-from optmodel.gate import Gated, enforce
+from optmodel.gate import Gated
 from optmodel.run import RunContext
 from optmodel.tasks.pipeline.steps import step_config
 from optmodel.tasks.registry import preflight as task_preflight, task_runner, task_spec
@@ -61,11 +61,12 @@ class StepContext(RunContext):
     def enforce_gate(self, final: bool = False, current: Optional[Dict[str, Any]] = None) -> None:
         """The step's own task.<step>.gate (its verdict under the manifest's `step_gates.<step>`),
         then the pipeline's task.gate (`gate`) over the steps so far and this one."""
-        enforce(self.cfg.task.get("gate"), self.gate_measurements(), self.record_step_gate, final=final)
+        super().enforce_gate(final=final)
         if self.pipeline is not None:
             self.pipeline.enforce_gate(current=self.measured)
 
-    def record_step_gate(self, gate: Dict[str, Any]) -> None:
+    def record_gate(self, gate: Dict[str, Any]) -> None:
+        """A step's verdict beside the other steps' (the pipeline's own keeps `gate`)."""
         gates = dict(self.manifest.data.get("step_gates") or {})
         gates[self.cfg.task.name] = gate
         self.record(step_gates=gates)
